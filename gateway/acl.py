@@ -1,0 +1,52 @@
+"""Topic authorization: every PUBLISH, SUBSCRIBE and delivery decided from the session's identity.
+
+No I/O here: amqtt checks RECEIVE for every subscriber on every delivery, inside its one
+broadcast loop, so a decision must be a dictionary lookup and a string split.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseTopicPlugin
+from amqtt.session import Session
+
+from .audit import audit
+from .identity import identity_of
+from .topics import device_may_use
+
+
+def decide(session: Session | None, topic: str | None, action: Action) -> bool:
+    identity = identity_of(session)
+    if identity is None or not topic:
+        return False
+    return device_may_use(identity.tokens, topic)
+
+
+class TopicAccessPlugin(BaseTopicPlugin):
+    """The amqtt topic plugin. GatewayBroker calls `allowed` directly (amqtt would wrap each call
+    in a task); `topic_filtering` keeps the plugin usable in a stock broker too."""
+
+    @dataclass
+    class Config:
+        pass
+
+    def allowed(self, session: Session | None, topic: str | None, action: Action) -> bool:
+        ok = decide(session, topic, action)
+        if not ok and action != Action.RECEIVE:
+            identity = identity_of(session)
+            audit(
+                "publish_denied" if action == Action.PUBLISH else "subscribe_denied",
+                logging.WARNING,
+                tenant=identity.tenant_id if identity else None,
+                device=identity.device_id if identity else None,
+                topic=topic,
+            )
+        return ok
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        return action is not None and self.allowed(session, topic, action)

@@ -1,0 +1,60 @@
+"""/v1/tenants/{tenant}/devices"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from .deps import GatewayDep
+from .schemas import ConnectionOut, DeviceIn, DeviceOut, DevicePatch
+
+router = APIRouter(prefix="/v1/tenants/{tenant}/devices", tags=["devices"])
+
+
+@router.post("", status_code=201)
+async def create_device(tenant: str, body: DeviceIn, gw: GatewayDep) -> DeviceOut:
+    device = await gw.registry.devices.create(
+        tenant, body.id, group=body.group, app_version=body.app_version, attributes=body.attributes
+    )
+    return DeviceOut.of(device)
+
+
+@router.get("")
+async def list_devices(
+    tenant: str,
+    gw: GatewayDep,
+    after: Annotated[str | None, Query(description="last device id of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> list[DeviceOut]:
+    return [DeviceOut.of(d) for d in await gw.registry.devices.list(tenant, after=after, limit=limit)]
+
+
+@router.get("/{device}")
+async def get_device(tenant: str, device: str, gw: GatewayDep) -> DeviceOut:
+    return DeviceOut.of(await gw.registry.devices.get(tenant, device))
+
+
+@router.patch("/{device}")
+async def patch_device(tenant: str, device: str, body: DevicePatch, gw: GatewayDep) -> DeviceOut:
+    kwargs = {"app_version": body.app_version} if "app_version" in body.model_fields_set else {}
+    updated = await gw.registry.devices.update(
+        tenant, device, group=body.group, attributes=body.attributes, enabled=body.enabled, **kwargs
+    )
+    if body.enabled is False:
+        await gw.kick(lambda i: i.tenant_id == tenant and i.device_id == device, "device disabled")
+    return DeviceOut.of(updated)
+
+
+@router.delete("/{device}", status_code=204)
+async def delete_device(tenant: str, device: str, gw: GatewayDep) -> Response:
+    await gw.registry.devices.delete(tenant, device)
+    await gw.kick(lambda i: i.tenant_id == tenant and i.device_id == device, "device deleted")
+    return Response(status_code=204)
+
+
+@router.get("/{device}/connection")
+async def get_connection(
+    tenant: str, device: str, gw: GatewayDep, log: Annotated[int, Query(ge=0, le=1000)] = 50
+) -> ConnectionOut:
+    return ConnectionOut.of(await gw.registry.connections.status(tenant, device, log_entries=log))

@@ -1,0 +1,187 @@
+"""Request and response bodies: camelCase JSON, unknown fields refused."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic.alias_generators import to_camel
+
+from registry.identifiers import APP_VERSION_PATTERN, AUTH_ID_PATTERN, ID_PATTERN, TOKEN_PATTERN
+from registry.models import (
+    ConnectionStatus,
+    Credential,
+    CredentialState,
+    Device,
+    DeviceState,
+    Tenant,
+)
+
+Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
+AppVersion = Annotated[str, StringConstraints(pattern=APP_VERSION_PATTERN)]
+Token = Annotated[str, StringConstraints(pattern=TOKEN_PATTERN)]
+AuthId = Annotated[str, StringConstraints(pattern=AUTH_ID_PATTERN)]
+AttrKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
+AttrValue = Annotated[str, StringConstraints(max_length=1024)]
+Attributes = Annotated[dict[AttrKey, AttrValue], Field(max_length=64)]
+
+
+class Body(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class TenantIn(Body):
+    id: Id
+    max_devices: int | None = Field(None, ge=0)
+
+
+class TenantPatch(Body):
+    enabled: bool | None = None
+    max_devices: int | None = Field(None, ge=0)
+
+
+class TenantOut(Body):
+    id: str
+    enabled: bool
+    max_devices: int | None
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, t: Tenant) -> TenantOut:
+        return cls(
+            id=t.id, enabled=t.enabled, max_devices=t.max_devices, created_at=t.created_at, updated_at=t.updated_at
+        )
+
+
+class DeviceIn(Body):
+    id: Id
+    group: Id = "default"
+    app_version: AppVersion | None = None
+    attributes: Attributes = Field(default_factory=dict)
+
+
+class DevicePatch(Body):
+    group: Id | None = None
+    app_version: AppVersion | None = None
+    attributes: Attributes | None = None
+    enabled: bool | None = None
+
+
+class DeviceOut(Body):
+    id: str
+    tenant: str
+    group: str
+    app_version: str | None
+    attributes: dict[str, str]
+    state: DeviceState
+    enabled: bool
+    auto_provisioned: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, d: Device) -> DeviceOut:
+        return cls(
+            id=d.id,
+            tenant=d.tenant_id,
+            group=d.group,
+            app_version=d.app_version,
+            attributes=d.attributes,
+            state=d.state,
+            enabled=d.enabled,
+            auto_provisioned=d.auto_provisioned,
+            created_at=d.created_at,
+            updated_at=d.updated_at,
+        )
+
+
+class TokenIn(Body):
+    token: Token | None = None
+
+
+class StateIn(Body):
+    state: CredentialState
+
+
+class TokenOut(Body):
+    token: str
+    device: str
+    state: CredentialState
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, c: Credential) -> TokenOut:
+        return cls(
+            token=c.auth_id,
+            device=c.device_id,
+            state=c.state,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            last_used_at=c.last_used_at,
+        )
+
+
+class PasswordIn(Body):
+    password: Annotated[str, StringConstraints(min_length=1, max_length=1024)]
+
+
+class PasswordOut(Body):
+    auth_id: str
+    username: str
+    state: CredentialState
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, c: Credential) -> PasswordOut:
+        return cls(
+            auth_id=c.auth_id,
+            username=f"{c.auth_id}@{c.tenant_id}",
+            state=c.state,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            last_used_at=c.last_used_at,
+        )
+
+
+class LogEntryOut(Body):
+    at: datetime
+    event: str
+    reason: str | None
+    detail: str | None
+    client_id: str | None
+    remote_address: str | None
+    node: str | None
+
+
+class ConnectionOut(Body):
+    connected: bool
+    sessions: int
+    last_connected_at: datetime | None
+    last_disconnected_at: datetime | None
+    remote_address: str | None
+    node: str | None
+    log: list[LogEntryOut]
+
+    @classmethod
+    def of(cls, s: ConnectionStatus) -> ConnectionOut:
+        return cls(
+            connected=s.connected,
+            sessions=s.sessions,
+            last_connected_at=s.last_connected_at,
+            last_disconnected_at=s.last_disconnected_at,
+            remote_address=s.remote_address,
+            node=s.node,
+            log=[LogEntryOut(**e.model_dump()) for e in s.log],
+        )
+
+
+class ErrorOut(Body):
+    error: str
+    message: str
+    field: str | None = None

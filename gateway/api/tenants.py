@@ -1,0 +1,46 @@
+"""/v1/tenants"""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from ..connection import CloseReason
+from .deps import GatewayDep
+from .schemas import TenantIn, TenantOut, TenantPatch
+
+router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
+
+
+@router.post("", status_code=201)
+async def create_tenant(body: TenantIn, gw: GatewayDep) -> TenantOut:
+    return TenantOut.of(await gw.registry.tenants.create(body.id, max_devices=body.max_devices))
+
+
+@router.get("")
+async def list_tenants(gw: GatewayDep) -> list[TenantOut]:
+    return [TenantOut.of(t) for t in await gw.registry.tenants.list()]
+
+
+@router.get("/{tenant}")
+async def get_tenant(tenant: str, gw: GatewayDep) -> TenantOut:
+    return TenantOut.of(await gw.registry.tenants.get(tenant))
+
+
+@router.patch("/{tenant}")
+async def patch_tenant(tenant: str, body: TenantPatch, gw: GatewayDep) -> TenantOut:
+    fields = body.model_fields_set
+    kwargs = {"max_devices": body.max_devices} if "max_devices" in fields else {}
+    updated = await gw.registry.tenants.update(tenant, enabled=body.enabled, **kwargs)
+    if body.enabled is False:
+        await gw.kick(lambda i: i.tenant_id == tenant, "tenant disabled")
+    return TenantOut.of(updated)
+
+
+@router.delete("/{tenant}", status_code=204)
+async def delete_tenant(tenant: str, gw: GatewayDep) -> Response:
+    await gw.registry.tenants.delete(tenant)
+    await gw.kick(lambda i: i.tenant_id == tenant, "tenant deleted")
+    return Response(status_code=204)
+
+
+__all__ = ["CloseReason", "router"]

@@ -1,0 +1,1 @@
+"""Device authentication: one module per credential kind behind one `authenticate` signature."""

@@ -1,0 +1,57 @@
+"""What an authentication attempt ends in. Refusal reasons are logged and counted, never sent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from registry.models import AuthRecord, CredentialState, DeviceState
+
+from ..identity import DeviceIdentity
+
+
+class Refusal(StrEnum):
+    NO_USERNAME = "no_username"
+    MALFORMED_USERNAME = "malformed_username"
+    PASSWORD_WITH_TOKEN = "password_with_token"
+    UNKNOWN_CREDENTIAL = "unknown_credential"
+    BAD_PASSWORD = "bad_password"
+    CREDENTIAL_SUSPENDED = "credential_suspended"
+    CREDENTIAL_REVOKED = "credential_revoked"
+    DEVICE_DISABLED = "device_disabled"
+    DEVICE_DELETED = "device_deleted"
+    TENANT_DISABLED = "tenant_disabled"
+    WILL_TOPIC_DENIED = "will_topic_denied"
+    REGISTRY_UNAVAILABLE = "registry_unavailable"
+    SESSION_REVOKED = "revoked_during_connect"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthOutcome:
+    identity: DeviceIdentity | None = None
+    refusal: Refusal | None = None
+    tenant_id: str | None = None
+    device_id: str | None = None
+
+    @classmethod
+    def refuse(cls, reason: Refusal, record: AuthRecord | None = None) -> AuthOutcome:
+        return cls(
+            refusal=reason,
+            tenant_id=record.tenant_id if record else None,
+            device_id=record.device_id if record else None,
+        )
+
+
+def state_refusal(record: AuthRecord) -> Refusal | None:
+    """The checks every credential kind shares, outermost first."""
+    if not record.tenant_enabled:
+        return Refusal.TENANT_DISABLED
+    if record.device_state == DeviceState.DELETED:
+        return Refusal.DEVICE_DELETED
+    if not record.device_enabled:
+        return Refusal.DEVICE_DISABLED
+    if record.state == CredentialState.SUSPENDED:
+        return Refusal.CREDENTIAL_SUSPENDED
+    if record.state == CredentialState.REVOKED:
+        return Refusal.CREDENTIAL_REVOKED
+    return None

@@ -1,0 +1,69 @@
+"""The amqtt authentication plugin: picks the credential kind from the CONNECT and wires it in."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from amqtt.contexts import Action
+from amqtt.plugins.base import BaseAuthPlugin
+from amqtt.session import Session
+
+from ..acl import decide
+from ..audit import audit, secret_hint
+from ..identity import IDENTITY_ATTR
+from ..services import GatewayServices, services_of
+from .outcome import AuthOutcome, Refusal
+from .password import authenticate_password
+from .token import authenticate_token
+
+log = logging.getLogger(__name__)
+
+
+async def authenticate(services: GatewayServices, session: Session) -> AuthOutcome:
+    username, password = session.username, session.password
+    if not username:
+        return AuthOutcome.refuse(Refusal.NO_USERNAME)
+    if "@" in username:
+        return await authenticate_password(services.registry, services.hasher, username, password)
+    return await authenticate_token(services.registry, username, password)
+
+
+class DeviceAuthPlugin(BaseAuthPlugin):
+    @dataclass
+    class Config:
+        pass
+
+    async def authenticate(self, *, session: Session) -> bool:
+        services = services_of(self.context)
+        try:
+            outcome = await authenticate(services, session)
+        except Exception:  # the registry failing must refuse, never crash the listener
+            log.exception("authentication failed on a registry error")
+            outcome = AuthOutcome.refuse(Refusal.REGISTRY_UNAVAILABLE)
+        identity = outcome.identity
+        if identity is not None and session.will_flag:
+            # A will is a publish made later on the device's behalf: the ACL applies now.
+            session.attributes[IDENTITY_ATTR] = identity
+            if not decide(session, session.will_topic, Action.PUBLISH):
+                outcome = AuthOutcome(
+                    refusal=Refusal.WILL_TOPIC_DENIED, tenant_id=identity.tenant_id, device_id=identity.device_id
+                )
+                identity = None
+        if identity is None:
+            session.attributes.pop(IDENTITY_ATTR, None)
+            reason = outcome.refusal or Refusal.UNKNOWN_CREDENTIAL
+            services.metrics.connects_refused[reason.value] += 1
+            audit(
+                "connect_refused",
+                logging.WARNING,
+                reason=reason.value,
+                remote=f"{session.remote_address}:{session.remote_port}",
+                client_id=session.client_id,
+                username_sha256=secret_hint(session.username),
+                tenant=outcome.tenant_id,
+                device=outcome.device_id,
+            )
+            return False
+        session.attributes[IDENTITY_ATTR] = identity
+        return True

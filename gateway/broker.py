@@ -1,0 +1,369 @@
+"""GatewayBroker: amqtt's Broker with the connection flow rewritten so none of the stock defects remain.
+
+What differs from amqtt 0.12.1 (../shared/notes/amqtt-0.12.md), each with a regression test:
+1. Retained messages are replayed only for the new session's own subscriptions, through the
+   RECEIVE ACL (stock: every filter anyone subscribed to, no ACL).
+2. Authentication runs on the incoming connection alone, before any existing session is touched
+   (stock: a failed CONNECT with a victim's client id wiped the victim's session).
+3. A second CONNECT with the same client id takes the session over: the first connection is
+   closed and its end recorded before the new one is bound (stock: left open and deaf).
+4. A resumed persistent session takes address, TLS object, credentials and identity from the new
+   connection, after authenticating it (stock: reused the previous connection's TLS identity).
+5. A silent socket is closed after `connect_timeout`; sockets over `max_connections` are closed
+   at once (stock: no timeout, and queued instead of refused). Keep-alive is enforced.
+6. An MQTT 5 (or 3.1) CONNECT gets CONNACK 0x01 at once (stock: the client hangs).
+Sessions are keyed by tenant/device/client-id, so devices cannot collide on client ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+from amqtt.adapters import BufferReader, ReaderAdapter, StreamReaderAdapter, WriterAdapter
+from amqtt.broker import Broker
+from amqtt.contexts import Action, ListenerConfig
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.events import BrokerEvents
+from amqtt.mqtt.connack import NOT_AUTHORIZED
+from amqtt.mqtt.disconnect import DisconnectPacket
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.session import Session
+
+from .acl import TopicAccessPlugin
+from .audit import audit
+from .auth.outcome import Refusal
+from .connect_packet import ConnectRejected, read_connect_packet
+from .connection import CloseReason, GatewayProtocolHandler, GatewayStreamWriter
+from .identity import CLIENT_ID_ATTR, DeviceIdentity, identity_of, session_key
+from .keyed_lock import KeyedLock
+from .services import GatewayServices
+
+log = logging.getLogger(__name__)
+
+TAKEOVER_WAIT = 5.0
+PERSISTENT_FIELDS = (
+    "will_flag",
+    "will_message",
+    "will_qos",
+    "will_retain",
+    "will_topic",
+    "keep_alive",
+    "username",
+    "password",
+    "remote_address",
+    "remote_port",
+    "ssl_object",
+    "clean_session",
+)
+
+
+class GatewayBroker(Broker):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        *,
+        services: GatewayServices,
+        ssl_context_factory: Callable[[], ssl.SSLContext] | None = None,
+    ) -> None:
+        # Set before Broker.__init__, which loads the plugins that look these up.
+        self.services = services
+        self._ssl_context_factory = ssl_context_factory
+        super().__init__(config)
+        self._connections: dict[str, asyncio.Task[Any]] = {}
+        self._key_locks = KeyedLock()
+        self._open_sockets = 0
+        self._closing = False
+        acl = [p for p in self.plugins_manager.plugins if isinstance(p, TopicAccessPlugin)]
+        if len(acl) != 1:
+            raise AMQTTError("GatewayBroker needs exactly one TopicAccessPlugin")
+        self._acl = acl[0]
+
+    # -- listeners ----------------------------------------------------------------------------
+
+    def _create_ssl_context(self, listener: ListenerConfig) -> ssl.SSLContext:
+        if self._ssl_context_factory is None:
+            raise AMQTTError("TLS listener configured without an SSL context factory")
+        return self._ssl_context_factory()
+
+    @classmethod
+    def _split_bindaddr_port(cls, port_str: str, default_port: int) -> tuple[str | None, int]:
+        address, port = super()._split_bindaddr_port(port_str, default_port)
+        if address and address.startswith("[") and address.endswith("]"):
+            address = address[1:-1]  # amqtt keeps the brackets of an IPv6 literal
+        return address, port
+
+    def bound_port(self, listener_name: str) -> int:
+        server = self._servers[listener_name].instance
+        sockets = getattr(server, "sockets", None) or []
+        return int(sockets[0].getsockname()[1])
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        await self._client_connected(listener_name, StreamReaderAdapter(reader), GatewayStreamWriter(writer))
+
+    # -- one connection, start to end -----------------------------------------------------------
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        assert isinstance(writer, GatewayStreamWriter)
+        if self._closing or self._open_sockets >= self.services.settings.max_connections:
+            self._refused("max_connections" if not self._closing else "shutting_down", writer)
+            writer.abort()
+            return
+        self._open_sockets += 1
+        try:
+            await self._serve(listener_name, reader, writer)
+        except Exception:
+            log.exception("connection handling failed")
+        finally:
+            self._open_sockets -= 1
+            writer.abort()
+
+    async def _serve(self, listener_name: str, reader: ReaderAdapter, writer: GatewayStreamWriter) -> None:
+        try:
+            async with asyncio.timeout(self.services.settings.connect_timeout):
+                raw = await read_connect_packet(reader)
+        except TimeoutError:
+            self._refused("connect_timeout", writer)
+            return
+        except ConnectRejected as exc:
+            self._refused(exc.reason, writer)
+            if exc.return_code is not None:
+                await self._send_connack(writer, exc.return_code)
+            return
+        try:
+            handler, incoming = await GatewayProtocolHandler.init_from_connect(
+                BufferReader(raw), writer, self.plugins_manager
+            )
+        except (MQTTError, AMQTTError, NoDataError, ValueError, UnicodeDecodeError) as exc:
+            self._refused("malformed_connect", writer, detail=str(exc))
+            return
+        assert isinstance(handler, GatewayProtocolHandler)
+        if incoming.keep_alive > 0:
+            incoming.keep_alive = math.ceil(incoming.keep_alive * 1.5)
+
+        if not await self._authenticate(incoming, self.listeners_config[listener_name]):
+            await self._send_connack(writer, NOT_AUTHORIZED)
+            return
+        identity = identity_of(incoming)
+        assert identity is not None and incoming.client_id is not None
+        mqtt_client_id = incoming.client_id
+        key = session_key(identity, mqtt_client_id)
+        incoming.attributes[CLIENT_ID_ATTR] = mqtt_client_id
+
+        async with self._key_locks.hold(key):
+            await self._end_connection(key, CloseReason.TAKEN_OVER)
+            session = await self._adopt_session(key, incoming)
+            handler.attach(session, reader, writer)
+            self._sessions[key] = (session, handler)
+            self._connections[key] = asyncio.current_task()  # type: ignore[assignment]
+            session.transitions.connect()
+            # Re-validated inside the registry transaction: a revocation that committed while we
+            # authenticated refuses here; one that commits later finds this session to close.
+            recorded = await self._record_connect(key, identity, mqtt_client_id, session)
+        if not recorded:
+            self.services.metrics.connects_refused[Refusal.SESSION_REVOKED.value] += 1
+            audit(
+                "connect_refused",
+                logging.WARNING,
+                reason=Refusal.SESSION_REVOKED.value,
+                tenant=identity.tenant_id,
+                device=identity.device_id,
+            )
+            await self._unbind(key, session, handler, discard=True)
+            await self._send_connack(writer, NOT_AUTHORIZED)
+            return
+        try:
+            await self._run_session(session, handler)
+        finally:
+            await self._finish(key, identity, session, handler)
+
+    async def _run_session(self, session: Session, handler: GatewayProtocolHandler) -> None:
+        self.services.metrics.connects_accepted += 1
+        identity = identity_of(session)
+        audit(
+            "connected",
+            tenant=identity.tenant_id if identity else None,
+            device=identity.device_id if identity else None,
+            client_id=session.attributes.get(CLIENT_ID_ATTR),
+            remote=f"{session.remote_address}:{session.remote_port}",
+            resumed=bool(session.parent),
+        )
+        await handler.mqtt_connack_authorize(True)
+        await self.plugins_manager.fire_event(
+            BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session
+        )
+        await handler.start()
+        await self._publish_session_retained_messages(session)
+        for subscription in self._subscriptions_of(session):
+            await self._publish_retained_messages_for_subscription(subscription, session)
+        await self._client_message_loop(session, handler)
+
+    async def _finish(
+        self, key: str, identity: DeviceIdentity, session: Session, handler: GatewayProtocolHandler
+    ) -> None:
+        """Runs however the connection ended: stop, unbind, record why."""
+        with contextlib.suppress(Exception):
+            await self._stop_handler(handler)
+        if session.transitions.state == "connected":
+            session.transitions.disconnect()
+        await self._unbind(key, session, handler, discard=bool(session.clean_session or handler.discard_session))
+        reason = handler.close_reason or CloseReason.SOCKET_ERROR
+        self.services.metrics.disconnects[reason] += 1
+        audit(
+            "disconnected",
+            tenant=identity.tenant_id,
+            device=identity.device_id,
+            client_id=session.attributes.get(CLIENT_ID_ATTR),
+            reason=reason,
+            detail=handler.close_detail,
+        )
+        try:
+            await self.services.registry.connections.record_disconnect(
+                session_key=key, reason=reason, detail=handler.close_detail
+            )
+        except Exception:
+            log.exception("could not record the disconnect of %s", key)
+
+    async def _unbind(self, key: str, session: Session, handler: BrokerProtocolHandler, *, discard: bool) -> None:
+        if self._connections.get(key) is asyncio.current_task():
+            del self._connections[key]
+        bound = self._sessions.get(key)
+        if bound is not None and bound[1] is handler and discard:
+            await self._delete_session(key)
+
+    async def _adopt_session(self, key: str, incoming: Session) -> Session:
+        existing = self._sessions.get(key)
+        if incoming.clean_session or existing is None:
+            if existing is not None:
+                await self._delete_session(key)
+            incoming.client_id = key
+            incoming.parent = 0
+            return incoming
+        session = existing[0]
+        for name in PERSISTENT_FIELDS:
+            setattr(session, name, getattr(incoming, name))
+        session.attributes = dict(incoming.attributes)
+        session.parent = 1
+        return session
+
+    async def _record_connect(self, key: str, identity: DeviceIdentity, client_id: str, session: Session) -> bool:
+        try:
+            return await self.services.registry.connections.record_connect(
+                session_key=key,
+                tenant_id=identity.tenant_id,
+                device_id=identity.device_id,
+                node=self.services.settings.node_id,
+                client_id=client_id,
+                remote_address=session.remote_address,
+                credential_id=identity.credential_id,
+            )
+        except Exception:
+            log.exception("could not record the connect of %s", key)
+            return False
+
+    async def _handle_disconnect(
+        self, client_session: Session, handler: BrokerProtocolHandler, disconnect_waiter: asyncio.Future[Any]
+    ) -> None:
+        if isinstance(disconnect_waiter.result(), DisconnectPacket) and isinstance(handler, GatewayProtocolHandler):
+            handler.note_client_disconnect()
+        await super()._handle_disconnect(client_session, handler, disconnect_waiter)
+
+    @staticmethod
+    async def _send_connack(writer: GatewayStreamWriter, return_code: int) -> None:
+        with contextlib.suppress(Exception):
+            writer.write(bytes((0x20, 0x02, 0x00, return_code)))
+            async with asyncio.timeout(2):
+                await writer.drain()
+
+    def _refused(self, reason: str, writer: GatewayStreamWriter, detail: str | None = None) -> None:
+        self.services.metrics.connects_refused[reason] += 1
+        peer = writer.get_peer_info()
+        audit(
+            "connect_refused",
+            logging.WARNING,
+            reason=reason,
+            remote=f"{peer[0]}:{peer[1]}" if peer else None,
+            detail=detail,
+        )
+
+    # -- closing sessions (takeover, revocation, shutdown) ----------------------------------------
+
+    async def _end_connection(self, key: str, reason: str, *, discard: bool = False) -> None:
+        bound = self._sessions.get(key)
+        task = self._connections.get(key)
+        if bound is not None and isinstance(bound[1], GatewayProtocolHandler):
+            bound[1].close(reason, discard_session=discard)
+        if task is not None and task is not asyncio.current_task():
+            await asyncio.wait({task}, timeout=TAKEOVER_WAIT)
+
+    async def close_sessions(
+        self, match: Callable[[DeviceIdentity], bool], *, reason: str, detail: str | None = None
+    ) -> int:
+        """Closes every live session whose identity matches, and forgets matching persistent ones."""
+        tasks, closed = [], 0
+        for key, (session, handler) in list(self._sessions.items()):
+            identity = identity_of(session)
+            if identity is None or not match(identity):
+                continue
+            task = self._connections.get(key)
+            if task is not None and isinstance(handler, GatewayProtocolHandler):
+                handler.close(reason, detail, discard_session=True)
+                tasks.append(task)
+                closed += 1
+            elif session.transitions.state != "connected":
+                await self._delete_session(key)
+        if tasks:
+            await asyncio.wait(tasks, timeout=TAKEOVER_WAIT)
+        self.services.metrics.sessions_kicked += closed
+        return closed
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        for server in self._servers.values():
+            if server.instance is not None:
+                server.instance.close()
+        await self.close_sessions(lambda _: True, reason=CloseReason.SHUTDOWN)
+        await super().shutdown()
+
+    # -- topic authorization and retained messages ---------------------------------------------
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        allowed = self._acl.allowed(session, topic, action)
+        if not allowed:
+            if action == Action.PUBLISH:
+                self.services.metrics.publishes_denied += 1
+            elif action == Action.SUBSCRIBE:
+                self.services.metrics.subscriptions_denied += 1
+        return allowed
+
+    def _subscriptions_of(self, session: Session) -> list[tuple[str, int]]:
+        return [
+            (topic_filter, qos)
+            for topic_filter, subscribers in self._subscriptions.items()
+            for subscriber, qos in subscribers
+            if subscriber.client_id == session.client_id
+        ]
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        topic_filter, qos = subscription
+        handler = self._get_handler(session)
+        if handler is None:
+            return
+        tasks = [
+            asyncio.ensure_future(
+                handler.mqtt_publish(retained.topic, retained.data, min(qos, retained.qos or qos), retain=True)
+            )
+            for topic, retained in list(self._retained_messages.items())
+            if self._matches(topic, topic_filter) and self._acl.allowed(session, topic, Action.RECEIVE)
+        ]
+        if tasks:
+            await asyncio.wait(tasks)

@@ -1,0 +1,22 @@
+"""The `mqtt-gateway` command."""
+
+from __future__ import annotations
+
+import typer
+
+from . import admin, serve
+
+app = typer.Typer(
+    name="mqtt-gateway",
+    help="MQTT device gateway: serve devices, and manage tenants, devices and credentials.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+app.command("serve")(serve.serve)
+for sub in admin.groups():
+    app.add_typer(sub)
+
+
+def main() -> None:
+    app()

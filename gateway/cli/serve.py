@@ -1,0 +1,73 @@
+"""`mqtt-gateway serve`: run a gateway node until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ..settings import GatewaySettings, SettingsError, load_settings
+
+DataDirOption = Annotated[
+    Path | None,
+    typer.Option("--data-dir", help="data directory [default: ./gateway-data; env GATEWAY_DATA_DIR]"),
+]
+
+
+def serve(
+    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file")] = None,
+    data_dir: DataDirOption = None,
+    host: Annotated[str | None, typer.Option("--host", help="address all listeners bind to")] = None,
+    mqtt_port: Annotated[int | None, typer.Option("--mqtt-port", help="0 = any free port")] = None,
+    mqtts_port: Annotated[int | None, typer.Option("--mqtts-port", help="0 = any free port")] = None,
+    api_port: Annotated[int | None, typer.Option("--api-port", help="0 = any free port")] = None,
+) -> None:
+    """Start the gateway: MQTT, MQTT over TLS and the management API."""
+    try:
+        settings = load_settings(
+            config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, mqtts_port=mqtts_port, api_port=api_port
+        )
+    except SettingsError as exc:
+        typer.echo(f"mqtt-gateway: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+    # amqtt logs every connection at INFO; our own lines say what matters.
+    quiet = max(logging.WARNING, logging.getLevelName(settings.log_level))
+    for noisy in ("amqtt", "transitions"):
+        logging.getLogger(noisy).setLevel(quiet)
+    try:
+        asyncio.run(_run(settings))
+    except Exception as exc:  # one clear line, not a traceback, for start-up failures
+        typer.echo(f"mqtt-gateway: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+async def _run(settings: GatewaySettings) -> None:
+    from ..runtime import Gateway
+
+    gateway = Gateway(settings)
+    await gateway.start()
+    if gateway.admin_token_created:
+        typer.echo(f"Admin token (shown once; kept in {settings.admin_token_path}): {gateway.admin_token}", err=True)
+    host = settings.host
+    typer.echo(
+        f"mqtt-gateway ready: mqtt://{host}:{gateway.ports['mqtt']}"
+        + (f"  mqtts://{host}:{gateway.ports['mqtts']} (CA: {gateway.tls.ca_path})" if gateway.tls else "")
+        + f"  API http://{host}:{gateway.ports['api']}",
+        err=True,
+    )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await gateway.stop()

@@ -1,0 +1,74 @@
+"""Reading the first packet of a connection ourselves, before amqtt parses it.
+
+amqtt 0.12.1 parses an MQTT 5 CONNECT as 3.1.1 and waits for bytes that never come; it also
+reads without a deadline. We read exactly one framed packet (bounded size, under the caller's
+timeout), check it is a CONNECT for protocol level 4, and only then hand the bytes to amqtt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from amqtt.adapters import ReaderAdapter
+
+CONNECT = 0x10
+MQTT_311 = 4
+MAX_CONNECT_BYTES = 65_536  # client id + will + username + password; far above any real CONNECT
+UNACCEPTABLE_PROTOCOL_VERSION = 0x01
+
+
+class ConnectRejected(Exception):
+    """The first packet is not an acceptable CONNECT; `return_code` is the CONNACK to send, if any."""
+
+    def __init__(self, reason: str, return_code: int | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.return_code = return_code
+
+
+async def _read(reader: ReaderAdapter, n: int) -> bytes:
+    try:
+        data: bytes = await reader.read(n)
+    except (asyncio.IncompleteReadError, ConnectionError) as exc:
+        raise ConnectRejected("eof_before_connect") from exc
+    if len(data) != n:
+        raise ConnectRejected("eof_before_connect")
+    return data
+
+
+async def read_connect_packet(reader: ReaderAdapter) -> bytes:
+    """Returns the whole CONNECT packet (fixed header included). Raises ConnectRejected."""
+    first = await _read(reader, 1)
+    if first[0] != CONNECT:
+        raise ConnectRejected("first_packet_not_connect")
+    length_bytes = b""
+    remaining, multiplier = 0, 1
+    while True:
+        byte = await _read(reader, 1)
+        length_bytes += byte
+        remaining += (byte[0] & 0x7F) * multiplier
+        if not byte[0] & 0x80:
+            break
+        multiplier *= 128
+        if len(length_bytes) >= 4:
+            raise ConnectRejected("malformed_remaining_length")
+    if remaining > MAX_CONNECT_BYTES:
+        raise ConnectRejected("connect_too_large")
+    body = await _read(reader, remaining)
+    _check_protocol(body)
+    return first + length_bytes + body
+
+
+def _check_protocol(body: bytes) -> None:
+    if len(body) < 2:
+        raise ConnectRejected("malformed_connect")
+    name_len = int.from_bytes(body[:2], "big")
+    if len(body) < 2 + name_len + 1:
+        raise ConnectRejected("malformed_connect")
+    name = body[2 : 2 + name_len]
+    level = body[2 + name_len]
+    if name not in (b"MQTT", b"MQIsdp"):
+        raise ConnectRejected("unknown_protocol_name")
+    if name != b"MQTT" or level != MQTT_311:
+        # MQTT 3.1 ("MQIsdp"), MQTT 5 and anything else: [MQTT-3.1.2-2] CONNACK 0x01, then close.
+        raise ConnectRejected(f"unsupported_protocol_level_{level}", UNACCEPTABLE_PROTOCOL_VERSION)

@@ -1,0 +1,36 @@
+"""Who an MQTT session is, as decided once at CONNECT and then read from memory on every packet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from amqtt.session import Session
+
+from registry.models import CredentialKind
+
+IDENTITY_ATTR = "gateway.identity"
+CLIENT_ID_ATTR = "gateway.client_id"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    tenant_id: str
+    device_id: str
+    credential_id: int
+    credential_kind: CredentialKind
+    auth_id: str
+    tokens: frozenset[str]
+    """Endpoint tokens this session may use in kp1 topics."""
+
+
+def identity_of(session: Session | None) -> DeviceIdentity | None:
+    if session is None:
+        return None
+    value = session.attributes.get(IDENTITY_ATTR)
+    return value if isinstance(value, DeviceIdentity) else None
+
+
+def session_key(identity: DeviceIdentity, client_id: str) -> str:
+    """Broker-side session key. Namespaced by tenant and device, so a client id chosen by one device
+    can never take over, resume or wipe another device's session (ids cannot contain '/')."""
+    return f"{identity.tenant_id}/{identity.device_id}/{client_id}"

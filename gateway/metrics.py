@@ -1,0 +1,26 @@
+"""In-process counters the management API reports (`GET /v1/metrics`)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Metrics:
+    connects_accepted: int = 0
+    connects_refused: Counter[str] = field(default_factory=Counter)
+    disconnects: Counter[str] = field(default_factory=Counter)
+    publishes_denied: int = 0
+    subscriptions_denied: int = 0
+    sessions_kicked: int = 0
+
+    def snapshot(self) -> dict[str, object]:
+        return {
+            "connectsAccepted": self.connects_accepted,
+            "connectsRefused": dict(self.connects_refused),
+            "disconnects": dict(self.disconnects),
+            "publishesDenied": self.publishes_denied,
+            "subscriptionsDenied": self.subscriptions_denied,
+            "sessionsKicked": self.sessions_kicked,
+        }

@@ -1,0 +1,167 @@
+"""A running gateway node: registry, TLS material, the hardened broker and the management API."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import socket
+import ssl
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from pki.devca import ServerTls, ensure_server_tls
+from pki.files import write_public
+from registry import Registry
+
+from .admin_token import ensure_admin_token
+from .api.app import create_app
+from .auth.hashing import PasswordHasher
+from .broker import GatewayBroker
+from .connection import CloseReason
+from .identity import DeviceIdentity
+from .metrics import Metrics
+from .services import GatewayServices
+from .settings import GatewaySettings
+
+log = logging.getLogger(__name__)
+
+PLUGINS: dict[str, dict[str, object]] = {
+    "gateway.auth.plugin.DeviceAuthPlugin": {},
+    "gateway.acl.TopicAccessPlugin": {},
+}
+
+
+class _EmbeddedApiServer(uvicorn.Server):
+    """uvicorn inside our loop: the gateway, not uvicorn, owns SIGINT/SIGTERM."""
+
+    def capture_signals(self) -> contextlib.AbstractContextManager[None]:  # type: ignore[override]
+        return contextlib.nullcontext()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(f"cannot bind the API to {host}:{port}: {exc.strerror}") from None
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _bind_address(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings) -> None:
+        self.settings = settings
+        self.registry = Registry(settings.registry_path, connection_log_limit=settings.connection_log_limit)
+        self.services = GatewayServices(
+            settings=settings,
+            registry=self.registry,
+            hasher=PasswordHasher(settings.password_hash_workers),
+            metrics=Metrics(),
+        )
+        self.broker: GatewayBroker | None = None
+        self.tls: ServerTls | None = None
+        self.admin_token = ""
+        self.admin_token_created = False
+        self.ports: dict[str, int] = {}
+        self._api: _EmbeddedApiServer | None = None
+        self._api_task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        s = self.settings
+        s.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.registry.open()
+        recovered = await self.registry.connections.recover_node(s.node_id, reason=CloseReason.RESTART)
+        if recovered:
+            log.warning(
+                "marked %d session(s) left open by a previous run of node %s as not connected", recovered, s.node_id
+            )
+        self.admin_token, self.admin_token_created = ensure_admin_token(s.admin_token_path)
+        # amqtt requires a listener named "default"; it is the plain MQTT one.
+        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": _bind_address(s.host, s.mqtt_port)}}
+        if s.tls_enabled:
+            self.tls = await asyncio.to_thread(ensure_server_tls, s.tls_dir, _server_names(s.host))
+            listeners["mqtts"] = {
+                "type": "tcp",
+                "bind": _bind_address(s.host, s.mqtts_port),
+                "ssl": True,
+                "certfile": str(self.tls.cert_path),
+                "keyfile": str(self.tls.key_path),
+            }
+        config = {"listeners": listeners, "plugins": PLUGINS, "session_expiry_interval": 86_400}
+        self.broker = GatewayBroker(config, services=self.services, ssl_context_factory=self._server_ssl_context)
+        try:
+            await self.broker.start()
+        except Exception:
+            await self.registry.close()
+            raise
+        self.ports = {"mqtt": self.broker.bound_port("default")}
+        if "mqtts" in listeners:
+            self.ports["mqtts"] = self.broker.bound_port("mqtts")
+        try:
+            await self._start_api()
+        except Exception:
+            await self.broker.shutdown()
+            await self.registry.close()
+            raise
+        write_public(s.ports_path, json.dumps({"host": s.host, **self.ports}, indent=2).encode())
+        log.info(
+            "gateway node %s up: %s",
+            s.node_id,
+            ", ".join(f"{name} {s.host}:{port}" for name, port in self.ports.items()),
+        )
+
+    def _server_ssl_context(self) -> ssl.SSLContext:
+        assert self.tls is not None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.tls.cert_path, self.tls.key_path)
+        context.verify_mode = ssl.CERT_NONE  # client certificates: see the X.509 issue
+        return context
+
+    async def _start_api(self) -> None:
+        sock = _bind(self.settings.host, self.settings.api_port)
+        app = create_app(self, self.admin_token)
+        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+        self._api = _EmbeddedApiServer(config)
+        self._api_task = asyncio.create_task(self._api.serve(sockets=[sock]))
+        while not self._api.started:
+            if self._api_task.done():
+                self._api_task.result()
+                raise RuntimeError("the management API stopped during start-up")
+            await asyncio.sleep(0.01)
+        self.ports["api"] = int(sock.getsockname()[1])
+
+    async def kick(self, match: Callable[[DeviceIdentity], bool], detail: str) -> int:
+        """Closes the matching live sessions now (revocation, disable, delete)."""
+        if self.broker is None:
+            return 0
+        return await self.broker.close_sessions(match, reason=CloseReason.KICKED, detail=detail)
+
+    async def stop(self) -> None:
+        if self._api is not None and self._api_task is not None:
+            self._api.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._api_task, timeout=10)
+        if self.broker is not None:
+            await self.broker.shutdown()
+        await self.registry.close()
+        log.info("gateway node %s stopped", self.settings.node_id)
+
+
+def _server_names(host: str) -> list[str]:
+    names = ["localhost", "127.0.0.1", "::1"]
+    if host not in names and host not in ("0.0.0.0", "::"):  # noqa: S104
+        names.append(host)
+    return names

@@ -1,0 +1,28 @@
+"""What the broker's plugins and the management API share: settings, registry, hasher, counters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from registry import Registry
+
+from .auth.hashing import PasswordHasher
+from .metrics import Metrics
+from .settings import GatewaySettings
+
+
+@dataclass
+class GatewayServices:
+    settings: GatewaySettings
+    registry: Registry
+    hasher: PasswordHasher
+    metrics: Metrics
+
+
+def services_of(context: Any) -> GatewayServices:
+    """amqtt hands a plugin only its BrokerContext; the broker behind it carries our services."""
+    services = getattr(getattr(context, "_broker_instance", None), "services", None)
+    if not isinstance(services, GatewayServices):
+        raise RuntimeError("gateway plugins run only inside GatewayBroker")
+    return services

@@ -1,0 +1,105 @@
+"""Gateway settings: defaults < TOML file (`--config`) < `GATEWAY_*` environment < command-line flags."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+Port = int
+
+
+class SettingsError(Exception):
+    """An invalid setting; the message names it in one line."""
+
+
+class GatewaySettings(BaseSettings):
+    """Everything `mqtt-gateway serve` can be told. Port 0 means: pick a free port."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEWAY_", extra="forbid", validate_default=True)
+
+    data_dir: Path = Field(Path("gateway-data"), description="registry, TLS material, admin token")
+    host: str = Field("127.0.0.1", min_length=1, description="address every listener binds to")
+    mqtt_port: Port = Field(1883, ge=0, le=65535)
+    mqtts_port: Port = Field(8883, ge=0, le=65535)
+    tls_enabled: bool = True
+    api_port: Port = Field(8080, ge=0, le=65535)
+    node_id: str = Field(
+        default_factory=socket.gethostname,
+        min_length=1,
+        pattern=r"^[A-Za-z0-9._~-]+$",
+        description="names this gateway node in the registry; must be stable across restarts",
+    )
+    connect_timeout: float = Field(10.0, gt=0, le=300, description="seconds a socket may stay silent before CONNECT")
+    max_connections: int = Field(10_000, ge=1, description="beyond this, new sockets are closed at once")
+    connection_log_limit: int = Field(100, ge=1, le=100_000, description="connection log rows kept per device")
+    api_max_body_bytes: int = Field(1_048_576, ge=1024)
+    password_hash_workers: int = Field(2, ge=1, le=64, description="concurrent password verifications")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def registry_path(self) -> Path:
+        return self.data_dir / "registry.sqlite3"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def admin_token_path(self) -> Path:
+        return self.data_dir / "admin-token"
+
+    @property
+    def ports_path(self) -> Path:
+        return self.data_dir / "ports.json"
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewaySettings:
+    """Build settings; `overrides` are command-line flags (None = not given). Raises SettingsError."""
+    flags = {k: v for k, v in overrides.items() if v is not None}
+    if config_file is not None and not config_file.is_file():
+        raise SettingsError(f"config file {str(config_file)!r} does not exist")
+    source: type[GatewaySettings] = GatewaySettings
+    if config_file is not None:
+
+        class _FromFile(GatewaySettings):
+            model_config = SettingsConfigDict(toml_file=config_file)
+
+        source = _FromFile
+    try:
+        settings = source(**flags)
+    except ValidationError as exc:
+        raise SettingsError(_one_line(exc)) from None
+    except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
+        raise SettingsError(f"config file {str(config_file)!r}: {exc}") from None
+    return settings
+
+
+def _one_line(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        if err["type"] == "extra_forbidden":
+            parts.append(f"unknown setting {name!r}")
+        else:
+            parts.append(f"invalid setting {name!r}: {err['msg']} (got {err.get('input')!r})")
+    return "; ".join(parts)

@@ -1,0 +1,1 @@
+"""X.509 work on `cryptography`: the only certificate code in the gateway."""

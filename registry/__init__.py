@@ -1,0 +1,32 @@
+"""The SQLite registry: the only code that talks SQL. Typed async stores, pydantic models out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .connections import ConnectionStore
+from .credentials import CredentialStore
+from .database import Database
+from .devices import DeviceStore
+from .errors import Conflict, Invalid, NotFound, RegistryError
+from .tenants import TenantStore
+
+__all__ = ["Conflict", "Invalid", "NotFound", "Registry", "RegistryError"]
+
+
+class Registry:
+    """One registry file and its stores."""
+
+    def __init__(self, path: Path, *, connection_log_limit: int = 100) -> None:
+        self.db = Database(path)
+        self.tenants = TenantStore(self.db)
+        self.devices = DeviceStore(self.db)
+        self.credentials = CredentialStore(self.db)
+        self.connections = ConnectionStore(self.db, log_limit=connection_log_limit)
+
+    async def open(self) -> Registry:
+        await self.db.open()
+        return self
+
+    async def close(self) -> None:
+        await self.db.close()

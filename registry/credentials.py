@@ -1,0 +1,205 @@
+"""Credentials: endpoint tokens, hashed passwords (and, next, X.509 fingerprints).
+
+The CONNECT path uses only `find_token`, `find_password` and `usable_tokens`: one indexed
+query each. Everything else is management.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+import aiosqlite
+
+from .database import Database
+from .devices import require_device
+from .errors import Conflict, Invalid, NotFound
+from .identifiers import generate_token, is_valid_auth_id, is_valid_token
+from .models import (
+    ALLOWED_TRANSITIONS,
+    AuthRecord,
+    Credential,
+    CredentialKind,
+    CredentialState,
+    DeviceState,
+    from_ms,
+    from_ms_or_none,
+    now_ms,
+)
+
+_AUTH_SELECT = """
+SELECT c.id AS credential_id, c.tenant_id, c.device_id, c.kind, c.auth_id, c.secret, c.state,
+       d.enabled AS device_enabled, d.state AS device_state, d.app_version,
+       t.enabled AS tenant_enabled
+FROM credentials c
+JOIN devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id
+JOIN tenants t ON t.id = c.tenant_id
+"""
+
+
+def _credential(row: aiosqlite.Row) -> Credential:
+    return Credential(
+        tenant_id=row["tenant_id"],
+        device_id=row["device_id"],
+        kind=CredentialKind(row["kind"]),
+        auth_id=row["auth_id"],
+        state=CredentialState(row["state"]),
+        created_at=from_ms(row["created_at"]),
+        updated_at=from_ms(row["updated_at"]),
+        last_used_at=from_ms_or_none(row["last_used_at"]),
+    )
+
+
+def _auth(row: aiosqlite.Row) -> AuthRecord:
+    return AuthRecord(
+        credential_id=row["credential_id"],
+        tenant_id=row["tenant_id"],
+        device_id=row["device_id"],
+        kind=CredentialKind(row["kind"]),
+        auth_id=row["auth_id"],
+        secret=row["secret"],
+        state=CredentialState(row["state"]),
+        device_enabled=bool(row["device_enabled"]),
+        device_state=DeviceState(row["device_state"]),
+        tenant_enabled=bool(row["tenant_enabled"]),
+        app_version=row["app_version"],
+    )
+
+
+class CredentialStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    # -- CONNECT path ---------------------------------------------------------------------------
+
+    async def find_token(self, token: str) -> AuthRecord | None:
+        async with self._db.reader.execute(_AUTH_SELECT + " WHERE c.kind = 'token' AND c.auth_id = ?", (token,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _auth(row)
+
+    async def find_password(self, tenant_id: str, auth_id: str) -> AuthRecord | None:
+        async with self._db.reader.execute(
+            _AUTH_SELECT + " WHERE c.tenant_id = ? AND c.kind = 'password' AND c.auth_id = ?",
+            (tenant_id, auth_id),
+        ) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _auth(row)
+
+    async def find_by_id(self, credential_id: int) -> AuthRecord | None:
+        async with self._db.reader.execute(_AUTH_SELECT + " WHERE c.id = ?", (credential_id,)) as cur:
+            row = await cur.fetchone()
+        return None if row is None else _auth(row)
+
+    async def usable_tokens(self, tenant_id: str, device_id: str) -> list[str]:
+        async with self._db.reader.execute(
+            "SELECT auth_id FROM credentials WHERE tenant_id = ? AND device_id = ? AND kind = 'token'"
+            " AND state IN ('inactive', 'active') ORDER BY id",
+            (tenant_id, device_id),
+        ) as cur:
+            return [r[0] for r in await cur.fetchall()]
+
+    # -- management -----------------------------------------------------------------------------
+
+    async def issue_token(self, tenant_id: str, device_id: str, token: str | None = None) -> Credential:
+        if token is None:
+            token = generate_token()
+        elif not is_valid_token(token):
+            raise Invalid("invalid token: 1-256 characters, none of + # / . @, whitespace or controls", field="token")
+        now = now_ms()
+        async with self._db.transaction() as tx:
+            await require_device(tx, tenant_id, device_id)
+            try:
+                await tx.execute(
+                    "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, secret, state,"
+                    " created_at, updated_at) VALUES (?, ?, 'token', ?, NULL, 'inactive', ?, ?)",
+                    (tenant_id, device_id, token, now, now),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict("token already in use", field="token") from None
+        return await self.get(tenant_id, device_id, CredentialKind.TOKEN, token)
+
+    async def set_password(self, tenant_id: str, device_id: str, auth_id: str, password_hash: str) -> Credential:
+        """Creates the password credential, or replaces its hash (state unchanged)."""
+        if not is_valid_auth_id(auth_id):
+            raise Invalid(f"invalid auth-id {auth_id!r}", field="authId")
+        now = now_ms()
+        async with self._db.transaction() as tx:
+            await require_device(tx, tenant_id, device_id)
+            async with tx.execute(
+                "SELECT device_id FROM credentials WHERE tenant_id = ? AND kind = 'password' AND auth_id = ?",
+                (tenant_id, auth_id),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is not None and row[0] != device_id:
+                raise Conflict(f"auth-id {auth_id!r} belongs to another device", field="authId")
+            if row is None:
+                await tx.execute(
+                    "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, secret, state,"
+                    " created_at, updated_at) VALUES (?, ?, 'password', ?, ?, 'inactive', ?, ?)",
+                    (tenant_id, device_id, auth_id, password_hash, now, now),
+                )
+            else:
+                await tx.execute(
+                    "UPDATE credentials SET secret = ?, updated_at = ?"
+                    " WHERE tenant_id = ? AND kind = 'password' AND auth_id = ?",
+                    (password_hash, now, tenant_id, auth_id),
+                )
+        return await self.get(tenant_id, device_id, CredentialKind.PASSWORD, auth_id)
+
+    async def get(self, tenant_id: str, device_id: str, kind: CredentialKind, auth_id: str) -> Credential:
+        conn = self._db.reader
+        await require_device(conn, tenant_id, device_id)
+        async with conn.execute(
+            "SELECT * FROM credentials WHERE tenant_id = ? AND device_id = ? AND kind = ? AND auth_id = ?",
+            (tenant_id, device_id, kind.value, auth_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"{kind.value} credential not found", field=_field(kind))
+        return _credential(row)
+
+    async def list(self, tenant_id: str, device_id: str, kind: CredentialKind | None = None) -> list[Credential]:
+        conn = self._db.reader
+        await require_device(conn, tenant_id, device_id)
+        sql = "SELECT * FROM credentials WHERE tenant_id = ? AND device_id = ?"
+        args: tuple[str, ...] = (tenant_id, device_id)
+        if kind is not None:
+            sql += " AND kind = ?"
+            args = (*args, kind.value)
+        async with conn.execute(sql + " ORDER BY id", args) as cur:
+            return [_credential(r) for r in await cur.fetchall()]
+
+    async def set_state(
+        self, tenant_id: str, device_id: str, kind: CredentialKind, auth_id: str, state: CredentialState
+    ) -> Credential:
+        async with self._db.transaction() as tx:
+            await require_device(tx, tenant_id, device_id)
+            async with tx.execute(
+                "SELECT state FROM credentials WHERE tenant_id = ? AND device_id = ? AND kind = ? AND auth_id = ?",
+                (tenant_id, device_id, kind.value, auth_id),
+            ) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound(f"{kind.value} credential not found", field=_field(kind))
+            current = CredentialState(row[0])
+            if state != current:
+                if state not in ALLOWED_TRANSITIONS[current]:
+                    raise Conflict(f"cannot move a {current.value} credential to {state.value}", field="state")
+                await tx.execute(
+                    "UPDATE credentials SET state = ?, updated_at = ? WHERE tenant_id = ? AND kind = ? AND auth_id = ?",
+                    (state.value, now_ms(), tenant_id, kind.value, auth_id),
+                )
+        return await self.get(tenant_id, device_id, kind, auth_id)
+
+    async def delete(self, tenant_id: str, device_id: str, kind: CredentialKind, auth_id: str) -> None:
+        async with self._db.transaction() as tx:
+            await require_device(tx, tenant_id, device_id)
+            cur = await tx.execute(
+                "DELETE FROM credentials WHERE tenant_id = ? AND device_id = ? AND kind = ? AND auth_id = ?",
+                (tenant_id, device_id, kind.value, auth_id),
+            )
+            if cur.rowcount == 0:
+                raise NotFound(f"{kind.value} credential not found", field=_field(kind))
+
+
+def _field(kind: CredentialKind) -> str:
+    return {"token": "token", "password": "authId", "x509": "fingerprint"}[kind.value]

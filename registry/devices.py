@@ -1,0 +1,144 @@
+"""Device rows."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Any
+
+import aiosqlite
+
+from .database import Database
+from .errors import Conflict, Invalid, NotFound
+from .identifiers import is_valid_id
+from .models import Device, DeviceState, from_ms, now_ms
+
+_UNSET: Any = object()
+
+
+def _device(row: aiosqlite.Row) -> Device:
+    return Device(
+        tenant_id=row["tenant_id"],
+        id=row["id"],
+        group=row["grp"],
+        app_version=row["app_version"],
+        attributes=json.loads(row["attributes"]),
+        state=DeviceState(row["state"]),
+        enabled=bool(row["enabled"]),
+        auto_provisioned=bool(row["auto_provisioned"]),
+        created_at=from_ms(row["created_at"]),
+        updated_at=from_ms(row["updated_at"]),
+    )
+
+
+async def require_tenant(conn: aiosqlite.Connection, tenant_id: str) -> aiosqlite.Row:
+    async with conn.execute("SELECT * FROM tenants WHERE id = ?", (tenant_id,)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"tenant {tenant_id!r} not found", field="tenant")
+    return row
+
+
+async def require_device(conn: aiosqlite.Connection, tenant_id: str, device_id: str) -> aiosqlite.Row:
+    await require_tenant(conn, tenant_id)
+    async with conn.execute("SELECT * FROM devices WHERE tenant_id = ? AND id = ?", (tenant_id, device_id)) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound(f"device {device_id!r} not found in tenant {tenant_id!r}", field="device")
+    return row
+
+
+class DeviceStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        tenant_id: str,
+        device_id: str,
+        *,
+        group: str = "default",
+        app_version: str | None = None,
+        attributes: dict[str, str] | None = None,
+    ) -> Device:
+        if not is_valid_id(device_id):
+            raise Invalid(f"invalid device id {device_id!r}", field="id")
+        if not is_valid_id(group):
+            raise Invalid(f"invalid group {group!r}", field="group")
+        now = now_ms()
+        async with self._db.transaction() as tx:
+            tenant = await require_tenant(tx, tenant_id)
+            if tenant["max_devices"] is not None:
+                async with tx.execute("SELECT count(*) FROM devices WHERE tenant_id = ?", (tenant_id,)) as cur:
+                    row = await cur.fetchone()
+                if row is not None and row[0] >= tenant["max_devices"]:
+                    raise Conflict(f"tenant {tenant_id!r} has reached its limit of {row[0]} devices")
+            try:
+                await tx.execute(
+                    "INSERT INTO devices (tenant_id, id, grp, app_version, attributes, state, enabled,"
+                    " auto_provisioned, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, 0, ?, ?)",
+                    (
+                        tenant_id,
+                        device_id,
+                        group,
+                        app_version,
+                        json.dumps(attributes or {}),
+                        DeviceState.REGISTERED.value,
+                        now,
+                        now,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise Conflict(f"device {device_id!r} already exists in tenant {tenant_id!r}", field="id") from None
+        return await self.get(tenant_id, device_id)
+
+    async def get(self, tenant_id: str, device_id: str) -> Device:
+        return _device(await require_device(self._db.reader, tenant_id, device_id))
+
+    async def list(self, tenant_id: str, *, after: str | None = None, limit: int = 100) -> list[Device]:
+        await require_tenant(self._db.reader, tenant_id)
+        async with self._db.reader.execute(
+            "SELECT * FROM devices WHERE tenant_id = ? AND id > ? ORDER BY id LIMIT ?",
+            (tenant_id, after or "", limit),
+        ) as cur:
+            return [_device(r) for r in await cur.fetchall()]
+
+    async def update(
+        self,
+        tenant_id: str,
+        device_id: str,
+        *,
+        group: str | None = None,
+        app_version: str | None = _UNSET,
+        attributes: dict[str, str] | None = None,
+        enabled: bool | None = None,
+    ) -> Device:
+        sets: list[str] = ["updated_at = ?"]
+        args: list[object] = [now_ms()]
+        if group is not None:
+            if not is_valid_id(group):
+                raise Invalid(f"invalid group {group!r}", field="group")
+            sets.append("grp = ?")
+            args.append(group)
+        if app_version is not _UNSET:
+            sets.append("app_version = ?")
+            args.append(app_version)
+        if attributes is not None:
+            sets.append("attributes = ?")
+            args.append(json.dumps(attributes))
+        if enabled is not None:
+            sets.append("enabled = ?")
+            args.append(int(enabled))
+        async with self._db.transaction() as tx:
+            await require_device(tx, tenant_id, device_id)
+            await tx.execute(
+                f"UPDATE devices SET {', '.join(sets)} WHERE tenant_id = ? AND id = ?",  # noqa: S608
+                (*args, tenant_id, device_id),
+            )
+        return await self.get(tenant_id, device_id)
+
+    async def delete(self, tenant_id: str, device_id: str) -> None:
+        """Deletes the device with its credentials, metadata and connection records."""
+        async with self._db.transaction() as tx:
+            await require_device(tx, tenant_id, device_id)
+            await tx.execute("DELETE FROM devices WHERE tenant_id = ? AND id = ?", (tenant_id, device_id))

@@ -1,0 +1,138 @@
+"""Typed records the registry hands out. Timestamps are timezone-aware UTC datetimes."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+
+class CredentialKind(StrEnum):
+    TOKEN = "token"
+    PASSWORD = "password"
+    X509 = "x509"
+
+
+class CredentialState(StrEnum):
+    INACTIVE = "inactive"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    REVOKED = "revoked"
+
+    @property
+    def usable(self) -> bool:
+        return self in (CredentialState.INACTIVE, CredentialState.ACTIVE)
+
+
+# Kaa CM states; our decision adds suspended -> revoked and inactive -> suspended|revoked.
+ALLOWED_TRANSITIONS: dict[CredentialState, frozenset[CredentialState]] = {
+    CredentialState.INACTIVE: frozenset({CredentialState.ACTIVE, CredentialState.SUSPENDED, CredentialState.REVOKED}),
+    CredentialState.ACTIVE: frozenset({CredentialState.SUSPENDED, CredentialState.REVOKED}),
+    CredentialState.SUSPENDED: frozenset({CredentialState.ACTIVE, CredentialState.REVOKED}),
+    CredentialState.REVOKED: frozenset(),
+}
+
+
+class DeviceState(StrEnum):
+    ENROLLED = "enrolled"
+    REGISTERED = "registered"
+    PROVISIONED = "provisioned"
+    DELETED = "deleted"
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class Tenant(Record):
+    id: str
+    enabled: bool
+    max_devices: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Device(Record):
+    tenant_id: str
+    id: str
+    group: str
+    app_version: str | None
+    attributes: dict[str, str]
+    state: DeviceState
+    enabled: bool
+    auto_provisioned: bool
+    created_at: datetime
+    updated_at: datetime
+
+
+class Credential(Record):
+    """A credential as operators see it: never carries a secret or a hash."""
+
+    tenant_id: str
+    device_id: str
+    kind: CredentialKind
+    auth_id: str
+    state: CredentialState
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+
+
+class AuthRecord(Record):
+    """What the CONNECT path needs about one credential, read in one indexed query."""
+
+    credential_id: int
+    tenant_id: str
+    device_id: str
+    kind: CredentialKind
+    auth_id: str
+    secret: str | None
+    state: CredentialState
+    device_enabled: bool
+    device_state: DeviceState
+    tenant_enabled: bool
+    app_version: str | None
+
+
+class ConnectionLogEntry(Record):
+    at: datetime
+    event: str
+    reason: str | None
+    detail: str | None
+    client_id: str | None
+    remote_address: str | None
+    node: str | None
+
+
+class ConnectionStatus(Record):
+    tenant_id: str
+    device_id: str
+    connected: bool
+    sessions: int
+    last_connected_at: datetime | None
+    last_disconnected_at: datetime | None
+    remote_address: str | None
+    node: str | None
+    log: list[ConnectionLogEntry]
+
+
+def now_ms() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000)
+
+
+def from_ms(value: int) -> datetime:
+    return datetime.fromtimestamp(value / 1000, UTC)
+
+
+def from_ms_or_none(value: int | None) -> datetime | None:
+    return None if value is None else from_ms(value)
+
+
+def to_ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return dict(value) if isinstance(value, dict) else {}
