@@ -1,0 +1,126 @@
+"""Raw MQTT bytes, for tests that must see exactly what goes over the wire (or nothing at all)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import struct
+
+
+def _str(value: str | bytes) -> bytes:
+    data = value.encode() if isinstance(value, str) else value
+    return struct.pack("!H", len(data)) + data
+
+
+def _remaining(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def connect_packet(
+    client_id: str,
+    username: str | None = None,
+    password: str | None = None,
+    *,
+    level: int = 4,
+    clean: bool = True,
+    keepalive: int = 60,
+    will: tuple[str, bytes] | None = None,
+) -> bytes:
+    flags = 0x02 if clean else 0
+    payload = _str(client_id)
+    if will is not None:
+        flags |= 0x04
+        payload += _str(will[0]) + _str(will[1])
+    if username is not None:
+        flags |= 0x80
+        payload += _str(username)
+    if password is not None:
+        flags |= 0x40
+        payload += _str(password)
+    variable = _str("MQTT") + bytes([level, flags]) + struct.pack("!H", keepalive)
+    if level == 5:
+        variable += b"\x00"  # empty properties
+    body = variable + payload
+    return b"\x10" + _remaining(len(body)) + body
+
+
+def subscribe_packet(packet_id: int, topic: str, qos: int = 0) -> bytes:
+    body = struct.pack("!H", packet_id) + _str(topic) + bytes([qos])
+    return b"\x82" + _remaining(len(body)) + body
+
+
+def publish_packet(topic: str, payload: bytes, *, retain: bool = False) -> bytes:
+    body = _str(topic) + payload
+    return bytes([0x30 | (0x01 if retain else 0)]) + _remaining(len(body)) + body
+
+
+class RawClient:
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader, self.writer = reader, writer
+
+    @classmethod
+    async def open(cls, port: int) -> RawClient:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def read_packet(self, timeout: float = 3.0) -> bytes | None:
+        """One whole packet, or None at EOF."""
+        try:
+            first = await asyncio.wait_for(self.reader.readexactly(1), timeout)
+            length, multiplier, raw_len = 0, 1, b""
+            while True:
+                b = await asyncio.wait_for(self.reader.readexactly(1), timeout)
+                raw_len += b
+                length += (b[0] & 0x7F) * multiplier
+                multiplier *= 128
+                if not b[0] & 0x80:
+                    break
+            body = await asyncio.wait_for(self.reader.readexactly(length), timeout)
+        except asyncio.IncompleteReadError:
+            return None
+        except ConnectionResetError:
+            return None
+        return first + raw_len + body
+
+    async def silent_for(self, seconds: float) -> bool:
+        """True when nothing at all (no packet, no EOF) arrives for `seconds`."""
+        try:
+            data = await asyncio.wait_for(self.reader.read(1), seconds)
+        except TimeoutError:
+            return True
+        except ConnectionResetError:
+            return False
+        del data  # a byte or EOF: something happened
+        return False
+
+    async def closed_by_peer(self, timeout: float) -> bool:
+        try:
+            data = await asyncio.wait_for(self.reader.read(1), timeout)
+        except TimeoutError:
+            return False
+        except ConnectionResetError:
+            return True
+        return data == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.writer.wait_closed()
+
+
+async def connack(port: int, packet: bytes) -> bytes | None:
+    client = await RawClient.open(port)
+    try:
+        await client.send(packet)
+        return await client.read_packet()
+    finally:
+        await client.close()
