@@ -26,6 +26,7 @@ class Registry:
 
     async def open(self) -> Registry:
         await self.db.open()
+        await self.connections.configure()
         return self
 
     async def close(self) -> None:

@@ -93,6 +93,18 @@ class Database:
             raise RuntimeError("registry is not open")
         return self._reader
 
+    async def write(self, sql: str, args: tuple[object, ...] = ()) -> int:
+        """One statement, atomic on its own (with its triggers); returns the rows it changed.
+
+        Taken under the write lock so it never lands inside another caller's open transaction."""
+        if self._writer is None:
+            raise RuntimeError("registry is not open")
+        async with self._write_lock:
+            cursor = await self._writer.execute(sql, args)
+            changed = cursor.rowcount
+            await cursor.close()
+            return changed
+
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction at a time; rolled back on any exception, so nothing is half-written."""
