@@ -16,6 +16,8 @@ def _quote(value: object) -> str:
 
 
 def audit(event: str, level: int = logging.INFO, **fields: object) -> None:
+    if not log.isEnabledFor(level):
+        return
     parts = [f"event={event}"] + [f"{k}={_quote(v)}" for k, v in fields.items() if v is not None]
     log.log(level, " ".join(parts))
 

@@ -19,6 +19,7 @@ SELECT ?, c.tenant_id, c.device_id, c.id, ?, ?, ?, ?
   JOIN tenants t ON t.id = c.tenant_id
  WHERE c.id = ? AND c.state IN ('inactive', 'active')
    AND d.enabled = 1 AND d.state != 'deleted' AND t.enabled = 1
+RETURNING session_key
 """
 
 
@@ -50,21 +51,23 @@ class ConnectionStore:
         written = await self._db.write(
             _OPEN_SESSION, (session_key, node, client_id, remote_address, now_ms(), credential_id)
         )
-        return written == 1
+        return len(written) == 1
 
     async def record_disconnect(self, *, session_key: str, reason: str, detail: str | None = None) -> None:
         await self._db.write(
             "UPDATE live_sessions SET closed_at = ?, close_reason = ?, close_detail = ?"
-            " WHERE session_key = ? AND closed_at IS NULL",
+            " WHERE session_key = ? AND closed_at IS NULL RETURNING session_key",
             (now_ms(), reason, detail, session_key),
         )
 
     async def recover_node(self, node: str, *, reason: str = "gateway_restart") -> int:
         """After a crash, this node holds no session: close every live row it left behind."""
-        return await self._db.write(
-            "UPDATE live_sessions SET closed_at = ?, close_reason = ? WHERE node = ? AND closed_at IS NULL",
+        closed = await self._db.write(
+            "UPDATE live_sessions SET closed_at = ?, close_reason = ? WHERE node = ? AND closed_at IS NULL"
+            " RETURNING session_key",
             (now_ms(), reason, node),
         )
+        return len(closed)
 
     async def status(self, tenant_id: str, device_id: str, *, log_entries: int = 50) -> ConnectionStatus:
         conn = self._db.reader

@@ -72,30 +72,22 @@ class CredentialStore:
     # -- CONNECT path ---------------------------------------------------------------------------
 
     async def find_token(self, token: str) -> AuthRecord | None:
-        async with self._db.reader.execute(_AUTH_SELECT + " WHERE c.kind = 'token' AND c.auth_id = ?", (token,)) as cur:
-            row = await cur.fetchone()
+        row = await self._db.read_one(_AUTH_SELECT + " WHERE c.kind = 'token' AND c.auth_id = ?", (token,))
         return None if row is None else _auth(row)
 
     async def find_password(self, tenant_id: str, auth_id: str) -> AuthRecord | None:
-        async with self._db.reader.execute(
-            _AUTH_SELECT + " WHERE c.tenant_id = ? AND c.kind = 'password' AND c.auth_id = ?",
-            (tenant_id, auth_id),
-        ) as cur:
-            row = await cur.fetchone()
-        return None if row is None else _auth(row)
-
-    async def find_by_id(self, credential_id: int) -> AuthRecord | None:
-        async with self._db.reader.execute(_AUTH_SELECT + " WHERE c.id = ?", (credential_id,)) as cur:
-            row = await cur.fetchone()
+        row = await self._db.read_one(
+            _AUTH_SELECT + " WHERE c.tenant_id = ? AND c.kind = 'password' AND c.auth_id = ?", (tenant_id, auth_id)
+        )
         return None if row is None else _auth(row)
 
     async def usable_tokens(self, tenant_id: str, device_id: str) -> list[str]:
-        async with self._db.reader.execute(
+        rows = await self._db.read_all(
             "SELECT auth_id FROM credentials WHERE tenant_id = ? AND device_id = ? AND kind = 'token'"
             " AND state IN ('inactive', 'active') ORDER BY id",
             (tenant_id, device_id),
-        ) as cur:
-            return [r[0] for r in await cur.fetchall()]
+        )
+        return [r[0] for r in rows]
 
     # -- management -----------------------------------------------------------------------------
 

@@ -93,17 +93,23 @@ class Database:
             raise RuntimeError("registry is not open")
         return self._reader
 
-    async def write(self, sql: str, args: tuple[object, ...] = ()) -> int:
-        """One statement, atomic on its own (with its triggers); returns the rows it changed.
+    async def write(self, sql: str, args: tuple[object, ...] = ()) -> list[aiosqlite.Row]:
+        """One statement, atomic on its own (with its triggers), in one trip to the writer thread.
 
-        Taken under the write lock so it never lands inside another caller's open transaction."""
+        Give it a RETURNING clause to learn what it changed. Taken under the write lock so it
+        never lands inside another caller's open transaction."""
         if self._writer is None:
             raise RuntimeError("registry is not open")
         async with self._write_lock:
-            cursor = await self._writer.execute(sql, args)
-            changed = cursor.rowcount
-            await cursor.close()
-            return changed
+            return list(await self._writer.execute_fetchall(sql, args))
+
+    async def read_one(self, sql: str, args: tuple[object, ...] = ()) -> aiosqlite.Row | None:
+        """One row (or None) in one trip to the reader thread: the CONNECT path reads this way."""
+        rows = await self.reader.execute_fetchall(sql, args)
+        return next(iter(rows), None)
+
+    async def read_all(self, sql: str, args: tuple[object, ...] = ()) -> list[aiosqlite.Row]:
+        return list(await self.reader.execute_fetchall(sql, args))
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
