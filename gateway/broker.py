@@ -145,6 +145,7 @@ class GatewayBroker(Broker):
             self._refused("malformed_connect", writer, detail=str(exc))
             return
         assert isinstance(handler, GatewayProtocolHandler)
+        handler.max_packet_bytes = self.services.settings.max_packet_bytes
         if incoming.keep_alive > 0:
             incoming.keep_alive = math.ceil(incoming.keep_alive * 1.5)
 

@@ -56,6 +56,7 @@ async def read_connect_packet(reader: ReaderAdapter) -> bytes:
         raise ConnectRejected("connect_too_large")
     body = await _read(reader, remaining)
     _check_protocol(body)
+    _check_strings(body)
     return first + length_bytes + body
 
 
@@ -72,3 +73,35 @@ def _check_protocol(body: bytes) -> None:
     if name != b"MQTT" or level != MQTT_311:
         # MQTT 3.1 ("MQIsdp"), MQTT 5 and anything else: [MQTT-3.1.2-2] CONNACK 0x01, then close.
         raise ConnectRejected(f"unsupported_protocol_level_{level}", UNACCEPTABLE_PROTOCOL_VERSION)
+
+
+def _check_strings(body: bytes) -> None:
+    """[MQTT-1.5.3-1/2]: client id, will topic and username must be UTF-8 without U+0000, or the
+    connection is closed. (amqtt would turn invalid bytes into the text of a Python bytes literal.)"""
+    name_len = int.from_bytes(body[:2], "big")
+    pos = 2 + name_len + 1
+    if len(body) < pos + 3:
+        raise ConnectRejected("malformed_connect")
+    flags = body[pos]
+    pos += 3  # flags, keep-alive
+    fields = ["client_id"]
+    if flags & 0x04:
+        fields += ["will_topic", "will_message"]
+    if flags & 0x80:
+        fields.append("username")
+    for field in fields:
+        if len(body) < pos + 2:
+            raise ConnectRejected("malformed_connect")
+        size = int.from_bytes(body[pos : pos + 2], "big")
+        value = body[pos + 2 : pos + 2 + size]
+        if len(value) != size:
+            raise ConnectRejected("malformed_connect")
+        pos += 2 + size
+        if field == "will_message":
+            continue
+        try:
+            text = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConnectRejected("invalid_utf8") from None
+        if "\x00" in text:
+            raise ConnectRejected("invalid_utf8")

@@ -3,10 +3,26 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
+from typing import Any
 
-from amqtt.adapters import StreamWriterAdapter
+from amqtt.adapters import BufferReader, StreamWriterAdapter
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt import packet_class
+from amqtt.mqtt.packet import (
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    MQTTFixedHeader,
+)
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
 log = logging.getLogger(__name__)
@@ -25,6 +41,21 @@ class CloseReason:
     SHUTDOWN = "gateway_shutdown"
     RESTART = "gateway_restart"
     PROTOCOL_ERROR = "protocol_error"
+
+
+# What a client may send after CONNECT, and the handler method for it. Anything else (a second
+# CONNECT, a CONNACK, a reserved type) is a protocol violation.
+_CLIENT_PACKETS = {
+    PUBLISH: "handle_publish",
+    PUBACK: "handle_puback",
+    PUBREC: "handle_pubrec",
+    PUBREL: "handle_pubrel",
+    PUBCOMP: "handle_pubcomp",
+    SUBSCRIBE: "handle_subscribe",
+    UNSUBSCRIBE: "handle_unsubscribe",
+    PINGREQ: "handle_pingreq",
+    DISCONNECT: "handle_disconnect",
+}
 
 
 class GatewayStreamWriter(StreamWriterAdapter):
@@ -47,11 +78,59 @@ class GatewayStreamWriter(StreamWriterAdapter):
 
 
 class GatewayProtocolHandler(BrokerProtocolHandler):
-    """Enforces keep-alive (amqtt 0.12.1's broker ignores read timeouts) and remembers why it closed."""
+    """amqtt's handler with our reader loop: keep-alive enforced, packets bounded in size and read
+    whole before parsing, any malformed packet closes the connection; remembers why it closed."""
 
     close_reason: str | None = None
     close_detail: str | None = None
     discard_session: bool = False
+    max_packet_bytes: int = 1_048_576
+
+    async def _reader_loop(self) -> None:
+        """Replaces amqtt's: that one logs a malformed packet and reads on from the middle of it
+        (the stream is then out of step), never enforces keep-alive, and reads any size."""
+        assert self.session is not None and self.reader is not None and self._reader_ready is not None
+        keep_alive = self.session.keep_alive or None  # already 1.5 x the client's value
+        running: collections.deque[asyncio.Task[Any]] = collections.deque()
+        self._reader_ready.set()
+        try:
+            while True:
+                while running and running[0].done():
+                    running.popleft()
+                try:
+                    header = await asyncio.wait_for(MQTTFixedHeader.from_stream(self.reader), keep_alive)
+                except TimeoutError:
+                    self.handle_read_timeout()
+                    break
+                if header is None:  # EOF
+                    break
+                if header.remaining_length > self.max_packet_bytes:
+                    self.close(CloseReason.PROTOCOL_ERROR, f"packet of {header.remaining_length} bytes over the limit")
+                    break
+                method = _CLIENT_PACKETS.get(header.packet_type)
+                if method is None:
+                    self.close(CloseReason.PROTOCOL_ERROR, f"unexpected packet type {header.packet_type}")
+                    break
+                body = await asyncio.wait_for(self.reader.read(header.remaining_length), keep_alive)
+                try:
+                    packet = await packet_class(header).from_stream(BufferReader(body), fixed_header=header)
+                except (MQTTError, AMQTTError, NoDataError, ValueError, UnicodeDecodeError, IndexError) as exc:
+                    self.close(CloseReason.PROTOCOL_ERROR, f"malformed packet: {exc}")
+                    break
+                running.append(asyncio.create_task(getattr(self, method)(packet)))
+        except asyncio.CancelledError:
+            pass
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, NoDataError):
+            pass  # the peer went away mid-packet: a socket error
+        except Exception:
+            log.exception("reader loop failed")
+            self.close(CloseReason.PROTOCOL_ERROR, "internal error")
+        finally:
+            while running:
+                running.popleft().cancel()
+            await self.handle_connection_closed()
+            self._reader_stopped.set()
+            await self.stop()
 
     def close(self, reason: str, detail: str | None = None, *, discard_session: bool = False) -> None:
         """Ends the connection now; the first reason given is the one logged."""

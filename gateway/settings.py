@@ -40,6 +40,9 @@ class GatewaySettings(BaseSettings):
     )
     connect_timeout: float = Field(10.0, gt=0, le=300, description="seconds a socket may stay silent before CONNECT")
     max_connections: int = Field(10_000, ge=1, description="beyond this, new sockets are closed at once")
+    max_packet_bytes: int = Field(
+        1_048_576, ge=1024, le=268_435_455, description="an MQTT packet larger than this closes the connection"
+    )
     connection_log_limit: int = Field(100, ge=1, le=100_000, description="connection log rows kept per device")
     api_max_body_bytes: int = Field(1_048_576, ge=1024)
     password_hash_workers: int = Field(2, ge=1, le=64, description="concurrent password verifications")
