@@ -323,7 +323,17 @@ class GatewayBroker(Broker):
         if tasks:
             await asyncio.wait(tasks, timeout=TAKEOVER_WAIT)
         self.services.metrics.sessions_kicked += closed
+        if reason == CloseReason.KICKED:
+            self._forget_retained(match)
         return closed
+
+    def _forget_retained(self, match: Callable[[DeviceIdentity], bool]) -> None:
+        """A revoked or deleted identity's retained messages go too: a token given again later
+        (POST .../tokens {"token"}) must not inherit what its previous holder left behind."""
+        for topic, message in list(self._retained_messages.items()):
+            identity = identity_of(message.source_session)
+            if identity is not None and match(identity):
+                del self._retained_messages[topic]
 
     async def shutdown(self) -> None:
         self._closing = True

@@ -144,3 +144,16 @@ async def test_dollar_topics_cannot_be_published(gateway: Gateway, api: httpx.As
     finally:
         await raw.close()
     await asyncio.sleep(0)
+
+
+async def test_retained_messages_do_not_outlive_their_device(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    token = await make_device(api, "acme", "old", token="reused-token")
+    async with mqtt(gateway, token, client_id="old") as old:
+        await old.subscribe(f"kp1/v1/epmx/{token}/#")
+        await old.publish(f"kp1/v1/epmx/{token}/state", b"old owner's secret", retain=True, qos=1)
+        assert await next_message(old) is not None
+    await ok(api.delete("/v1/tenants/acme/devices/old"), 204)
+    await make_device(api, "acme", "new", token="reused-token")
+    async with mqtt(gateway, token, client_id="new") as new:
+        await new.subscribe(f"kp1/v1/epmx/{token}/#")
+        assert await next_message(new, timeout=0.7) is None
