@@ -98,20 +98,23 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
                 while running and running[0].done():
                     running.popleft()
                 try:
-                    header = await asyncio.wait_for(MQTTFixedHeader.from_stream(self.reader), keep_alive)
+                    # one deadline per packet (asyncio.timeout: no task per read, unlike wait_for)
+                    async with asyncio.timeout(keep_alive):
+                        header = await MQTTFixedHeader.from_stream(self.reader)
+                        if header is None:  # EOF
+                            break
+                        if header.remaining_length > self.max_packet_bytes:
+                            detail = f"packet of {header.remaining_length} bytes over the limit"
+                            self.close(CloseReason.PROTOCOL_ERROR, detail)
+                            break
+                        method = _CLIENT_PACKETS.get(header.packet_type)
+                        if method is None:
+                            self.close(CloseReason.PROTOCOL_ERROR, f"unexpected packet type {header.packet_type}")
+                            break
+                        body = await self.reader.read(header.remaining_length) if header.remaining_length else b""
                 except TimeoutError:
                     self.handle_read_timeout()
                     break
-                if header is None:  # EOF
-                    break
-                if header.remaining_length > self.max_packet_bytes:
-                    self.close(CloseReason.PROTOCOL_ERROR, f"packet of {header.remaining_length} bytes over the limit")
-                    break
-                method = _CLIENT_PACKETS.get(header.packet_type)
-                if method is None:
-                    self.close(CloseReason.PROTOCOL_ERROR, f"unexpected packet type {header.packet_type}")
-                    break
-                body = await asyncio.wait_for(self.reader.read(header.remaining_length), keep_alive)
                 try:
                     packet = await packet_class(header).from_stream(BufferReader(body), fixed_header=header)
                 except (MQTTError, AMQTTError, NoDataError, ValueError, UnicodeDecodeError, IndexError) as exc:
@@ -120,7 +123,7 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
                 running.append(asyncio.create_task(getattr(self, method)(packet)))
         except asyncio.CancelledError:
             pass
-        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError, NoDataError):
+        except (asyncio.IncompleteReadError, ConnectionError, NoDataError):
             pass  # the peer went away mid-packet: a socket error
         except Exception:
             log.exception("reader loop failed")
