@@ -274,6 +274,13 @@ class GatewayBroker(Broker):
     ) -> None:
         if isinstance(disconnect_waiter.result(), DisconnectPacket) and isinstance(handler, GatewayProtocolHandler):
             handler.note_client_disconnect()
+        # Messages the client published before it left are still routed (amqtt drops them).
+        queue = client_session.delivered_message_queue
+        while not queue.empty():
+            delivered: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            delivered.set_result(queue.get_nowait())
+            if not await self._handle_message_delivery(client_session, handler, delivered):
+                break
         await super()._handle_disconnect(client_session, handler, disconnect_waiter)
 
     @staticmethod

@@ -120,6 +120,13 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
                 except (MQTTError, AMQTTError, NoDataError, ValueError, UnicodeDecodeError, IndexError) as exc:
                     self.close(CloseReason.PROTOCOL_ERROR, f"malformed packet: {exc}")
                     break
+                if header.packet_type == DISCONNECT:
+                    # handled inline: the client closes right after it, and its earlier packets count
+                    if running:
+                        await asyncio.wait(running, timeout=WRITER_CLOSE_TIMEOUT)
+                    self.note_client_disconnect()
+                    await self.handle_disconnect(packet)
+                    break
                 running.append(asyncio.create_task(getattr(self, method)(packet)))
         except asyncio.CancelledError:
             pass
@@ -129,6 +136,11 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
             log.exception("reader loop failed")
             self.close(CloseReason.PROTOCOL_ERROR, "internal error")
         finally:
+            # Packets already read are still handled (a PUBLISH right before the socket closed),
+            # within a bound; only then is the connection reported closed.
+            pending = [t for t in running if not t.done()]
+            if pending and self.close_reason not in (CloseReason.TAKEN_OVER, CloseReason.KICKED):
+                await asyncio.wait(pending, timeout=WRITER_CLOSE_TIMEOUT)
             while running:
                 running.popleft().cancel()
             await self.handle_connection_closed()

@@ -21,6 +21,8 @@ class DeviceIdentity:
     auth_id: str
     tokens: frozenset[str]
     """Endpoint tokens this session may use in kp1 topics."""
+    ca_id: str | None = None
+    """The trusted CA a certificate session authenticated through (closing it closes them)."""
 
 
 def identity_of(session: Session | None) -> DeviceIdentity | None:

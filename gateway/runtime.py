@@ -26,6 +26,7 @@ from .identity import DeviceIdentity
 from .metrics import Metrics
 from .services import GatewayServices
 from .settings import GatewaySettings
+from .trust import TrustedCas
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +93,8 @@ class Gateway:
         listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": _bind_address(s.host, s.mqtt_port)}}
         if s.tls_enabled:
             self.tls = await asyncio.to_thread(ensure_server_tls, s.tls_dir, _server_names(s.host))
+            self.services.trust = TrustedCas(self.registry, self.tls.cert_path, self.tls.key_path)
+            await self.services.trust.reload()
             listeners["mqtts"] = {
                 "type": "tcp",
                 "bind": _bind_address(s.host, s.mqtts_port),
@@ -123,12 +126,13 @@ class Gateway:
         )
 
     def _server_ssl_context(self) -> ssl.SSLContext:
-        assert self.tls is not None
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.load_cert_chain(self.tls.cert_path, self.tls.key_path)
-        context.verify_mode = ssl.CERT_NONE  # client certificates: see the X.509 issue
-        return context
+        assert self.services.trust is not None
+        return self.services.trust.store.listener_context
+
+    async def reload_trust(self) -> None:
+        """After any change to trusted CAs or tenants: new handshakes see it at once."""
+        if self.services.trust is not None:
+            await self.services.trust.reload()
 
     async def _start_api(self) -> None:
         sock = _bind(self.settings.host, self.settings.api_port)

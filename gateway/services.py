@@ -10,6 +10,7 @@ from registry import Registry
 from .auth.hashing import PasswordHasher
 from .metrics import Metrics
 from .settings import GatewaySettings
+from .trust import TrustedCas
 
 
 @dataclass
@@ -18,6 +19,7 @@ class GatewayServices:
     registry: Registry
     hasher: PasswordHasher
     metrics: Metrics
+    trust: TrustedCas | None = None
 
 
 def services_of(context: Any) -> GatewayServices:

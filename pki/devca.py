@@ -105,6 +105,63 @@ def issue_server_cert(
     return cert, key
 
 
+def issue_device_cert(
+    ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, common_name: str, *, days: int = 365
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A device (client) certificate: EC P-256, CA:FALSE, clientAuth."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = _now()
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(min(now + dt.timedelta(days=days), ca_cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    return cert, key
+
+
+def write_ca(directory: Path, cn: str) -> Path:
+    """`mqtt-gateway pki create-ca`: DIR/ca.pem and DIR/ca.key (0600)."""
+    cert, key = create_ca(cn)
+    write_private(directory / "ca.key", _key_pem(key))
+    write_public(directory / "ca.pem", _pem(cert))
+    return directory / "ca.pem"
+
+
+def write_device_cert(directory: Path, common_name: str) -> tuple[Path, Path]:
+    """`mqtt-gateway pki issue`: DIR/<CN>.pem and DIR/<CN>.key signed by DIR/ca.pem."""
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    loaded = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{directory / 'ca.key'} is not an EC private key")
+    cert, key = issue_device_cert(ca_cert, loaded, common_name)
+    cert_path, key_path = directory / f"{common_name}.pem", directory / f"{common_name}.key"
+    write_private(key_path, _key_pem(key))
+    write_public(cert_path, _pem(cert))
+    return cert_path, key_path
+
+
 def _pem(cert: x509.Certificate) -> bytes:
     return cert.public_bytes(serialization.Encoding.PEM)
 

@@ -9,7 +9,9 @@ from .credentials import CredentialStore
 from .database import Database
 from .devices import DeviceStore
 from .errors import Conflict, Invalid, NotFound, RegistryError
+from .provisioning import ProvisioningStore
 from .tenants import TenantStore
+from .trusted_cas import TrustedCaStore
 
 __all__ = ["Conflict", "Invalid", "NotFound", "Registry", "RegistryError"]
 
@@ -23,6 +25,8 @@ class Registry:
         self.devices = DeviceStore(self.db)
         self.credentials = CredentialStore(self.db)
         self.connections = ConnectionStore(self.db, log_limit=connection_log_limit)
+        self.trusted_cas = TrustedCaStore(self.db)
+        self.provisioning = ProvisioningStore(self.db)
 
     async def open(self) -> Registry:
         await self.db.open()

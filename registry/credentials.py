@@ -27,7 +27,7 @@ from .models import (
 )
 
 _AUTH_SELECT = """
-SELECT c.id AS credential_id, c.tenant_id, c.device_id, c.kind, c.auth_id, c.secret, c.state,
+SELECT c.id AS credential_id, c.tenant_id, c.device_id, c.kind, c.auth_id, c.secret, c.state, c.ca_id, c.label,
        d.enabled AS device_enabled, d.state AS device_state, d.app_version,
        t.enabled AS tenant_enabled
 FROM credentials c
@@ -62,7 +62,16 @@ def _auth(row: aiosqlite.Row) -> AuthRecord:
         device_state=DeviceState(row["device_state"]),
         tenant_enabled=bool(row["tenant_enabled"]),
         app_version=row["app_version"],
+        ca_id=row["ca_id"],
+        label=row["label"],
     )
+
+
+def auth_record(row: aiosqlite.Row) -> AuthRecord:
+    return _auth(row)
+
+
+AUTH_SELECT = _AUTH_SELECT
 
 
 class CredentialStore:
@@ -73,6 +82,10 @@ class CredentialStore:
 
     async def find_token(self, token: str) -> AuthRecord | None:
         row = await self._db.read_one(_AUTH_SELECT + " WHERE c.kind = 'token' AND c.auth_id = ?", (token,))
+        return None if row is None else _auth(row)
+
+    async def find_x509(self, fingerprint: str) -> AuthRecord | None:
+        row = await self._db.read_one(_AUTH_SELECT + " WHERE c.kind = 'x509' AND c.auth_id = ?", (fingerprint,))
         return None if row is None else _auth(row)
 
     async def find_password(self, tenant_id: str, auth_id: str) -> AuthRecord | None:

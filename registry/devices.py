@@ -138,7 +138,15 @@ class DeviceStore:
         return await self.get(tenant_id, device_id)
 
     async def delete(self, tenant_id: str, device_id: str) -> None:
-        """Deletes the device with its credentials, metadata and connection records."""
+        """Deletes the device with its credentials, metadata and connection records. An
+        auto-provisioned device leaves tombstones for its certificates (see provisioning)."""
         async with self._db.transaction() as tx:
-            await require_device(tx, tenant_id, device_id)
+            device = await require_device(tx, tenant_id, device_id)
+            if device["auto_provisioned"]:
+                await tx.execute(
+                    "INSERT OR REPLACE INTO tombstones (tenant_id, fingerprint, device_id, ca_id, deleted_at)"
+                    " SELECT tenant_id, auth_id, device_id, ca_id, ? FROM credentials"
+                    " WHERE tenant_id = ? AND device_id = ? AND kind = 'x509'",
+                    (now_ms(), tenant_id, device_id),
+                )
             await tx.execute("DELETE FROM devices WHERE tenant_id = ? AND id = ?", (tenant_id, device_id))

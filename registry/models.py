@@ -94,6 +94,37 @@ class AuthRecord(Record):
     device_state: DeviceState
     tenant_enabled: bool
     app_version: str | None
+    ca_id: str | None = None
+    label: str | None = None
+
+
+class TrustedCa(Record):
+    id: str
+    tenant_id: str
+    subject_dn: str
+    spki_sha256: str
+    cert_sha256: str
+    pem: str
+    key_algorithm: str
+    not_before: datetime
+    not_after: datetime
+    enabled: bool
+    auto_provisioning_enabled: bool
+    device_id_template: str
+    auth_id_template: str
+    group: str
+    app_version: str | None
+    provisioning_rate_per_minute: int | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class Tombstone(Record):
+    tenant_id: str
+    fingerprint: str
+    device_id: str
+    ca_id: str | None
+    deleted_at: datetime
 
 
 class ConnectionLogEntry(Record):

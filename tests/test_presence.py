@@ -13,7 +13,7 @@ import httpx
 
 from gateway.runtime import Gateway
 
-from .conftest import api_client, connection, make_device, mqtt, test_settings, wait_until
+from .conftest import api_client, connection, make_device, mqtt, next_message, test_settings, wait_until
 from .wire import RawClient, connect_packet
 
 
@@ -192,3 +192,28 @@ async def _sessions(api: httpx.AsyncClient, n: int) -> bool:
 async def _last_reason(api: httpx.AsyncClient, reason: str) -> bool:
     status = await connection(api, "acme", "dev-1")
     return bool(status["log"]) and status["log"][0]["reason"] == reason and not status["connected"]
+
+
+async def test_publish_then_disconnect_in_one_write_is_delivered(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """What mosquitto_pub does: CONNECT, PUBLISH, DISCONNECT, close, as fast as it can."""
+    from .wire import publish_packet
+
+    token = await make_device(api)
+    async with mqtt(gateway, token, client_id="listener") as listener:
+        await listener.subscribe(f"kp1/v1/epmx/{token}/#")
+        for i in range(5):
+            raw = await RawClient.open(gateway.ports["mqtt"])
+            await raw.send(
+                connect_packet(f"burst{i}", token) + publish_packet(f"kp1/v1/epmx/{token}/m", b"%d" % i) + b"\xe0\x00"
+            )
+            await raw.close()
+        got = []
+        for _ in range(5):
+            message = await next_message(listener)
+            assert message is not None
+            got.append(message.payload)
+        assert sorted(got) == [b"0", b"1", b"2", b"3", b"4"]
+    await wait_until(lambda: _disconnected(api))
+    status = await connection(api, "acme", "dev-1")
+    reasons = [e["reason"] for e in status["log"] if e["event"] == "disconnected"]
+    assert reasons.count("client_disconnect") == 6, reasons

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 
-from . import credentials, devices, errors, tenants
+from . import credentials, devices, errors, tenants, trusted_cas
 from .deps import GatewayDep, require_admin
 from .limits import BodySizeLimit
 
@@ -25,7 +25,8 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
     app.state.admin_token = admin_token
     errors.install(app)
     guard = [Depends(require_admin)]
-    for router in (tenants.router, devices.router, credentials.router, credentials.tenant_tokens):
+    routers = (tenants.router, devices.router, credentials.router, credentials.tenant_tokens, trusted_cas.router)
+    for router in routers:
         app.include_router(router, dependencies=guard)
 
     @app.get("/v1/metrics", dependencies=guard, tags=["operations"])

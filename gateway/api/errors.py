@@ -23,6 +23,14 @@ _CODES = {
 }
 
 
+class BadRequest(HTTPException):
+    """A 400 that names the offending field."""
+
+    def __init__(self, message: str, field: str | None = None, status: int = 400) -> None:
+        super().__init__(status, message)
+        self.field = field
+
+
 def error_response(
     status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
 ) -> JSONResponse:
@@ -59,7 +67,9 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, HTTPException)
-    return error_response(exc.status_code, str(exc.detail), headers=getattr(exc, "headers", None))
+    return error_response(
+        exc.status_code, str(exc.detail), getattr(exc, "field", None), headers=getattr(exc, "headers", None)
+    )
 
 
 def install(app: FastAPI) -> None:

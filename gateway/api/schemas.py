@@ -16,6 +16,7 @@ from registry.models import (
     Device,
     DeviceState,
     Tenant,
+    TrustedCa,
 )
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
@@ -185,3 +186,111 @@ class ErrorOut(Body):
     error: str
     message: str
     field: str | None = None
+
+
+Template = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+CertText = Annotated[str, StringConstraints(min_length=1, max_length=262_144)]
+
+
+class TrustedCaIn(Body):
+    cert: CertText
+    enabled: bool = True
+    auto_provisioning_enabled: bool = False
+    device_id_template: Template = "{{subject-cn}}"
+    auth_id_template: Template = "{{subject-dn}}"
+    group: Id = "default"
+    app_version: AppVersion | None = None
+    provisioning_rate_per_minute: int | None = Field(None, ge=1, le=1_000_000)
+
+
+class TrustedCaPatch(Body):
+    enabled: bool | None = None
+    auto_provisioning_enabled: bool | None = None
+    device_id_template: Template | None = None
+    auth_id_template: Template | None = None
+    group: Id | None = None
+    app_version: AppVersion | None = None
+    provisioning_rate_per_minute: int | None = Field(None, ge=1, le=1_000_000)
+
+
+class TrustedCaOut(Body):
+    id: str
+    tenant: str
+    subject_dn: str
+    spki_sha256: str
+    cert_sha256: str
+    key_algorithm: str
+    not_before: datetime
+    not_after: datetime
+    enabled: bool
+    auto_provisioning_enabled: bool
+    device_id_template: str
+    auth_id_template: str
+    group: str
+    app_version: str | None
+    provisioning_rate_per_minute: int | None
+    cert: str
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, ca: TrustedCa) -> TrustedCaOut:
+        return cls(
+            id=ca.id,
+            tenant=ca.tenant_id,
+            subject_dn=ca.subject_dn,
+            spki_sha256=ca.spki_sha256,
+            cert_sha256=ca.cert_sha256,
+            key_algorithm=ca.key_algorithm,
+            not_before=ca.not_before,
+            not_after=ca.not_after,
+            enabled=ca.enabled,
+            auto_provisioning_enabled=ca.auto_provisioning_enabled,
+            device_id_template=ca.device_id_template,
+            auth_id_template=ca.auth_id_template,
+            group=ca.group,
+            app_version=ca.app_version,
+            provisioning_rate_per_minute=ca.provisioning_rate_per_minute,
+            cert=ca.pem,
+            created_at=ca.created_at,
+            updated_at=ca.updated_at,
+        )
+
+
+class CertificateCheckIn(Body):
+    cert: CertText
+
+
+class CertificateFacts(Body):
+    subject_dn: str
+    issuer_dn: str
+    fingerprint: str
+    not_before: datetime
+    not_after: datetime
+
+
+class MatchedCa(Body):
+    id: str
+    subject_dn: str
+    auto_provisioning_enabled: bool
+
+
+class CertificateCheckOut(Body):
+    """What the certificate would get on its next CONNECT. Nothing is written."""
+
+    certificate: CertificateFacts
+    matched_ca: MatchedCa | None
+    chain_valid: bool
+    decision: str
+    reason: str | None
+    detail: str | None
+    device_id: str | None
+    auth_id: str | None
+    existing_device: bool
+
+
+class TombstoneOut(Body):
+    fingerprint: str
+    device_id: str
+    ca_id: str | None
+    deleted_at: datetime

@@ -31,6 +31,8 @@ async def patch_tenant(tenant: str, body: TenantPatch, gw: GatewayDep) -> Tenant
     fields = body.model_fields_set
     kwargs = {"max_devices": body.max_devices} if "max_devices" in fields else {}
     updated = await gw.registry.tenants.update(tenant, enabled=body.enabled, **kwargs)
+    if body.enabled is not None:
+        await gw.reload_trust()  # a disabled tenant's CAs are trusted no more
     if body.enabled is False:
         await gw.kick(lambda i: i.tenant_id == tenant, "tenant disabled")
     return TenantOut.of(updated)
@@ -39,6 +41,7 @@ async def patch_tenant(tenant: str, body: TenantPatch, gw: GatewayDep) -> Tenant
 @router.delete("/{tenant}", status_code=204)
 async def delete_tenant(tenant: str, gw: GatewayDep) -> Response:
     await gw.registry.tenants.delete(tenant)
+    await gw.reload_trust()
     await gw.kick(lambda i: i.tenant_id == tenant, "tenant deleted")
     return Response(status_code=204)
 

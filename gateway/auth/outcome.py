@@ -24,6 +24,21 @@ class Refusal(StrEnum):
     WILL_TOPIC_DENIED = "will_topic_denied"
     REGISTRY_UNAVAILABLE = "registry_unavailable"
     SESSION_REVOKED = "revoked_during_connect"
+    # certificates
+    UNKNOWN_CA = "unknown_ca"
+    CERTIFICATE_INVALID = "certificate_invalid"
+    CERTIFICATE_UNREADABLE = "certificate_unreadable"
+    UNKNOWN_CERTIFICATE = "unknown_certificate"
+    CA_TENANT_MISMATCH = "ca_tenant_mismatch"
+    CREDENTIAL_MISMATCH = "credential_mismatch"
+    # auto-provisioning
+    DELETED = "deleted"
+    DEVICE_QUOTA = "device_quota"
+    PROVISIONING_RATE = "provisioning_rate_limited"
+    INVALID_TEMPLATE_RESULT = "invalid_template_result"
+    DEVICE_ID_TAKEN = "device_id_taken"
+    TOKEN_TAKEN = "token_taken"
+    PROVISIONING_CONFLICT = "conflict"
 
 
 @dataclass(frozen=True, slots=True)

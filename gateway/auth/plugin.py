@@ -16,12 +16,19 @@ from ..services import GatewayServices, services_of
 from .outcome import AuthOutcome, Refusal
 from .password import authenticate_password
 from .token import authenticate_token
+from .x509 import authenticate_certificate
 
 log = logging.getLogger(__name__)
 
 
 async def authenticate(services: GatewayServices, session: Session) -> AuthOutcome:
+    """Handlers in a fixed order, as Hono does: certificate, then token or password."""
     username, password = session.username, session.password
+    leaf_der = session.ssl_object.getpeercert(binary_form=True) if session.ssl_object is not None else None
+    if leaf_der and services.trust is not None:
+        return await authenticate_certificate(
+            services.registry, services.trust, leaf_der, username, services.settings.node_id
+        )
     if not username:
         return AuthOutcome.refuse(Refusal.NO_USERNAME)
     if "@" in username:

@@ -1,0 +1,163 @@
+"""/v1/tenants/{tenant}/trusted-cas, the certificate dry-run, and tombstones."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+from starlette.exceptions import HTTPException
+
+from pki.ca_upload import parse_ca
+from pki.certs import CertificateRejected, load_certificates
+from pki.templates import template_error
+from registry.errors import NotFound
+from registry.models import TrustedCa, from_ms, now_ms
+
+from ..auth.outcome import Refusal
+from ..auth.x509 import assess
+from .deps import GatewayDep
+from .errors import BadRequest
+from .schemas import (
+    CertificateCheckIn,
+    CertificateCheckOut,
+    CertificateFacts,
+    MatchedCa,
+    TombstoneOut,
+    TrustedCaIn,
+    TrustedCaOut,
+    TrustedCaPatch,
+)
+
+router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["trusted CAs"])
+
+
+def _check_templates(body: TrustedCaIn | TrustedCaPatch) -> None:
+    for field, value in (("deviceIdTemplate", body.device_id_template), ("authIdTemplate", body.auth_id_template)):
+        if value is not None and (problem := template_error(value)) is not None:
+            raise BadRequest(f"{field}: {problem}", field, status=422)
+
+
+@router.post("/trusted-cas", status_code=201)
+async def add_trusted_ca(tenant: str, body: TrustedCaIn, gw: GatewayDep) -> TrustedCaOut:
+    _check_templates(body)
+    try:
+        parsed = parse_ca(body.cert)
+    except CertificateRejected as exc:
+        raise BadRequest(str(exc), "cert") from None
+    now = from_ms(now_ms())
+    ca = await gw.registry.trusted_cas.create(
+        TrustedCa(
+            id="",
+            tenant_id=tenant,
+            subject_dn=parsed.subject_dn,
+            spki_sha256=parsed.spki_sha256,
+            cert_sha256=parsed.cert_sha256,
+            pem=parsed.pem_bundle,
+            key_algorithm=parsed.key_algorithm,
+            not_before=parsed.not_before,
+            not_after=parsed.not_after,
+            enabled=body.enabled,
+            auto_provisioning_enabled=body.auto_provisioning_enabled,
+            device_id_template=body.device_id_template,
+            auth_id_template=body.auth_id_template,
+            group=body.group,
+            app_version=body.app_version,
+            provisioning_rate_per_minute=body.provisioning_rate_per_minute,
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    await gw.reload_trust()
+    return TrustedCaOut.of(ca)
+
+
+@router.get("/trusted-cas")
+async def list_trusted_cas(tenant: str, gw: GatewayDep) -> list[TrustedCaOut]:
+    return [TrustedCaOut.of(ca) for ca in await gw.registry.trusted_cas.list(tenant)]
+
+
+@router.post("/trusted-cas/check")
+async def check_certificate(tenant: str, body: CertificateCheckIn, gw: GatewayDep) -> CertificateCheckOut:
+    """Dry-run: what would this device certificate get? Nothing is written, no rate token is used."""
+    await gw.registry.tenants.get(tenant)
+    try:
+        leaf = load_certificates(body.cert)[0]
+    except CertificateRejected as exc:
+        raise BadRequest(str(exc), "cert") from None
+    if gw.services.trust is None:
+        raise HTTPException(409, "TLS is disabled on this gateway: no certificate can authenticate")
+    result = await assess(gw.registry, gw.services.trust, leaf, gw.settings.node_id)
+    facts = CertificateFacts(
+        subject_dn=leaf.subject.rfc4514_string(),
+        issuer_dn=leaf.issuer.rfc4514_string(),
+        fingerprint=result.fingerprint,
+        not_before=leaf.not_valid_before_utc,
+        not_after=leaf.not_valid_after_utc,
+    )
+    ca = gw.services.trust.settings_of(result.ca_id) if result.ca_id else None
+    if ca is not None and ca.tenant_id != tenant:
+        # chains to a CA of another tenant: say so, but not whose
+        return CertificateCheckOut(
+            certificate=facts,
+            matched_ca=None,
+            chain_valid=False,
+            decision="refused",
+            reason=Refusal.CA_TENANT_MISMATCH.value,
+            detail="the certificate chains to a CA of another tenant",
+            device_id=None,
+            auth_id=None,
+            existing_device=False,
+        )
+    chain_valid = result.refusal not in (Refusal.UNKNOWN_CA, Refusal.CERTIFICATE_INVALID)
+    return CertificateCheckOut(
+        certificate=facts,
+        matched_ca=MatchedCa(id=ca.id, subject_dn=ca.subject_dn, auto_provisioning_enabled=ca.auto_provisioning_enabled)
+        if ca is not None
+        else None,
+        chain_valid=chain_valid,
+        decision=result.decision,
+        reason=result.refusal.value if result.refusal else None,
+        detail=result.detail or None,
+        device_id=result.device_id,
+        auth_id=result.auth_id,
+        existing_device=result.record is not None,
+    )
+
+
+@router.get("/trusted-cas/{ca_id}")
+async def get_trusted_ca(tenant: str, ca_id: str, gw: GatewayDep) -> TrustedCaOut:
+    return TrustedCaOut.of(await gw.registry.trusted_cas.get(tenant, ca_id))
+
+
+@router.patch("/trusted-cas/{ca_id}")
+async def patch_trusted_ca(tenant: str, ca_id: str, body: TrustedCaPatch, gw: GatewayDep) -> TrustedCaOut:
+    _check_templates(body)
+    changes = {name: getattr(body, name) for name in body.model_fields_set}
+    ca = await gw.registry.trusted_cas.update(tenant, ca_id, **changes)
+    await gw.reload_trust()
+    if not ca.enabled:
+        await gw.kick(lambda i: i.ca_id == ca_id, "trusted CA disabled")
+    return TrustedCaOut.of(ca)
+
+
+@router.delete("/trusted-cas/{ca_id}", status_code=204)
+async def delete_trusted_ca(tenant: str, ca_id: str, gw: GatewayDep) -> Response:
+    await gw.registry.trusted_cas.delete(tenant, ca_id)
+    await gw.reload_trust()
+    await gw.kick(lambda i: i.ca_id == ca_id, "trusted CA removed")
+    return Response(status_code=204)
+
+
+@router.get("/tombstones")
+async def list_tombstones(tenant: str, gw: GatewayDep) -> list[TombstoneOut]:
+    await gw.registry.tenants.get(tenant)
+    return [
+        TombstoneOut(fingerprint=t.fingerprint, device_id=t.device_id, ca_id=t.ca_id, deleted_at=t.deleted_at)
+        for t in await gw.registry.provisioning.tombstones(tenant)
+    ]
+
+
+@router.delete("/tombstones/{fingerprint}", status_code=204)
+async def clear_tombstone(tenant: str, fingerprint: str, gw: GatewayDep) -> Response:
+    await gw.registry.tenants.get(tenant)
+    if not await gw.registry.provisioning.clear_tombstone(tenant, fingerprint):
+        raise NotFound("no tombstone for this fingerprint", field="fingerprint")
+    return Response(status_code=204)

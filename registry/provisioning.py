@@ -1,0 +1,157 @@
+"""Auto-provisioning: an unknown certificate from a CA that allows it becomes a device, in ONE transaction.
+
+Exactly once under concurrency: transactions are serialized by the writer lock, and each one
+first looks for the certificate again, so the 2nd..Nth of simultaneous first connects find the
+records the 1st created and answer with them.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import uuid
+from dataclasses import dataclass
+
+from .credentials import AUTH_SELECT, auth_record
+from .database import Database
+from .models import AuthRecord, DeviceState, Tombstone, from_ms, now_ms
+
+
+class ProvisioningRefused(Exception):
+    """Nothing was written. `reason` is a refusal code for logs and metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True)
+class ProvisioningRequest:
+    tenant_id: str
+    ca_id: str
+    fingerprint: str
+    device_id: str
+    auth_id: str
+    group: str
+    app_version: str | None
+    attributes: dict[str, str]
+    node: str
+
+
+class ProvisioningStore:
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def tombstone(self, tenant_id: str, fingerprint: str) -> Tombstone | None:
+        row = await self._db.read_one(
+            "SELECT * FROM tombstones WHERE tenant_id = ? AND fingerprint = ?", (tenant_id, fingerprint)
+        )
+        return None if row is None else _tombstone(row)
+
+    async def tombstones(self, tenant_id: str) -> list[Tombstone]:
+        rows = await self._db.read_all("SELECT * FROM tombstones WHERE tenant_id = ? ORDER BY deleted_at", (tenant_id,))
+        return [_tombstone(r) for r in rows]
+
+    async def clear_tombstone(self, tenant_id: str, fingerprint: str) -> bool:
+        cleared = await self._db.write(
+            "DELETE FROM tombstones WHERE tenant_id = ? AND fingerprint = ? RETURNING fingerprint",
+            (tenant_id, fingerprint),
+        )
+        return bool(cleared)
+
+    async def provision(self, req: ProvisioningRequest) -> tuple[AuthRecord, bool]:
+        """Returns (the x509 credential's auth record, created_now). Raises ProvisioningRefused."""
+        now = now_ms()
+        async with self._db.transaction() as tx:
+            async with tx.execute(AUTH_SELECT + " WHERE c.kind = 'x509' AND c.auth_id = ?", (req.fingerprint,)) as cur:
+                row = await cur.fetchone()
+            if row is not None:  # a concurrent first connect won the race
+                return auth_record(row), False
+            async with tx.execute(
+                "SELECT 1 FROM tombstones WHERE tenant_id = ? AND fingerprint = ?", (req.tenant_id, req.fingerprint)
+            ) as cur:
+                if await cur.fetchone() is not None:
+                    raise ProvisioningRefused("deleted", "this certificate's device was deleted by an operator")
+            async with tx.execute("SELECT enabled, max_devices FROM tenants WHERE id = ?", (req.tenant_id,)) as cur:
+                tenant = await cur.fetchone()
+            if tenant is None or not tenant["enabled"]:
+                raise ProvisioningRefused("tenant_disabled", "tenant is disabled or gone")
+            if tenant["max_devices"] is not None:
+                async with tx.execute("SELECT count(*) FROM devices WHERE tenant_id = ?", (req.tenant_id,)) as cur:
+                    count = (await cur.fetchone() or (0,))[0]
+                if count >= tenant["max_devices"]:
+                    raise ProvisioningRefused("device_quota", f"tenant has reached its limit of {count} devices")
+            async with tx.execute(
+                "SELECT 1 FROM devices WHERE tenant_id = ? AND id = ?", (req.tenant_id, req.device_id)
+            ) as cur:
+                if await cur.fetchone() is not None:
+                    raise ProvisioningRefused(
+                        "device_id_taken", f"device {req.device_id!r} exists and does not own this certificate"
+                    )
+            async with tx.execute(
+                "SELECT 1 FROM credentials WHERE kind = 'token' AND auth_id = ?", (req.device_id,)
+            ) as cur:
+                if await cur.fetchone() is not None:
+                    raise ProvisioningRefused(
+                        "token_taken", f"endpoint token {req.device_id!r} (= the device id) is already in use"
+                    )
+            try:
+                await tx.execute(
+                    "INSERT INTO devices (tenant_id, id, grp, app_version, attributes, state, enabled,"
+                    " auto_provisioned, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, 1, ?, ?)",
+                    (
+                        req.tenant_id,
+                        req.device_id,
+                        req.group,
+                        req.app_version,
+                        json.dumps(req.attributes),
+                        DeviceState.PROVISIONED.value,
+                        now,
+                        now,
+                    ),
+                )
+                await tx.execute(
+                    "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, ca_id, label, created_at,"
+                    " updated_at) VALUES (?, ?, 'x509', ?, 'active', ?, ?, ?, ?)",
+                    (req.tenant_id, req.device_id, req.fingerprint, req.ca_id, req.auth_id, now, now),
+                )
+                await tx.execute(
+                    "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, created_at, updated_at)"
+                    " VALUES (?, ?, 'token', ?, 'active', ?, ?)",
+                    (req.tenant_id, req.device_id, req.device_id, now, now),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ProvisioningRefused("conflict", str(exc)) from None
+            event = {
+                "correlationId": str(uuid.uuid4()),
+                "timestamp": now,
+                "originatorReplicaId": req.node,
+                "endpointId": req.device_id,
+                "appVersionName": req.app_version,
+                "autoProvisioned": True,
+                "caId": req.ca_id,
+            }
+            await tx.execute(
+                "INSERT INTO outbox (tenant_id, subject, payload, created_at) VALUES (?, ?, ?, ?)",
+                (req.tenant_id, f"endpoint/lifecycle/{req.group}/registered", json.dumps(event), now),
+            )
+            async with tx.execute(AUTH_SELECT + " WHERE c.kind = 'x509' AND c.auth_id = ?", (req.fingerprint,)) as cur:
+                created = await cur.fetchone()
+        assert created is not None
+        return auth_record(created), True
+
+    async def outbox(self, tenant_id: str) -> list[dict[str, object]]:
+        rows = await self._db.read_all("SELECT * FROM outbox WHERE tenant_id = ? ORDER BY id", (tenant_id,))
+        return [{"id": r["id"], "subject": r["subject"], "payload": json.loads(r["payload"])} for r in rows]
+
+
+def _tombstone(row: object) -> Tombstone:
+    r = row  # aiosqlite.Row
+    return Tombstone(
+        tenant_id=r["tenant_id"],  # type: ignore[index]
+        fingerprint=r["fingerprint"],  # type: ignore[index]
+        device_id=r["device_id"],  # type: ignore[index]
+        ca_id=r["ca_id"],  # type: ignore[index]
+        deleted_at=from_ms(r["deleted_at"]),  # type: ignore[index]
+    )
