@@ -151,6 +151,63 @@ async def publish_rate(s: Server, seconds: float, idle_sessions: int = 0) -> flo
     return rate
 
 
+class BenchPki:
+    """A CA and device certificates made before the run (key generation is not what we measure)."""
+
+    def __init__(self, devices: int) -> None:
+        from pki.devca import write_ca, write_device_cert
+
+        self._dir = tempfile.TemporaryDirectory()
+        root = Path(self._dir.name)
+        write_ca(root, "bench CA")
+        self.ca_pem = (root / "ca.pem").read_text()
+        self.certs = [write_device_cert(root, f"bench-{i}") for i in range(devices)]
+
+
+async def _trust(s: Server, bench_pki: BenchPki) -> None:
+    import httpx
+
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{s.info['api']}", headers={"Authorization": f"Bearer {s.info['admin']}"}
+    ) as api:
+        r = await api.post(
+            "/v1/tenants/bench/trusted-cas", json={"cert": bench_pki.ca_pem, "autoProvisioningEnabled": True}
+        )
+        r.raise_for_status()
+
+
+def _client_context(s: Server, cert: tuple[Path, Path]) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=s.info["ca"])
+    context.load_cert_chain(*cert)
+    return context
+
+
+async def cert_connect_rate(s: Server, seconds: float, bench_pki: BenchPki) -> float:
+    """A known certificate device (provisioned by a first connect before timing starts)."""
+    context = _client_context(s, bench_pki.certs[0])
+    await _connect_once(s.info["mqtts"], None, None, "warm", context)
+    n = await _loop(seconds, 10, lambda i: _connect_once(s.info["mqtts"], None, None, f"c{i}", context))
+    return n / seconds
+
+
+async def provisioning_rate(s: Server, seconds: float, bench_pki: BenchPki) -> float:
+    """Each CONNECT brings a new certificate: every one creates a device on its first connection."""
+    contexts = [_client_context(s, c) for c in bench_pki.certs[1:]]
+    done = 0
+    deadline = time.monotonic() + seconds
+    start = time.monotonic()
+
+    async def worker(w: int) -> None:
+        nonlocal done
+        while time.monotonic() < deadline and contexts:
+            context = contexts.pop()
+            await _connect_once(s.info["mqtts"], None, None, f"p{w}", context)
+            done += 1
+
+    await asyncio.gather(*(worker(w) for w in range(10)))
+    return done / (time.monotonic() - start)
+
+
 async def measure(kind: str, seconds: float) -> dict[str, tuple[float, float]]:
     """workload -> (rate, server CPU seconds per operation)."""
     s = Server(kind)
@@ -163,7 +220,13 @@ async def measure(kind: str, seconds: float) -> dict[str, tuple[float, float]]:
             ("same, with 100 idle subscribed devices", lambda: publish_rate(s, seconds, 100)),
         ]
         if kind == "gateway":
-            workloads.append(("CONNECT, password (argon2)", lambda: connect_rate(s, seconds, password=True)))
+            bench_pki = BenchPki(devices=int(seconds * 400) + 1)
+            await _trust(s, bench_pki)
+            workloads += [
+                ("CONNECT, password (argon2)", lambda: connect_rate(s, seconds, password=True)),
+                ("CONNECT+DISCONNECT, mTLS known device", lambda: cert_connect_rate(s, seconds, bench_pki)),
+                ("auto-provisioned devices (mTLS, 1st CONNECT)", lambda: provisioning_rate(s, seconds, bench_pki)),
+            ]
         for name, run in workloads:
             cpu0 = s.cpu_seconds()
             rate = await run()

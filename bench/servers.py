@@ -34,6 +34,8 @@ async def _gateway(data_dir: Path) -> tuple[dict[str, Any], Any]:
     info = {
         "mqtt": gw.ports["mqtt"],
         "mqtts": gw.ports["mqtts"],
+        "api": gw.ports["api"],
+        "admin": gw.admin_token,
         "tokens": tokens,
         "password_user": "pw@bench",
         "password": "secret",

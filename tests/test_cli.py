@@ -13,7 +13,9 @@ from .conftest import mqtt
 
 
 async def cli(gateway: Gateway, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "gateway", *args, "--data-dir", str(gateway.settings.data_dir)]
+    """Runs `mqtt-gateway ARGS`; commands that talk to the gateway get its --data-dir."""
+    local = args[0] == "pki"
+    cmd = [sys.executable, "-m", "gateway", *args, *([] if local else ["--data-dir", str(gateway.settings.data_dir)])]
     return await asyncio.to_thread(subprocess.run, cmd, input=stdin, capture_output=True, text=True, timeout=60)
 
 
@@ -60,3 +62,34 @@ def test_no_gateway_in_data_dir(tmp_path: object) -> None:
         timeout=30,
     )
     assert r.returncode == 1 and "no running gateway" in r.stderr
+
+
+async def test_pki_and_ca_commands(gateway: Gateway, tmp_path: object) -> None:
+    from pathlib import Path
+
+    from .x509_client import tls_connack_files
+
+    pki_dir = Path(str(tmp_path)) / "pki"
+    assert (await cli(gateway, "tenant", "create", "acme")).returncode == 0
+    r = await cli(gateway, "pki", "create-ca", str(pki_dir), "--cn", "Acme Devices CA")
+    assert r.returncode == 0 and (pki_dir / "ca.pem").exists()
+    assert oct((pki_dir / "ca.key").stat().st_mode & 0o777) == "0o600"
+    again = await cli(gateway, "pki", "create-ca", str(pki_dir))
+    assert again.returncode == 1 and "not overwriting" in again.stderr
+    r = await cli(
+        gateway, "ca", "add", "acme", str(pki_dir / "ca.pem"), "--auto-provision", "--app-version", "kv1", "--json"
+    )
+    assert r.returncode == 0, r.stderr
+    ca_id = json.loads(r.stdout)["id"]
+    r = await cli(gateway, "pki", "issue", str(pki_dir), "kettle-42")
+    assert r.returncode == 0 and (pki_dir / "kettle-42.pem").exists()
+    r = await cli(gateway, "ca", "check", "acme", str(pki_dir / "kettle-42.pem"))
+    assert r.returncode == 0 and json.loads(r.stdout)["decision"] == "provisioned"
+    assert await tls_connack_files(gateway, pki_dir / "kettle-42.pem", pki_dir / "kettle-42.key") == b"\x20\x02\x00\x00"
+    r = await cli(gateway, "ca", "list", "acme", "--json")
+    assert [c["id"] for c in json.loads(r.stdout)] == [ca_id]
+    assert (await cli(gateway, "ca", "remove", "acme", ca_id)).returncode == 0
+    r = await cli(gateway, "ca", "check", "acme", str(pki_dir / "kettle-42.pem"))
+    assert r.returncode == 3 and json.loads(r.stdout)["reason"] == "unknown_ca"
+    r = await cli(gateway, "pki", "issue", str(pki_dir), "../escape")
+    assert r.returncode == 2
