@@ -254,6 +254,7 @@ async def test_certificate_attacks_are_refused(gateway: Gateway, api: httpx.Asyn
         ),
         "CA:TRUE leaf": make_device_cert(tmp_path, ca, "c1", ca_flag=True),
         "serverAuth-only leaf": make_device_cert(tmp_path, ca, "s1", eku=[ExtendedKeyUsageOID.SERVER_AUTH]),
+        "100 KB leaf": make_device_cert(tmp_path, ca, "big1", extra_bytes=100_000),
     }
     for name, cert in cases.items():
         reply = await tls_connack(gateway, cert)
