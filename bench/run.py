@@ -114,15 +114,15 @@ async def publish_rate(s: Server, seconds: float, idle_sessions: int = 0) -> flo
         tok = tokens[1 + i % (len(tokens) - 1)]
         await c.send(connect_packet(f"idle{i}", tok))
         await c.read_packet()
-        await c.send(subscribe_packet(1, f"kp1/v1/epmx/{tok}/#"))
+        await c.send(subscribe_packet(1, f"kp1/v1/dcx/{tok}/#"))
         await c.read_packet()
         idle.append(c)
     token = tokens[0]
-    topic = f"kp1/v1/epmx/{token}/data"
+    topic = f"kp1/v1/dcx/{token}/data"
     sub = await RawClient.open(s.info["mqtt"])
     await sub.send(connect_packet("sub", token))
     await sub.read_packet()
-    await sub.send(subscribe_packet(1, f"kp1/v1/epmx/{token}/#"))
+    await sub.send(subscribe_packet(1, f"kp1/v1/dcx/{token}/#"))
     await sub.read_packet()
     pub = await RawClient.open(s.info["mqtt"])
     await pub.send(connect_packet("pub", token))

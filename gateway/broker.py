@@ -42,11 +42,13 @@ from .connect_packet import ConnectRejected, read_connect_packet
 from .connection import CloseReason, GatewayProtocolHandler, GatewayStreamWriter
 from .identity import CLIENT_ID_ATTR, DeviceIdentity, identity_of, session_key
 from .keyed_lock import KeyedLock
+from .kp1 import topic as kp1_topic
 from .services import GatewayServices
 
 log = logging.getLogger(__name__)
 
 TAKEOVER_WAIT = 5.0
+EPMP_ATTR = "gateway.epmp"
 PERSISTENT_FIELDS = (
     "will_flag",
     "will_message",
@@ -78,6 +80,7 @@ class GatewayBroker(Broker):
         self._connections: dict[str, asyncio.Task[Any]] = {}
         self._key_locks = KeyedLock()
         self._open_sockets = 0
+        self._epmp_tasks: set[asyncio.Task[None]] = set()
         self._closing = False
         acl = [p for p in self.plugins_manager.plugins if isinstance(p, TopicAccessPlugin)]
         if len(acl) != 1:
@@ -349,6 +352,64 @@ class GatewayBroker(Broker):
                 server.instance.close()
         await self.close_sessions(lambda _: True, reason=CloseReason.SHUTDOWN)
         await super().shutdown()
+
+    # -- publishes: authorization, then 1/KP routing or broadcast ---------------------------------
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
+    ) -> bool:
+        """amqtt's, minus the MESSAGE_RECEIVED event it fires before the ACL, plus 1/KP routing:
+        a request to a gateway extension is answered, not broadcast."""
+        message = wait_deliver.result()
+        if message is None:
+            return True
+        topic = message.topic
+        if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
+            if isinstance(handler, GatewayProtocolHandler):  # [MQTT-3.3.2-2], [MQTT-4.7.2-1]
+                handler.close(CloseReason.PROTOCOL_ERROR, f"invalid PUBLISH topic {topic[:64]!r}")
+            return False
+        if not await self._topic_filtering(client_session, topic, Action.PUBLISH):
+            return True
+        request = kp1_topic.parse(topic) if self.services.epmp is not None else None
+        if request is not None and request.extension == self.services.settings.epmp_extension:
+            self._submit_epmp(client_session, request, bytes(message.data), message.qos or 0)
+            return True
+        await self.plugins_manager.fire_event(
+            BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=message
+        )
+        await self._broadcast_message(client_session, topic, message.data)
+        if message.publish_packet and message.publish_packet.retain_flag:
+            await self.retain_message(client_session, topic, message.data, message.qos)
+        return True
+
+    def _submit_epmp(self, session: Session, request: kp1_topic.Kp1Topic, payload: bytes, qos: int) -> None:
+        """Requests of one session are answered in order, at most `epmp_max_pending` queued; the
+        rest are dropped (counted), so one device's flood cannot starve the others."""
+        state = session.attributes.setdefault(EPMP_ATTR, {"lock": asyncio.Lock(), "pending": 0})
+        if state["pending"] >= self.services.settings.epmp_max_pending:
+            self.services.metrics.epmp_dropped += 1
+            return
+        state["pending"] += 1
+        task = asyncio.create_task(self._answer_epmp(session, state, request, payload, qos))
+        self._epmp_tasks.add(task)
+        task.add_done_callback(self._epmp_tasks.discard)
+
+    async def _answer_epmp(
+        self, session: Session, state: dict[str, Any], request: kp1_topic.Kp1Topic, payload: bytes, qos: int
+    ) -> None:
+        try:
+            async with state["lock"]:
+                identity = identity_of(session)
+                epmp = self.services.epmp
+                if identity is None or epmp is None:
+                    return
+                reply = await epmp.handle(identity, request, payload)
+                self.services.metrics.epmp_requests[request.path or "(empty)"] += 1
+                if reply is not None:
+                    # Through the broadcast path: only sessions holding this token may receive it.
+                    await self._broadcast_message(None, reply.topic, reply.payload, qos)
+        finally:
+            state["pending"] -= 1
 
     # -- topic authorization and retained messages ---------------------------------------------
 

@@ -14,6 +14,8 @@ class Metrics:
     publishes_denied: int = 0
     subscriptions_denied: int = 0
     sessions_kicked: int = 0
+    epmp_requests: Counter[str] = field(default_factory=Counter)
+    epmp_dropped: int = 0
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -23,4 +25,6 @@ class Metrics:
             "publishesDenied": self.publishes_denied,
             "subscriptionsDenied": self.subscriptions_denied,
             "sessionsKicked": self.sessions_kicked,
+            "epmpRequests": dict(self.epmp_requests),
+            "epmpDropped": self.epmp_dropped,
         }

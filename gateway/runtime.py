@@ -23,6 +23,8 @@ from .auth.hashing import PasswordHasher
 from .broker import GatewayBroker
 from .connection import CloseReason
 from .identity import DeviceIdentity
+from .kp1.epmp import Epmp
+from .kp1.whitelist import load_whitelist
 from .metrics import Metrics
 from .services import GatewayServices
 from .settings import GatewaySettings
@@ -89,6 +91,7 @@ class Gateway:
                 "marked %d session(s) left open by a previous run of node %s as not connected", recovered, s.node_id
             )
         self.admin_token, self.admin_token_created = ensure_admin_token(s.admin_token_path)
+        self.services.epmp = Epmp(self.registry, s, load_whitelist(s.epmx_whitelist))
         # amqtt requires a listener named "default"; it is the plain MQTT one.
         listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": _bind_address(s.host, s.mqtt_port)}}
         if s.tls_enabled:
@@ -128,6 +131,14 @@ class Gateway:
     def _server_ssl_context(self) -> ssl.SSLContext:
         assert self.services.trust is not None
         return self.services.trust.store.listener_context
+
+    def reload_whitelist(self) -> None:
+        """SIGHUP or `POST /v1/epmx/whitelist/reload`: re-read the EPMX whitelist; live sessions stay.
+        A broken file keeps the whitelist in force and raises WhitelistError."""
+        whitelist = load_whitelist(self.settings.epmx_whitelist)
+        if self.services.epmp is not None:
+            self.services.epmp.whitelist = whitelist
+        log.info("EPMX whitelist reloaded: %d app version(s)", len(whitelist.versions))
 
     async def reload_trust(self) -> None:
         """After any change to trusted CAs or tenants: new handshakes see it at once."""

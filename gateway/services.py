@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from registry import Registry
 
@@ -11,6 +11,9 @@ from .auth.hashing import PasswordHasher
 from .metrics import Metrics
 from .settings import GatewaySettings
 from .trust import TrustedCas
+
+if TYPE_CHECKING:
+    from .kp1.epmp import Epmp
 
 
 @dataclass
@@ -20,6 +23,7 @@ class GatewayServices:
     hasher: PasswordHasher
     metrics: Metrics
     trust: TrustedCas | None = None
+    epmp: Epmp | None = None
 
 
 def services_of(context: Any) -> GatewayServices:

@@ -43,6 +43,13 @@ class GatewaySettings(BaseSettings):
     max_packet_bytes: int = Field(
         1_048_576, ge=1024, le=268_435_455, description="an MQTT packet larger than this closes the connection"
     )
+    epmx_whitelist: Path | None = Field(None, description="EPMX metadata whitelist (YAML, Kaa format)")
+    epmp_extension: str = Field("epmx", pattern=r"^[A-Za-z0-9._~-]{1,64}$", description="10/EPMP extension name")
+    epmp_max_payload_bytes: int = Field(65_536, ge=16, description="larger 10/EPMP requests get 413")
+    epmp_max_keys: int = Field(256, ge=1, description="metadata keys per device")
+    epmp_max_value_bytes: int = Field(16_384, ge=16, description="one metadata value, as compact JSON")
+    epmp_max_key_length: int = Field(128, ge=1, le=4096)
+    epmp_max_pending: int = Field(100, ge=1, description="10/EPMP requests queued per session; more are dropped")
     connection_log_limit: int = Field(100, ge=1, le=100_000, description="connection log rows kept per device")
     api_max_body_bytes: int = Field(1_048_576, ge=1024)
     password_hash_workers: int = Field(2, ge=1, le=64, description="concurrent password verifications")

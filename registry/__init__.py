@@ -9,6 +9,7 @@ from .credentials import CredentialStore
 from .database import Database
 from .devices import DeviceStore
 from .errors import Conflict, Invalid, NotFound, RegistryError
+from .metadata import MetadataStore
 from .provisioning import ProvisioningStore
 from .tenants import TenantStore
 from .trusted_cas import TrustedCaStore
@@ -27,6 +28,7 @@ class Registry:
         self.connections = ConnectionStore(self.db, log_limit=connection_log_limit)
         self.trusted_cas = TrustedCaStore(self.db)
         self.provisioning = ProvisioningStore(self.db)
+        self.metadata = MetadataStore(self.db)
 
     async def open(self) -> Registry:
         await self.db.open()

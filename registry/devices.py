@@ -10,6 +10,7 @@ import aiosqlite
 
 from .database import Database
 from .errors import Conflict, Invalid, NotFound
+from .events import emit
 from .identifiers import is_valid_id
 from .models import Device, DeviceState, from_ms, now_ms
 
@@ -136,6 +137,29 @@ class DeviceStore:
                 (*args, tenant_id, device_id),
             )
         return await self.get(tenant_id, device_id)
+
+    async def set_app_version(self, tenant_id: str, device_id: str, app_version: str, *, node: str) -> str | None:
+        """Records the app version a device now uses, with an `appversion-updated` event.
+        Returns the previous one."""
+        async with self._db.transaction() as tx:
+            device = await require_device(tx, tenant_id, device_id)
+            previous: str | None = device["app_version"]
+            if previous == app_version:
+                return previous
+            await tx.execute(
+                "UPDATE devices SET app_version = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
+                (app_version, now_ms(), tenant_id, device_id),
+            )
+            await emit(
+                tx,
+                tenant_id,
+                "endpoint/lifecycle/appversion-updated",
+                node,
+                endpointId=device_id,
+                appVersionName=app_version,
+                previousAppVersionName=previous,
+            )
+        return previous
 
     async def delete(self, tenant_id: str, device_id: str) -> None:
         """Deletes the device with its credentials, metadata and connection records. An

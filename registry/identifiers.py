@@ -18,6 +18,7 @@ AUTH_ID_PATTERN = r"^[A-Za-z0-9._~-]{1,128}$"
 APP_VERSION_PATTERN = r"^[A-Za-z0-9._~-]{1,128}$"
 
 _ID = re.compile(ID_PATTERN)
+_APP_VERSION = re.compile(APP_VERSION_PATTERN)
 _TOKEN = re.compile(TOKEN_PATTERN)
 _AUTH_ID = re.compile(AUTH_ID_PATTERN)
 
@@ -28,6 +29,10 @@ def is_valid_id(value: str) -> bool:
 
 def is_valid_token(value: str) -> bool:
     return _TOKEN.fullmatch(value) is not None
+
+
+def is_valid_app_version(value: str) -> bool:
+    return _APP_VERSION.fullmatch(value) is not None
 
 
 def is_valid_auth_id(value: str) -> bool:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-import uuid
 from dataclasses import dataclass
 
 from .credentials import AUTH_SELECT, auth_record
 from .database import Database
+from .events import emit
 from .models import AuthRecord, DeviceState, Tombstone, from_ms, now_ms
 
 
@@ -123,18 +123,15 @@ class ProvisioningStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise ProvisioningRefused("conflict", str(exc)) from None
-            event = {
-                "correlationId": str(uuid.uuid4()),
-                "timestamp": now,
-                "originatorReplicaId": req.node,
-                "endpointId": req.device_id,
-                "appVersionName": req.app_version,
-                "autoProvisioned": True,
-                "caId": req.ca_id,
-            }
-            await tx.execute(
-                "INSERT INTO outbox (tenant_id, subject, payload, created_at) VALUES (?, ?, ?, ?)",
-                (req.tenant_id, f"endpoint/lifecycle/{req.group}/registered", json.dumps(event), now),
+            await emit(
+                tx,
+                req.tenant_id,
+                "endpoint/lifecycle/registered",
+                req.node,
+                endpointId=req.device_id,
+                appVersionName=req.app_version,
+                autoProvisioned=True,
+                caId=req.ca_id,
             )
             async with tx.execute(AUTH_SELECT + " WHERE c.kind = 'x509' AND c.auth_id = ?", (req.fingerprint,)) as cur:
                 created = await cur.fetchone()

@@ -186,6 +186,6 @@ async def test_ipv6_loopback(tmp_path: Path) -> None:
         import aiomqtt
 
         async with aiomqtt.Client("::1", gw.ports["mqtt"], username=token) as client:
-            await client.subscribe(f"kp1/v1/epmx/{token}/#")
+            await client.subscribe(f"kp1/v1/dcx/{token}/#")
     finally:
         await gw.stop()

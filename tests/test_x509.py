@@ -165,7 +165,7 @@ async def test_first_connect_auto_provisions_in_one_go(
     tokens = await ok(api.get("/v1/tenants/acme/devices/kettle-42/tokens"))
     assert [t["token"] for t in tokens] == ["kettle-42"] and tokens[0]["state"] == "active"
     outbox = await gateway.registry.provisioning.outbox("acme")
-    assert [e["subject"] for e in outbox] == ["endpoint/lifecycle/kitchen/registered"]
+    assert [e["subject"] for e in outbox] == ["endpoint/lifecycle/registered"]
     assert outbox[0]["payload"]["endpointId"] == "kettle-42" and outbox[0]["payload"]["caId"] == created["id"]
     # later connects find the records; nothing new is created
     assert await tls_connack(gateway, device, client_id="again") == ACCEPTED
@@ -175,8 +175,8 @@ async def test_first_connect_auto_provisions_in_one_go(
     import aiomqtt
 
     async with aiomqtt.Client("localhost", gateway.ports["mqtts"], tls_context=device_tls(gateway, device)) as c:
-        await c.subscribe("kp1/kettle_v1/epmx/kettle-42/#")
-        await c.publish("kp1/kettle_v1/epmx/kettle-42/hello", b"hi")
+        await c.subscribe("kp1/kettle_v1/dcx/kettle-42/#")
+        await c.publish("kp1/kettle_v1/dcx/kettle-42/hello", b"hi")
         async for message in c.messages:
             assert message.payload == b"hi"
             break

@@ -6,8 +6,10 @@ from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
 
-from . import credentials, devices, errors, tenants, trusted_cas
+from ..kp1.whitelist import WhitelistError
+from . import credentials, devices, errors, metadata, tenants, trusted_cas
 from .deps import GatewayDep, require_admin
+from .errors import BadRequest
 from .limits import BodySizeLimit
 
 if TYPE_CHECKING:
@@ -25,13 +27,30 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
     app.state.admin_token = admin_token
     errors.install(app)
     guard = [Depends(require_admin)]
-    routers = (tenants.router, devices.router, credentials.router, credentials.tenant_tokens, trusted_cas.router)
+    routers = (
+        tenants.router,
+        devices.router,
+        credentials.router,
+        credentials.tenant_tokens,
+        trusted_cas.router,
+        metadata.router,
+    )
     for router in routers:
         app.include_router(router, dependencies=guard)
 
     @app.get("/v1/metrics", dependencies=guard, tags=["operations"])
     async def metrics(gw: GatewayDep) -> dict[str, Any]:
         return {"node": gw.settings.node_id, **gw.services.metrics.snapshot()}
+
+    @app.post("/v1/epmx/whitelist/reload", dependencies=guard, tags=["operations"])
+    async def reload_whitelist(gw: GatewayDep) -> dict[str, Any]:
+        """Re-read the EPMX whitelist file (as SIGHUP does); live sessions stay connected."""
+        try:
+            gw.reload_whitelist()
+        except WhitelistError as exc:
+            raise BadRequest(str(exc), status=422) from None
+        assert gw.services.epmp is not None
+        return {"appVersions": sorted(gw.services.epmp.whitelist.versions)}
 
     @app.get("/healthz", tags=["operations"])
     async def health() -> dict[str, str]:

@@ -49,6 +49,16 @@ def serve(
         raise typer.Exit(1) from None
 
 
+def _reload(gateway: object) -> None:
+    """SIGHUP: re-read the EPMX whitelist; a broken file is logged and the old one stays."""
+    from ..kp1.whitelist import WhitelistError
+
+    try:
+        gateway.reload_whitelist()  # type: ignore[attr-defined]
+    except WhitelistError as exc:
+        logging.getLogger("gateway").error("whitelist not reloaded: %s", exc)
+
+
 async def _run(settings: GatewaySettings) -> None:
     from ..runtime import Gateway
 
@@ -67,6 +77,7 @@ async def _run(settings: GatewaySettings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, _reload, gateway)
     try:
         await stop.wait()
     finally:

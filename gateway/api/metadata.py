@@ -1,0 +1,71 @@
+"""/v1/tenants/{tenant}/devices/{device}/metadata: operators read and write any key (no whitelist);
+the same key rules, limits and `metadata updated` events as 10/EPMP."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from ..kp1.epmp import EpmpError, change_metadata
+from ..kp1.payload import PayloadError, parse_json
+from ..kp1.whitelist import KEY_PATTERN
+from .deps import GatewayDep
+from .errors import BadRequest
+
+router = APIRouter(prefix="/v1/tenants/{tenant}/devices/{device}/metadata", tags=["metadata"])
+
+
+async def _object(request: Request) -> dict[str, Any]:
+    try:
+        value = parse_json(await request.body())
+    except PayloadError as exc:
+        raise BadRequest(str(exc)) from None
+    if not isinstance(value, dict):
+        raise BadRequest("the body must be a JSON object of key -> value")
+    _check_keys(list(value))
+    return value
+
+
+def _check_keys(keys: list[str]) -> None:
+    for key in keys:
+        if not KEY_PATTERN.fullmatch(key):
+            raise BadRequest(f"invalid key name {key!r}: letters, digits and '_' only", "keys", status=422)
+
+
+async def _apply(gw: GatewayDep, tenant: str, device: str, mutate: Any) -> dict[str, Any]:
+    try:
+        await change_metadata(gw.registry, gw.settings, tenant, device, mutate)
+    except EpmpError as exc:
+        raise BadRequest(exc.phrase, status=exc.status) from None
+    return await gw.registry.metadata.get(tenant, device)
+
+
+@router.get("")
+async def get_metadata(tenant: str, device: str, gw: GatewayDep) -> dict[str, Any]:
+    return await gw.registry.metadata.get(tenant, device)
+
+
+@router.put("", openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}})
+async def replace_metadata(tenant: str, device: str, request: Request, gw: GatewayDep) -> dict[str, Any]:
+    """Full replace: keys not in the body are removed."""
+    new = await _object(request)
+    return await _apply(gw, tenant, device, lambda _current: new)
+
+
+@router.patch("", openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}})
+async def update_metadata(tenant: str, device: str, request: Request, gw: GatewayDep) -> dict[str, Any]:
+    """Partial update: top-level keys replaced, no deep merge."""
+    new = await _object(request)
+    return await _apply(gw, tenant, device, lambda current: {**current, **new})
+
+
+@router.delete("")
+async def delete_metadata(
+    tenant: str, device: str, gw: GatewayDep, keys: Annotated[str, Query(description="comma-separated key names")]
+) -> dict[str, Any]:
+    names = [k for k in keys.split(",") if k]
+    if not names:
+        raise BadRequest("keys: at least one key name", "keys", status=422)
+    _check_keys(names)
+    return await _apply(gw, tenant, device, lambda current: {k: v for k, v in current.items() if k not in names})

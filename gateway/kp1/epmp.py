@@ -1,0 +1,226 @@
+"""10/EPMP: endpoint metadata over `kp1/<app version>/epmx/<token>/...` (../shared/spec/kp1-epmp.md).
+
+Replies go to `<request topic>/status` (success) or `/error` (`{"statusCode", "reasonPhrase"}`), only
+when the request carries a request id. Writes happen inside one registry transaction (see
+registry/metadata.py), so a refused request (403, 413) changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from registry import Registry
+from registry.errors import NotFound
+from registry.identifiers import is_valid_app_version
+from registry.metadata import canonical
+
+from ..identity import DeviceIdentity
+from ..settings import GatewaySettings
+from .payload import PayloadError, parse_json
+from .topic import Kp1Topic
+from .whitelist import KEY_PATTERN, KeyAccess, Whitelist
+
+log = logging.getLogger(__name__)
+
+
+class EpmpError(Exception):
+    def __init__(self, status: int, phrase: str) -> None:
+        super().__init__(phrase)
+        self.status = status
+        self.phrase = phrase
+
+
+@dataclass(frozen=True)
+class Reply:
+    topic: str
+    payload: bytes
+
+
+Resource = Callable[["Epmp", DeviceIdentity, KeyAccess, bytes], Awaitable[bytes]]
+
+
+def _keys_array(value: Any, what: str) -> list[str]:
+    if not isinstance(value, list) or not value:
+        raise EpmpError(400, f"{what} must be a non-empty JSON array of key names")
+    if not all(isinstance(k, str) for k in value):
+        raise EpmpError(400, f"{what} must contain only strings")
+    if len(set(value)) != len(value):
+        raise EpmpError(400, f"{what} must not repeat a key")
+    for key in value:
+        _check_key(key)
+    return value
+
+
+def _check_key(key: str) -> None:
+    if not KEY_PATTERN.fullmatch(key):
+        raise EpmpError(400, f"invalid key name {key!r}: letters, digits and '_' only")
+
+
+def _object(payload: bytes) -> dict[str, Any]:
+    value = _json(payload)
+    if not isinstance(value, dict) or not value:
+        raise EpmpError(400, "payload must be a JSON object with at least one property")
+    for key in value:
+        _check_key(key)
+    return value
+
+
+def _json(payload: bytes) -> Any:
+    try:
+        return parse_json(payload)
+    except PayloadError as exc:
+        raise EpmpError(400, str(exc)) from None
+
+
+def check_limits(settings: GatewaySettings, metadata: dict[str, Any]) -> dict[str, Any]:
+    """The configured limits on a device's whole metadata; 413 over any of them."""
+    if len(metadata) > settings.epmp_max_keys:
+        raise EpmpError(413, f"more than {settings.epmp_max_keys} metadata keys")
+    for key, value in metadata.items():
+        if len(key) > settings.epmp_max_key_length:
+            raise EpmpError(413, f"key {key[:32]!r}... longer than {settings.epmp_max_key_length} characters")
+        if len(canonical(value).encode()) > settings.epmp_max_value_bytes:
+            raise EpmpError(413, f"value of {key!r} over {settings.epmp_max_value_bytes} bytes")
+    return metadata
+
+
+async def change_metadata(
+    registry: Registry,
+    settings: GatewaySettings,
+    tenant_id: str,
+    device_id: str,
+    mutate: Callable[[dict[str, Any]], dict[str, Any]],
+) -> None:
+    """Devices (10/EPMP) and operators (API) change metadata through here: limits, one transaction, event."""
+    await registry.metadata.change(
+        tenant_id, device_id, lambda current: check_limits(settings, mutate(current)), node=settings.node_id
+    )
+
+
+def _forbid(keys: list[str] | dict[str, Any], allowed: Callable[[str], bool], verb: str) -> None:
+    restricted = sorted(k for k in keys if not allowed(k))
+    if restricted:
+        raise EpmpError(403, f"not allowed to {verb} key(s): {', '.join(restricted)}")
+
+
+class Epmp:
+    def __init__(self, registry: Registry, settings: GatewaySettings, whitelist: Whitelist) -> None:
+        self.registry = registry
+        self.settings = settings
+        self.whitelist = whitelist
+
+    async def handle(self, identity: DeviceIdentity, request: Kp1Topic, payload: bytes) -> Reply | None:
+        try:
+            body = await self._serve(identity, request, payload)
+            reply = Reply(request.topic + "/status", body)
+        except EpmpError as exc:
+            reply = self._error(request, exc.status, exc.phrase)
+        except NotFound:
+            reply = self._error(request, 404, "unknown endpoint")
+        except Exception:
+            log.exception("10/EPMP request %s failed", request.path)
+            reply = self._error(request, 500, "internal error")
+        return reply if request.request_id is not None else None
+
+    @staticmethod
+    def _error(request: Kp1Topic, status: int, phrase: str) -> Reply:
+        body = json.dumps({"statusCode": status, "reasonPhrase": phrase}, separators=(",", ":")).encode()
+        return Reply(request.topic + "/error", body)
+
+    async def _serve(self, identity: DeviceIdentity, request: Kp1Topic, payload: bytes) -> bytes:
+        resource = RESOURCES.get(request.path)
+        if resource is None:
+            raise EpmpError(404, f"unknown resource {request.path or '(empty)'!r}")
+        if len(payload) > self.settings.epmp_max_payload_bytes:
+            raise EpmpError(413, f"payload over {self.settings.epmp_max_payload_bytes} bytes")
+        access = await self._access(identity, request.app_version)
+        return await resource(self, identity, access, payload)
+
+    async def _access(self, identity: DeviceIdentity, app_version: str) -> KeyAccess:
+        """The topic's app version must belong to the device's application; a new version of its own
+        application is recorded (with an appversion-updated event)."""
+        device = await self.registry.devices.get(identity.tenant_id, identity.device_id)
+        if app_version != device.app_version:
+            if not is_valid_app_version(app_version):
+                raise EpmpError(404, "unknown app version")
+            wl = self.whitelist
+            if wl.configured:
+                topic_app = wl.application_of(app_version)
+                if topic_app is None:
+                    raise EpmpError(404, f"unknown app version {app_version!r}")
+                if device.app_version is not None and wl.application_of(device.app_version) != topic_app:
+                    raise EpmpError(404, f"app version {app_version!r} belongs to another application")
+            await self.registry.devices.set_app_version(
+                identity.tenant_id, identity.device_id, app_version, node=self.settings.node_id
+            )
+        return self.whitelist.access(app_version)
+
+    def _limits(self, metadata: dict[str, Any]) -> dict[str, Any]:
+        s = self.settings
+        if len(metadata) > s.epmp_max_keys:
+            raise EpmpError(413, f"more than {s.epmp_max_keys} metadata keys")
+        for key, value in metadata.items():
+            if len(key) > s.epmp_max_key_length:
+                raise EpmpError(413, f"key {key[:32]!r}... longer than {s.epmp_max_key_length} characters")
+            if len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) > s.epmp_max_value_bytes:
+                raise EpmpError(413, f"value of {key!r} over {s.epmp_max_value_bytes} bytes")
+        return metadata
+
+    async def _change(self, identity: DeviceIdentity, mutate: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        await self.registry.metadata.change(
+            identity.tenant_id,
+            identity.device_id,
+            lambda current: self._limits(mutate(current)),
+            node=self.settings.node_id,
+        )
+
+    # -- resources ----------------------------------------------------------------------------------
+
+    async def get_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
+        stored = await self.registry.metadata.get(identity.tenant_id, identity.device_id)
+        return json.dumps(sorted(k for k in stored if access.readable(k))).encode()
+
+    async def get(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
+        wanted: list[str] | None = None
+        if payload.strip():
+            request = _json(payload)
+            if not isinstance(request, dict) or set(request) - {"keys"}:
+                raise EpmpError(400, 'payload must be empty, {} or {"keys": [...]}')
+            if "keys" in request:
+                wanted = _keys_array(request["keys"], "'keys'")
+                _forbid(wanted, access.readable, "read")
+        stored = await self.registry.metadata.get(identity.tenant_id, identity.device_id)
+        keys = wanted if wanted is not None else [k for k in stored if access.readable(k)]
+        return json.dumps({k: stored[k] for k in sorted(keys) if k in stored}, separators=(",", ":")).encode()
+
+    async def update(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
+        new = _object(payload)
+        _forbid(new, access.writable, "write")
+        # full replace of what the client may write; everything else stays as it is
+        await self._change(identity, lambda cur: {**{k: v for k, v in cur.items() if not access.writable(k)}, **new})
+        return b""
+
+    async def update_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
+        new = _object(payload)
+        _forbid(new, access.writable, "write")
+        await self._change(identity, lambda cur: {**cur, **new})
+        return b""
+
+    async def delete_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
+        keys = _keys_array(_json(payload), "payload")
+        _forbid(keys, access.writable, "delete")
+        await self._change(identity, lambda cur: {k: v for k, v in cur.items() if k not in keys})
+        return b""
+
+
+RESOURCES: dict[str, Resource] = {
+    "/get/keys": Epmp.get_keys,
+    "/get": Epmp.get,
+    "/update": Epmp.update,
+    "/update/keys": Epmp.update_keys,
+    "/delete/keys": Epmp.delete_keys,
+}
