@@ -15,13 +15,15 @@ from amqtt.session import Session
 
 from .audit import audit
 from .identity import identity_of
-from .topics import device_may_use
+from .topics import device_may_use, service_may_use
 
 
 def decide(session: Session | None, topic: str | None, action: Action) -> bool:
     identity = identity_of(session)
     if identity is None or not topic:
         return False
+    if identity.is_service:  # reads its tenant's events, publishes nothing
+        return action != Action.PUBLISH and service_may_use(identity.tenant_id, topic)
     return device_may_use(identity.tokens, topic)
 
 

@@ -228,6 +228,8 @@ class GatewayBroker(Broker):
             reason=reason,
             detail=handler.close_detail,
         )
+        if identity.is_service:
+            return
         try:
             await self.services.registry.connections.record_disconnect(
                 session_key=key, reason=reason, detail=handler.close_detail
@@ -259,6 +261,9 @@ class GatewayBroker(Broker):
 
     async def _record_connect(self, key: str, identity: DeviceIdentity, client_id: str, session: Session) -> bool:
         try:
+            if identity.is_service:  # not a device: no presence; still re-checked against a deletion
+                account = await self.services.registry.service_accounts.find(identity.tenant_id, identity.device_id)
+                return account is not None
             return await self.services.registry.connections.record_connect(
                 session_key=key,
                 tenant_id=identity.tenant_id,
@@ -410,6 +415,21 @@ class GatewayBroker(Broker):
                     await self._broadcast_message(None, reply.topic, reply.payload, qos)
         finally:
             state["pending"] -= 1
+
+    def event_consumers(self, tenant_id: str, topic: str) -> list[BrokerProtocolHandler]:
+        """Handlers of the tenant's connected service accounts subscribed to `topic`."""
+        consumers = []
+        for key, (session, handler) in self._sessions.items():
+            identity = identity_of(session)
+            if identity is None or not identity.is_service or identity.tenant_id != tenant_id:
+                continue
+            if key not in self._connections or session.transitions.state != "connected":
+                continue
+            if not self._acl.allowed(session, topic, Action.RECEIVE):
+                continue
+            if any(self._matches(topic, topic_filter) for topic_filter, _ in self._subscriptions_of(session)):
+                consumers.append(handler)
+        return consumers
 
     # -- topic authorization and retained messages ---------------------------------------------
 

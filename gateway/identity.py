@@ -9,6 +9,7 @@ from amqtt.session import Session
 from registry.models import CredentialKind
 
 IDENTITY_ATTR = "gateway.identity"
+SERVICE = "service"
 CLIENT_ID_ATTR = "gateway.client_id"
 
 
@@ -23,6 +24,12 @@ class DeviceIdentity:
     """Endpoint tokens this session may use in kp1 topics."""
     ca_id: str | None = None
     """The trusted CA a certificate session authenticated through (closing it closes them)."""
+    role: str = "device"
+    """'device', or 'service' for a tenant's service account (device_id is then the account id)."""
+
+    @property
+    def is_service(self) -> bool:
+        return self.role == SERVICE
 
 
 def identity_of(session: Session | None) -> DeviceIdentity | None:
@@ -35,4 +42,5 @@ def identity_of(session: Session | None) -> DeviceIdentity | None:
 def session_key(identity: DeviceIdentity, client_id: str) -> str:
     """Broker-side session key. Namespaced by tenant and device, so a client id chosen by one device
     can never take over, resume or wipe another device's session (ids cannot contain '/')."""
-    return f"{identity.tenant_id}/{identity.device_id}/{client_id}"
+    owner = f"{identity.role}:{identity.device_id}" if identity.is_service else identity.device_id
+    return f"{identity.tenant_id}/{owner}/{client_id}"

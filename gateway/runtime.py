@@ -22,6 +22,7 @@ from .api.app import create_app
 from .auth.hashing import PasswordHasher
 from .broker import GatewayBroker
 from .connection import CloseReason
+from .events import EventDispatcher
 from .identity import DeviceIdentity
 from .kp1.epmp import Epmp
 from .kp1.whitelist import load_whitelist
@@ -74,6 +75,7 @@ class Gateway:
             metrics=Metrics(),
         )
         self.broker: GatewayBroker | None = None
+        self.events: EventDispatcher | None = None
         self.tls: ServerTls | None = None
         self.admin_token = ""
         self.admin_token_created = False
@@ -112,6 +114,8 @@ class Gateway:
         except Exception:
             await self.registry.close()
             raise
+        self.events = EventDispatcher(self.broker, self.registry, retention_hours=s.event_retention_hours)
+        self.events.start()
         self.ports = {"mqtt": self.broker.bound_port("default")}
         if "mqtts" in listeners:
             self.ports["mqtts"] = self.broker.bound_port("mqtts")
@@ -169,6 +173,8 @@ class Gateway:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._api_task, timeout=10)
+        if self.events is not None:
+            await self.events.stop()
         if self.broker is not None:
             await self.broker.shutdown()
         await self.registry.close()

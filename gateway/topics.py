@@ -19,3 +19,16 @@ def device_may_use(tokens: frozenset[str], topic: str) -> bool:
     if not app_version or not extension or app_version in _WILDCARDS or extension in _WILDCARDS:
         return False
     return token in tokens
+
+
+EVENTS_ROOT = "$gateway/events"
+
+
+def events_topic(tenant_id: str, subject: str) -> str:
+    return f"{EVENTS_ROOT}/{tenant_id}/{subject}"
+
+
+def service_may_use(tenant_id: str, topic: str) -> bool:
+    """A service account reads its own tenant's events: `$gateway/events/<tenant>/...` and nothing else."""
+    levels = topic.split("/", 3)
+    return len(levels) == 4 and f"{levels[0]}/{levels[1]}" == EVENTS_ROOT and levels[2] == tenant_id and bool(levels[3])

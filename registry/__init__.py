@@ -10,7 +10,9 @@ from .database import Database
 from .devices import DeviceStore
 from .errors import Conflict, Invalid, NotFound, RegistryError
 from .metadata import MetadataStore
+from .outbox import OutboxStore
 from .provisioning import ProvisioningStore
+from .service_accounts import ServiceAccountStore
 from .tenants import TenantStore
 from .trusted_cas import TrustedCaStore
 
@@ -29,6 +31,8 @@ class Registry:
         self.trusted_cas = TrustedCaStore(self.db)
         self.provisioning = ProvisioningStore(self.db)
         self.metadata = MetadataStore(self.db)
+        self.service_accounts = ServiceAccountStore(self.db)
+        self.outbox = OutboxStore(self.db)
 
     async def open(self) -> Registry:
         await self.db.open()

@@ -136,6 +136,11 @@ class CredentialStore:
                 row = await cur.fetchone()
             if row is not None and row[0] != device_id:
                 raise Conflict(f"auth-id {auth_id!r} belongs to another device", field="authId")
+            async with tx.execute(
+                "SELECT 1 FROM service_accounts WHERE tenant_id = ? AND id = ?", (tenant_id, auth_id)
+            ) as cur:
+                if await cur.fetchone() is not None:
+                    raise Conflict(f"auth-id {auth_id!r} is a service account's username", field="authId")
             if row is None:
                 await tx.execute(
                     "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, secret, state,"

@@ -61,6 +61,7 @@ class DeviceStore:
         group: str = "default",
         app_version: str | None = None,
         attributes: dict[str, str] | None = None,
+        node: str = "",
     ) -> Device:
         if not is_valid_id(device_id):
             raise Invalid(f"invalid device id {device_id!r}", field="id")
@@ -91,6 +92,9 @@ class DeviceStore:
                 )
             except sqlite3.IntegrityError:
                 raise Conflict(f"device {device_id!r} already exists in tenant {tenant_id!r}", field="id") from None
+            await emit(
+                tx, tenant_id, "endpoint/lifecycle/registered", node, endpointId=device_id, appVersionName=app_version
+            )
         return await self.get(tenant_id, device_id)
 
     async def get(self, tenant_id: str, device_id: str) -> Device:
@@ -161,7 +165,7 @@ class DeviceStore:
             )
         return previous
 
-    async def delete(self, tenant_id: str, device_id: str) -> None:
+    async def delete(self, tenant_id: str, device_id: str, *, node: str = "") -> None:
         """Deletes the device with its credentials, metadata and connection records. An
         auto-provisioned device leaves tombstones for its certificates (see provisioning)."""
         async with self._db.transaction() as tx:
@@ -174,3 +178,11 @@ class DeviceStore:
                     (now_ms(), tenant_id, device_id),
                 )
             await tx.execute("DELETE FROM devices WHERE tenant_id = ? AND id = ?", (tenant_id, device_id))
+            await emit(
+                tx,
+                tenant_id,
+                "endpoint/lifecycle/unregistered",
+                node,
+                endpointId=device_id,
+                appVersionName=device["app_version"],
+            )

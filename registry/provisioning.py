@@ -138,10 +138,6 @@ class ProvisioningStore:
         assert created is not None
         return auth_record(created), True
 
-    async def outbox(self, tenant_id: str) -> list[dict[str, object]]:
-        rows = await self._db.read_all("SELECT * FROM outbox WHERE tenant_id = ? ORDER BY id", (tenant_id,))
-        return [{"id": r["id"], "subject": r["subject"], "payload": json.loads(r["payload"])} for r in rows]
-
 
 def _tombstone(row: object) -> Tombstone:
     r = row  # aiosqlite.Row

@@ -139,3 +139,12 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 
 
 async def connection(api: httpx.AsyncClient, tenant: str, device: str) -> dict[str, Any]:
     return await ok(api.get(f"/v1/tenants/{tenant}/devices/{device}/connection"))  # type: ignore[no-any-return]
+
+
+async def outbox_events(gateway: Gateway, tenant: str, subject: str | None = None) -> list[dict[str, Any]]:
+    """The tenant's events in the outbox, optionally only those with this subject."""
+    return [
+        {"id": e.id, "subject": e.subject, "payload": e.payload}
+        for e in await gateway.registry.outbox.of_tenant(tenant)
+        if subject is None or e.subject == subject
+    ]

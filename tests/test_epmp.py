@@ -15,7 +15,7 @@ import pytest
 
 from gateway.runtime import Gateway
 
-from .conftest import api_client, make_device, ok, test_settings
+from .conftest import api_client, make_device, ok, outbox_events, test_settings
 from .wire import RawClient, connect_packet, publish_packet
 
 WHITELIST = Path(__file__).parent.parent / "config" / "epmx-whitelist.example.yaml"
@@ -303,7 +303,7 @@ async def test_app_versions(gw: Gateway, admin: httpx.AsyncClient) -> None:
         # a known version of its own application: recorded, with an event
         assert await dev.request("/get", app="kettle_v1") == ("status", {"secret": 1})
         assert (await ok(admin.get("/v1/tenants/acme/devices/kettle-9")))["appVersion"] == "kettle_v1"
-        events = await gw.registry.provisioning.outbox("acme")
+        events = await outbox_events(gw, "acme")
         updated = [e for e in events if e["subject"].endswith("/appversion-updated")]
         assert len(updated) == 1 and updated[0]["payload"]["previousAppVersionName"] == "kettle_v2"
         assert updated[0]["payload"]["appVersionName"] == "kettle_v1"
@@ -367,7 +367,7 @@ async def test_operator_metadata_api(gw: Gateway, admin: httpx.AsyncClient) -> N
     r = await admin.patch(base, json={f"k{i}": i for i in range(9)})
     assert r.status_code == 413
     assert (await admin.get("/v1/tenants/acme/devices/nope/metadata")).status_code == 404
-    events = [e for e in await gw.registry.provisioning.outbox("acme") if e["subject"].endswith("metadata/updated")]
+    events = await outbox_events(gw, "acme", "endpoint/metadata/updated")
     assert [sorted(e["payload"]["added"]) for e in events] == [["owner", "secret"], [], []]
     assert events[1]["payload"]["updated"] == {"owner": {"oldValue": '"x"', "newValue": '"y"'}}
     assert events[2]["payload"]["removed"] == {"owner": '"y"'}

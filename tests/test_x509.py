@@ -15,11 +15,12 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.runtime import Gateway
 
-from .conftest import connection, make_device, ok
+from .conftest import connection, make_device, ok, outbox_events
 from .pki_helpers import NOW, Issued, device_tls, make_ca, make_device_cert
 from .wire import RawClient, connect_packet
 
 ACCEPTED = b"\x20\x02\x00\x00"
+REGISTERED = "endpoint/lifecycle/registered"
 REFUSED = b"\x20\x02\x00\x05"
 
 
@@ -164,13 +165,13 @@ async def test_first_connect_auto_provisions_in_one_go(
     assert dev["attributes"]["subjectDn"] == "CN=kettle-42"
     tokens = await ok(api.get("/v1/tenants/acme/devices/kettle-42/tokens"))
     assert [t["token"] for t in tokens] == ["kettle-42"] and tokens[0]["state"] == "active"
-    outbox = await gateway.registry.provisioning.outbox("acme")
+    outbox = await outbox_events(gateway, "acme", REGISTERED)
     assert [e["subject"] for e in outbox] == ["endpoint/lifecycle/registered"]
     assert outbox[0]["payload"]["endpointId"] == "kettle-42" and outbox[0]["payload"]["caId"] == created["id"]
     # later connects find the records; nothing new is created
     assert await tls_connack(gateway, device, client_id="again") == ACCEPTED
     assert len(await ok(api.get("/v1/tenants/acme/devices"))) == 1
-    assert len(await gateway.registry.provisioning.outbox("acme")) == 1
+    assert len(await outbox_events(gateway, "acme", REGISTERED)) == 1
     # the device uses its token (its device id) in kp1 topics
     import aiomqtt
 
@@ -209,7 +210,7 @@ async def test_fifty_simultaneous_first_connects_create_one_device(
     replies = await asyncio.gather(*(tls_connack(gateway, device, client_id=f"c{i}") for i in range(50)))
     assert replies == [ACCEPTED] * 50
     assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["rush"]
-    assert len(await gateway.registry.provisioning.outbox("acme")) == 1
+    assert len(await outbox_events(gateway, "acme", REGISTERED)) == 1
     creds = await gateway.registry.credentials.list("acme", "rush")
     assert sorted(c.kind.value for c in creds) == ["token", "x509"]
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI
 
 from ..kp1.whitelist import WhitelistError
-from . import credentials, devices, errors, metadata, tenants, trusted_cas
+from . import credentials, devices, errors, metadata, service_accounts, tenants, trusted_cas
 from .deps import GatewayDep, require_admin
 from .errors import BadRequest
 from .limits import BodySizeLimit
@@ -34,6 +34,7 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         credentials.tenant_tokens,
         trusted_cas.router,
         metadata.router,
+        service_accounts.router,
     )
     for router in routers:
         app.include_router(router, dependencies=guard)

@@ -15,7 +15,12 @@ router = APIRouter(prefix="/v1/tenants/{tenant}/devices", tags=["devices"])
 @router.post("", status_code=201)
 async def create_device(tenant: str, body: DeviceIn, gw: GatewayDep) -> DeviceOut:
     device = await gw.registry.devices.create(
-        tenant, body.id, group=body.group, app_version=body.app_version, attributes=body.attributes
+        tenant,
+        body.id,
+        group=body.group,
+        app_version=body.app_version,
+        attributes=body.attributes,
+        node=gw.settings.node_id,
     )
     return DeviceOut.of(device)
 
@@ -48,7 +53,7 @@ async def patch_device(tenant: str, device: str, body: DevicePatch, gw: GatewayD
 
 @router.delete("/{device}", status_code=204)
 async def delete_device(tenant: str, device: str, gw: GatewayDep) -> Response:
-    await gw.registry.devices.delete(tenant, device)
+    await gw.registry.devices.delete(tenant, device, node=gw.settings.node_id)
     await gw.kick(lambda i: i.tenant_id == tenant and i.device_id == device, "device deleted")
     return Response(status_code=204)
 

@@ -294,3 +294,13 @@ class TombstoneOut(Body):
     device_id: str
     ca_id: str | None
     deleted_at: datetime
+
+
+class ServiceAccountIn(Body):
+    id: AuthId
+
+
+class ServiceAccountOut(Body):
+    id: str
+    username: str
+    password: str | None

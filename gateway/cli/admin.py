@@ -23,8 +23,33 @@ password = typer.Typer(name="password", help="Username/password credentials.", n
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
 
 
+service_account = typer.Typer(
+    name="service-account", help="A tenant's event consumers (role service).", no_args_is_help=True
+)
+
+
 def groups() -> list[typer.Typer]:
-    return [tenant, device, token, password]
+    return [tenant, device, token, password, service_account]
+
+
+@service_account.command("create")
+def service_account_create(
+    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
+    account_id: Annotated[str, typer.Argument(metavar="ID")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Prints {"id", "username", "password"}; the password is shown this once."""
+    typer.echo(json.dumps(run(data_dir, "POST", f"/v1/tenants/{tenant_id}/service-accounts", {"id": account_id})))
+
+
+@service_account.command("delete")
+def service_account_delete(
+    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
+    account_id: Annotated[str, typer.Argument(metavar="ID")],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Delete the account and close its sessions."""
+    run(data_dir, "DELETE", f"/v1/tenants/{tenant_id}/service-accounts/{account_id}")
 
 
 def _print(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
