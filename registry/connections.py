@@ -6,6 +6,8 @@ with the bookkeeping done by triggers (see migrations/0001_initial.sql).
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from .database import Database
 from .devices import require_device
 from .models import ConnectionLogEntry, ConnectionStatus, from_ms, from_ms_or_none, now_ms
@@ -68,6 +70,19 @@ class ConnectionStore:
             (now_ms(), reason, node),
         )
         return len(closed)
+
+    async def connected_devices(
+        self, tenant_id: str, *, after: str | None = None, limit: int = 100
+    ) -> list[tuple[str, int, str, datetime]]:
+        """The rendezvous view: (device id, live sessions, node, connected since) of the tenant's
+        connected devices, by id, a page at a time (index live_sessions_device)."""
+        rows = await self._db.read_all(
+            "SELECT device_id, count(*) AS sessions, max(node) AS node, min(connected_at) AS since"
+            " FROM live_sessions WHERE tenant_id = ? AND device_id > ?"
+            " GROUP BY device_id ORDER BY device_id LIMIT ?",
+            (tenant_id, after or "", limit),
+        )
+        return [(r["device_id"], r["sessions"], r["node"], from_ms(r["since"])) for r in rows]
 
     async def status(self, tenant_id: str, device_id: str, *, log_entries: int = 50) -> ConnectionStatus:
         conn = self._db.reader

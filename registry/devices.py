@@ -97,6 +97,32 @@ class DeviceStore:
             )
         return await self.get(tenant_id, device_id)
 
+    async def import_devices(
+        self, tenant_id: str, device_ids: list[str], *, app_version: str | None = None, with_tokens: bool = False
+    ) -> int:
+        """Bulk registration in one transaction (fleet imports, benchmarks): each id gets a device and,
+        with `with_tokens`, an inactive endpoint token equal to its id. All or nothing."""
+        bad = [d for d in device_ids if not is_valid_id(d)]
+        if bad:
+            raise Invalid(f"invalid device id {bad[0]!r}", field="id")
+        now = now_ms()
+        async with self._db.transaction() as tx:
+            await require_tenant(tx, tenant_id)
+            try:
+                await tx.executemany(
+                    "INSERT INTO devices (tenant_id, id, app_version, created_at, updated_at) VALUES (?, ?, ?, ?, ?)",
+                    [(tenant_id, d, app_version, now, now) for d in device_ids],
+                )
+                if with_tokens:
+                    await tx.executemany(
+                        "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, created_at, updated_at)"
+                        " VALUES (?, ?, 'token', ?, 'inactive', ?, ?)",
+                        [(tenant_id, d, d, now, now) for d in device_ids],
+                    )
+            except sqlite3.IntegrityError as exc:
+                raise Conflict(f"import refused, nothing written: {exc}") from None
+        return len(device_ids)
+
     async def get(self, tenant_id: str, device_id: str) -> Device:
         return _device(await require_device(self._db.reader, tenant_id, device_id))
 

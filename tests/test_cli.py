@@ -93,3 +93,13 @@ async def test_pki_and_ca_commands(gateway: Gateway, tmp_path: object) -> None:
     assert r.returncode == 3 and json.loads(r.stdout)["reason"] == "unknown_ca"
     r = await cli(gateway, "pki", "issue", str(pki_dir), "../escape")
     assert r.returncode == 2
+
+
+async def test_service_account_create_prints_the_credentials(gateway: Gateway) -> None:
+    await cli(gateway, "tenant", "create", "acme")
+    r = await cli(gateway, "service-account", "create", "acme", "analytics")
+    assert r.returncode == 0
+    account = json.loads(r.stdout)
+    assert account["username"] == "analytics@acme" and account["password"]
+    async with mqtt(gateway, account["username"], account["password"]) as svc:
+        await svc.subscribe("$gateway/events/acme/#")

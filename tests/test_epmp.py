@@ -372,3 +372,15 @@ async def test_operator_metadata_api(gw: Gateway, admin: httpx.AsyncClient) -> N
     assert events[1]["payload"]["updated"] == {"owner": {"oldValue": '"x"', "newValue": '"y"'}}
     assert events[2]["payload"]["removed"] == {"owner": '"y"'}
     assert all(e["payload"]["endpointId"] == "op" and e["payload"]["appVersionName"] == "kettle_v2" for e in events)
+
+
+async def test_registry_failure_is_500_without_internals(
+    gw: Gateway, dev: Device, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk /var/secret/path is on fire")
+
+    monkeypatch.setattr(gw.registry.metadata, "get", broken)
+    reply = await dev.request("/get")
+    assert reply == error(500)
+    assert reply is not None and "secret" not in json.dumps(reply[1]) and reply[1]["reasonPhrase"] == "internal error"

@@ -13,7 +13,7 @@ import httpx
 
 from gateway.runtime import Gateway
 
-from .conftest import api_client, connection, make_device, mqtt, next_message, test_settings, wait_until
+from .conftest import api_client, connection, make_device, mqtt, next_message, ok, test_settings, wait_until
 from .wire import RawClient, connect_packet
 
 
@@ -217,3 +217,23 @@ async def test_publish_then_disconnect_in_one_write_is_delivered(gateway: Gatewa
     status = await connection(api, "acme", "dev-1")
     reasons = [e["reason"] for e in status["log"] if e["event"] == "disconnected"]
     assert reasons.count("client_disconnect") == 6, reasons
+
+
+async def test_rendezvous_view_pages_connected_devices(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    tokens = [await make_device(api, "acme", f"d{i}") for i in range(5)]
+    await make_device(api, "globex", "g1")
+    clients = [mqtt(gateway, tokens[i], client_id=f"c{i}") for i in (0, 2, 3, 4)]
+    for c in clients:
+        await c.__aenter__()
+    try:
+        page1 = await ok(api.get("/v1/tenants/acme/connected-devices", params={"limit": 2}))
+        assert [d["id"] for d in page1["devices"]] == ["d0", "d2"] and page1["next"] == "d2"
+        page2 = await ok(api.get("/v1/tenants/acme/connected-devices", params={"limit": 2, "after": "d2"}))
+        assert [d["id"] for d in page2["devices"]] == ["d3", "d4"]
+        page3 = await ok(api.get("/v1/tenants/acme/connected-devices", params={"limit": 2, "after": "d4"}))
+        assert page3 == {"devices": [], "next": None}
+        assert page1["devices"][0]["node"] == "test-node" and page1["devices"][0]["sessions"] == 1
+        assert (await api.get("/v1/tenants/nope/connected-devices")).status_code == 404
+    finally:
+        for c in clients:
+            await c.__aexit__(None, None, None)

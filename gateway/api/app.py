@@ -35,6 +35,7 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         trusted_cas.router,
         metadata.router,
         service_accounts.router,
+        devices.rendezvous,
     )
     for router in routers:
         app.include_router(router, dependencies=guard)

@@ -7,9 +7,24 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from .deps import GatewayDep
-from .schemas import ConnectionOut, DeviceIn, DeviceOut, DevicePatch
+from .schemas import ConnectedDeviceOut, ConnectedDevicesOut, ConnectionOut, DeviceIn, DeviceOut, DevicePatch
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/devices", tags=["devices"])
+rendezvous = APIRouter(prefix="/v1/tenants/{tenant}", tags=["devices"])
+
+
+@rendezvous.get("/connected-devices")
+async def connected_devices(
+    tenant: str,
+    gw: GatewayDep,
+    after: Annotated[str | None, Query(description="`next` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+) -> ConnectedDevicesOut:
+    """Which devices of the tenant are connected now (the rendezvous view), by device id."""
+    await gw.registry.tenants.get(tenant)
+    rows = await gw.registry.connections.connected_devices(tenant, after=after, limit=limit)
+    devices = [ConnectedDeviceOut(id=d, sessions=n, node=node, connected_since=t) for d, n, node, t in rows]
+    return ConnectedDevicesOut(devices=devices, next=devices[-1].id if len(devices) == limit else None)
 
 
 @router.post("", status_code=201)

@@ -304,3 +304,16 @@ class ServiceAccountOut(Body):
     id: str
     username: str
     password: str | None
+
+
+class ConnectedDeviceOut(Body):
+    id: str
+    sessions: int
+    node: str
+    connected_since: datetime
+
+
+class ConnectedDevicesOut(Body):
+    devices: list[ConnectedDeviceOut]
+    next: str | None
+    """Pass as `after` for the next page; null on the last page."""
