@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from amqtt.session import Session
 
-from registry.models import CredentialKind
+from registry.models import AuthRecord, CredentialKind
 
 IDENTITY_ATTR = "gateway.identity"
 SERVICE = "service"
@@ -30,6 +31,19 @@ class DeviceIdentity:
     @property
     def is_service(self) -> bool:
         return self.role == SERVICE
+
+    @classmethod
+    def of(cls, record: AuthRecord, tokens: Iterable[str]) -> DeviceIdentity:
+        """The identity a device credential gives a session."""
+        return cls(
+            tenant_id=record.tenant_id,
+            device_id=record.device_id,
+            credential_id=record.credential_id,
+            credential_kind=record.kind,
+            auth_id=record.auth_id,
+            tokens=frozenset(tokens),
+            ca_id=record.ca_id,
+        )
 
 
 def identity_of(session: Session | None) -> DeviceIdentity | None:

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import ssl
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -148,3 +152,41 @@ async def outbox_events(gateway: Gateway, tenant: str, subject: str | None = Non
         for e in await gateway.registry.outbox.of_tenant(tenant)
         if subject is None or e.subject == subject
     ]
+
+
+def spawn_gateway(data_dir: Path, node_id: str, **env: str) -> subprocess.Popen[bytes]:
+    """`mqtt-gateway serve` as a real process on ephemeral ports (for signals and kill -9)."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--mqtt-port",
+            "0",
+            "--mqtts-port",
+            "0",
+            "--api-port",
+            "0",
+        ],
+        env={**os.environ, "GATEWAY_NODE_ID": node_id, **env},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def served_ports(data_dir: Path, proc: subprocess.Popen[bytes]) -> dict[str, int]:
+    """Waits for the spawned gateway's ports.json."""
+    for _ in range(400):
+        if (data_dir / "ports.json").exists():
+            return json.loads((data_dir / "ports.json").read_text())  # type: ignore[no-any-return]
+        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+        await asyncio.sleep(0.05)
+    raise AssertionError("gateway did not start")
+
+
+def admin_http(data_dir: Path, ports: dict[str, int]) -> httpx.AsyncClient:
+    admin = (data_dir / "admin-token").read_text().strip()
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['api']}", headers={"Authorization": f"Bearer {admin}"})

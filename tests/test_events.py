@@ -5,10 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +15,7 @@ import pytest
 
 from gateway.runtime import Gateway
 
-from .conftest import make_device, mqtt, ok, test_settings, wait_until
+from .conftest import admin_http, make_device, mqtt, ok, served_ports, spawn_gateway, test_settings, wait_until
 from .wire import RawClient, connect_packet, subscribe_packet
 
 EVENTS = "$gateway/events/acme/#"
@@ -139,35 +136,10 @@ async def test_deleting_a_service_account_closes_its_session(gateway: Gateway, a
 async def test_events_survive_kill_9(tmp_path: Path) -> None:
     """Committed events not yet delivered when the gateway dies are delivered after the restart."""
     data_dir = tmp_path / "data"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--mqtt-port",
-            "0",
-            "--mqtts-port",
-            "0",
-            "--api-port",
-            "0",
-        ],
-        env={**os.environ, "GATEWAY_NODE_ID": "crashy"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    proc = spawn_gateway(data_dir, "crashy")
     try:
-        for _ in range(400):
-            if (data_dir / "ports.json").exists():
-                break
-            await asyncio.sleep(0.05)
-        ports = json.loads((data_dir / "ports.json").read_text())
-        admin = (data_dir / "admin-token").read_text().strip()
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{ports['api']}", headers={"Authorization": f"Bearer {admin}"}
-        ) as api:
+        ports = await served_ports(data_dir, proc)
+        async with admin_http(data_dir, ports) as api:
             account = await service_account(api)
             token = await make_device(api, "acme", "kettle-1", app_version="v1")
             raw = await RawClient.open(ports["mqtt"])

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import os
 import signal
 import socket
 import subprocess
@@ -16,8 +14,18 @@ import pytest
 
 from gateway.runtime import Gateway
 
-from .conftest import api_client, connection, make_device, ok, test_settings, wait_until
-from .wire import RawClient, connect_packet
+from .conftest import (
+    admin_http,
+    api_client,
+    connection,
+    make_device,
+    ok,
+    served_ports,
+    spawn_gateway,
+    test_settings,
+    wait_until,
+)
+from .wire import RawClient, connect_packet, publish_packet, subscribe_packet
 
 
 async def test_concurrent_connects_with_one_client_id_leave_exactly_one(
@@ -47,43 +55,12 @@ async def _sessions_are(api: httpx.AsyncClient, n: int) -> bool:
     return (await connection(api, "acme", "dev-1"))["sessions"] == n
 
 
-def _spawn(data_dir: Path) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--mqtt-port",
-            "0",
-            "--mqtts-port",
-            "0",
-            "--api-port",
-            "0",
-        ],
-        env={**os.environ, "GATEWAY_NODE_ID": "proc-node"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-
-
-async def _ports(data_dir: Path, proc: subprocess.Popen[bytes]) -> dict[str, int]:
-    for _ in range(400):
-        if (data_dir / "ports.json").exists():
-            return json.loads((data_dir / "ports.json").read_text())  # type: ignore[no-any-return]
-        assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-        await asyncio.sleep(0.05)
-    raise AssertionError("gateway did not start")
-
-
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 async def test_signal_shuts_down_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     data_dir = tmp_path / "data"
-    proc = _spawn(data_dir)
+    proc = spawn_gateway(data_dir, "proc-node")
     try:
-        ports = await _ports(data_dir, proc)
+        ports = await served_ports(data_dir, proc)
         admin = (data_dir / "admin-token").read_text().strip()
         assert oct((data_dir / "admin-token").stat().st_mode & 0o777) == "0o600"
         async with httpx.AsyncClient(
@@ -189,3 +166,35 @@ async def test_ipv6_loopback(tmp_path: Path) -> None:
             await client.subscribe(f"kp1/v1/dcx/{token}/#")
     finally:
         await gw.stop()
+
+
+async def test_sighup_reloads_the_whitelist_without_dropping_sessions(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    whitelist = tmp_path / "whitelist.yaml"
+    whitelist.write_text("applications:\n  app:\n    versions:\n      v1: {}\n")
+    proc = spawn_gateway(data_dir, "hup", GATEWAY_EPMX_WHITELIST=str(whitelist))
+    try:
+        ports = await served_ports(data_dir, proc)
+        async with admin_http(data_dir, ports) as api:
+            token = await make_device(api, "acme", "d1", app_version="v1")
+        raw = await RawClient.open(ports["mqtt"])
+        await raw.send(connect_packet("c", token) + subscribe_packet(1, f"kp1/v1/epmx/{token}/#"))
+        assert await raw.read_packet() == b"\x20\x02\x00\x00"
+        assert (await raw.read_packet() or b"")[0] == 0x90
+        await raw.send(publish_packet(f"kp1/v1/epmx/{token}/update/keys/1", b'{"x": 1}'))
+        assert (await raw.read_packet() or b"").endswith(b"/update/keys/1/status")
+        whitelist.write_text(
+            "applications:\n  app:\n    versions:\n      v1:\n        metadata-keys:\n          y: {}\n"
+        )
+        proc.send_signal(signal.SIGHUP)
+        await asyncio.sleep(0.5)
+        await raw.send(publish_packet(f"kp1/v1/epmx/{token}/update/keys/2", b'{"x": 2}'))
+        reply = await raw.read_packet()
+        assert reply is not None and b"/update/keys/2/error" in reply and b'"statusCode":403' in reply
+        await raw.close()
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 10) == 0
+        assert "EPMX whitelist reloaded" in (proc.stderr.read().decode() if proc.stderr else "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()

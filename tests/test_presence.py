@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
-import os
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 
 from gateway.runtime import Gateway
 
-from .conftest import api_client, connection, make_device, mqtt, next_message, ok, test_settings, wait_until
+from .conftest import (
+    admin_http,
+    api_client,
+    connection,
+    make_device,
+    mqtt,
+    next_message,
+    ok,
+    served_ports,
+    spawn_gateway,
+    test_settings,
+    wait_until,
+)
 from .wire import RawClient, connect_packet
 
 
@@ -128,36 +136,11 @@ async def test_gateway_shutdown_reason_and_consistent_registry(tmp_path: Path) -
 async def test_kill_9_then_restart_marks_stale_sessions(tmp_path: Path) -> None:
     """A crashed node leaves live-session rows; the next start of the same node closes them."""
     data_dir = tmp_path / "data"
-    env = {**os.environ, "GATEWAY_NODE_ID": "crash-node"}
-    cmd = [
-        sys.executable,
-        "-m",
-        "gateway",
-        "serve",
-        "--data-dir",
-        str(data_dir),
-        "--mqtt-port",
-        "0",
-        "--mqtts-port",
-        "0",
-        "--api-port",
-        "0",
-    ]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    settings = test_settings(data_dir, node_id="crash-node")
+    proc = spawn_gateway(data_dir, "crash-node")
     try:
-        ports_file = data_dir / "ports.json"
-        for _ in range(300):
-            if ports_file.exists():
-                break
-            await asyncio.sleep(0.05)
-        settings = test_settings(data_dir, node_id="crash-node")
-        import json
-
-        ports = json.loads(ports_file.read_text())
-        admin = (data_dir / "admin-token").read_text().strip()
-        async with httpx.AsyncClient(
-            base_url=f"http://127.0.0.1:{ports['api']}", headers={"Authorization": f"Bearer {admin}"}
-        ) as api:
+        ports = await served_ports(data_dir, proc)
+        async with admin_http(data_dir, ports) as api:
             token = await make_device(api)
             raw = await RawClient.open(ports["mqtt"])
             await raw.send(connect_packet("c", token))

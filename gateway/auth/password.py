@@ -38,13 +38,4 @@ async def authenticate_password(
     if (refusal := state_refusal(record)) is not None:
         return AuthOutcome.refuse(refusal, record)
     tokens = await registry.credentials.usable_tokens(record.tenant_id, record.device_id)
-    return AuthOutcome(
-        identity=DeviceIdentity(
-            tenant_id=record.tenant_id,
-            device_id=record.device_id,
-            credential_id=record.credential_id,
-            credential_kind=record.kind,
-            auth_id=record.auth_id,
-            tokens=frozenset(tokens),
-        )
-    )
+    return AuthOutcome(identity=DeviceIdentity.of(record, tokens))

@@ -19,13 +19,4 @@ async def authenticate_token(registry: Registry, token: str, password: str | Non
         return AuthOutcome.refuse(Refusal.UNKNOWN_CREDENTIAL)
     if (refusal := state_refusal(record)) is not None:
         return AuthOutcome.refuse(refusal, record)
-    return AuthOutcome(
-        identity=DeviceIdentity(
-            tenant_id=record.tenant_id,
-            device_id=record.device_id,
-            credential_id=record.credential_id,
-            credential_kind=record.kind,
-            auth_id=record.auth_id,
-            tokens=frozenset({token}),
-        )
-    )
+    return AuthOutcome(identity=DeviceIdentity.of(record, [token]))

@@ -127,14 +127,4 @@ async def authenticate_certificate(
     assert record is not None
     if assessment.decision == "provisioned":
         tokens = await registry.credentials.usable_tokens(record.tenant_id, record.device_id)
-    return AuthOutcome(
-        identity=DeviceIdentity(
-            tenant_id=record.tenant_id,
-            device_id=record.device_id,
-            credential_id=record.credential_id,
-            credential_kind=record.kind,
-            auth_id=record.auth_id,
-            tokens=frozenset(tokens),
-            ca_id=record.ca_id,
-        )
-    )
+    return AuthOutcome(identity=DeviceIdentity.of(record, tokens))
