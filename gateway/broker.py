@@ -356,6 +356,8 @@ class GatewayBroker(Broker):
             if server.instance is not None:
                 server.instance.close()
         await self.close_sessions(lambda _: True, reason=CloseReason.SHUTDOWN)
+        if self._epmp_tasks:  # requests already read are answered (and written) before the registry closes
+            await asyncio.wait(self._epmp_tasks, timeout=TAKEOVER_WAIT)
         await super().shutdown()
 
     # -- publishes: authorization, then 1/KP routing or broadcast ---------------------------------
