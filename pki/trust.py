@@ -108,8 +108,10 @@ class TrustStore:
         context.load_cert_chain(self._cert_path, self._key_path)
         if anchors:
             context.load_verify_locations(cadata="".join(pem(a.cert) for a in anchors))
-            # An uploaded intermediate is a trust anchor of its own: no need to reach a root.
-            context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        # An uploaded intermediate is a trust anchor of its own: no need to reach a root. Set on every
+        # context, the listener's included: a context switched in during the handshake brings its
+        # certificate store, but the verify flags stay those of the listener's context.
+        context.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
         # Optional: token and password devices use TLS without a certificate.
         context.verify_mode = ssl.CERT_OPTIONAL
         return context

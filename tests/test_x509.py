@@ -408,3 +408,22 @@ async def test_rsa_device_ca_and_ec_p384(gateway: Gateway, api: httpx.AsyncClien
     p384 = make_ca(tmp_path / "p384", "P384 CA", key=ec.generate_private_key(ec.SECP384R1()))
     await add_ca(api, "acme", p384, autoProvisioningEnabled=True)
     assert await tls_connack(gateway, make_device_cert(tmp_path, p384, "p384-dev")) == ACCEPTED
+
+
+async def test_intermediate_ca_with_its_chain(gateway: Gateway, api: httpx.AsyncClient, tmp_path: Path) -> None:
+    """The trusted CA is the devices' issuing intermediate, uploaded with its root: no root needed in TLS."""
+    root = make_ca(tmp_path / "root", "Acme Root")
+    intermediate = make_ca(tmp_path / "int", "Acme Devices Intermediate", issuer=root)
+    created = await ok(api.post("/v1/tenants", json={"id": "acme"}), 201)
+    assert created["id"] == "acme"
+    ca = await ok(
+        api.post(
+            "/v1/tenants/acme/trusted-cas", json={"cert": intermediate.pem + root.pem, "autoProvisioningEnabled": True}
+        ),
+        201,
+    )
+    assert ca["subjectDn"] == "CN=Acme Devices Intermediate" and root.pem.strip() in ca["cert"]
+    assert await tls_connack(gateway, make_device_cert(tmp_path, intermediate, "via-int")) == ACCEPTED
+    # a device issued by the root directly is not trusted: the anchor is the intermediate
+    assert await tls_connack(gateway, make_device_cert(tmp_path / "r", root, "via-root")) in (REFUSED, "tls_refused")
+    assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["via-int"]
