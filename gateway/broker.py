@@ -27,7 +27,7 @@ from typing import Any
 
 from amqtt.adapters import BufferReader, ReaderAdapter, StreamReaderAdapter, WriterAdapter
 from amqtt.broker import Broker
-from amqtt.contexts import Action, ListenerConfig
+from amqtt.contexts import Action, ListenerConfig, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
 from amqtt.mqtt.connack import NOT_AUTHORIZED
@@ -81,6 +81,7 @@ class GatewayBroker(Broker):
         self._key_locks = KeyedLock()
         self._open_sockets = 0
         self._epmp_tasks: set[asyncio.Task[None]] = set()
+        self._tls_listeners: dict[str, ssl.SSLContext] = {}
         self._closing = False
         acl = [p for p in self.plugins_manager.plugins if isinstance(p, TopicAccessPlugin)]
         if len(acl) != 1:
@@ -106,10 +107,47 @@ class GatewayBroker(Broker):
         sockets = getattr(server, "sockets", None) or []
         return int(sockets[0].getsockname()[1])
 
+    async def _create_server_instance(
+        self,
+        listener_name: str,
+        listener_type: ListenerType,
+        address: str | None,
+        port: int,
+        ssl_context: ssl.SSLContext | None,
+    ) -> Any:
+        if ssl_context is not None and listener_type == ListenerType.TCP:
+            # We run the TLS handshake ourselves (stream_connected): under connect_timeout, and a
+            # refused certificate becomes a logged, counted refusal instead of asyncio's silence.
+            self._tls_listeners[listener_name] = ssl_context
+            ssl_context = None
+        return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
+        context = self._tls_listeners.get(listener_name)
+        if context is not None and not await self._tls_handshake(writer, context):
+            return
         await self._client_connected(listener_name, StreamReaderAdapter(reader), GatewayStreamWriter(writer))
+
+    async def _tls_handshake(self, writer: asyncio.StreamWriter, context: ssl.SSLContext) -> bool:
+        peer = writer.get_extra_info("peername")
+        try:
+            async with asyncio.timeout(self.services.settings.connect_timeout):
+                await writer.start_tls(context)
+            return True
+        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
+            reason, detail = _tls_refusal(exc)
+            self.services.metrics.connects_refused[reason] += 1
+            audit(
+                "connect_refused",
+                logging.WARNING,
+                reason=reason,
+                remote=f"{peer[0]}:{peer[1]}" if peer else None,
+                detail=detail,
+            )
+            writer.transport.abort()
+            return False
 
     # -- one connection, start to end -----------------------------------------------------------
 
@@ -468,3 +506,25 @@ class GatewayBroker(Broker):
         ]
         if tasks:
             await asyncio.wait(tasks)
+
+
+_VERIFY_REASONS = {
+    "certificate has expired": "tls_certificate_expired",
+    "certificate is not yet valid": "tls_certificate_not_yet_valid",
+    "unable to get local issuer certificate": "tls_unknown_ca",
+    "self-signed certificate": "tls_unknown_ca",
+    "self signed certificate": "tls_unknown_ca",
+    "unable to verify the first certificate": "tls_unknown_ca",
+}
+
+
+def _tls_refusal(exc: BaseException) -> tuple[str, str]:
+    """A reason code for a failed TLS handshake, from OpenSSL's own words."""
+    if isinstance(exc, TimeoutError):
+        return "tls_handshake_timeout", "no TLS handshake within connect_timeout"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        message = str(exc.verify_message or "")
+        return _VERIFY_REASONS.get(message, "tls_certificate_refused"), message
+    if isinstance(exc, ssl.SSLError):
+        return "tls_handshake_failed", str(exc.reason or exc)
+    return "tls_handshake_aborted", type(exc).__name__

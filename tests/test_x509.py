@@ -427,3 +427,28 @@ async def test_intermediate_ca_with_its_chain(gateway: Gateway, api: httpx.Async
     # a device issued by the root directly is not trusted: the anchor is the intermediate
     assert await tls_connack(gateway, make_device_cert(tmp_path / "r", root, "via-root")) in (REFUSED, "tls_refused")
     assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["via-int"]
+
+
+async def test_tls_refusals_are_logged_and_counted(
+    gateway: Gateway, api: httpx.AsyncClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """OpenSSL refuses these in the handshake; the gateway runs that handshake, so each is a counted
+    refusal with a reason, like any CONNACK 5."""
+    import logging
+
+    ca = make_ca(tmp_path, "Acme CA")
+    await add_ca(api, "acme", ca, autoProvisioningEnabled=True)
+    expired = make_device_cert(
+        tmp_path, ca, "old", not_before=NOW - dt.timedelta(days=9), not_after=NOW - dt.timedelta(days=1)
+    )
+    stranger = make_device_cert(tmp_path / "x", make_ca(tmp_path / "x", "Stranger CA"), "s1")
+    with caplog.at_level(logging.INFO, logger="gateway.audit"):
+        assert await tls_connack(gateway, expired) == "tls_refused"
+        assert await tls_connack(gateway, stranger) == "tls_refused"
+        silent = await RawClient.open(gateway.ports["mqtts"])  # TCP, then no ClientHello at all
+        assert await silent.closed_by_peer(3.0)  # connect_timeout is 1 s in tests
+        await silent.close()
+    refused = (await metrics(api))["connectsRefused"]
+    assert refused == {"tls_certificate_expired": 1, "tls_unknown_ca": 1, "tls_handshake_timeout": 1}
+    lines = [r.getMessage() for r in caplog.records if "connect_refused" in r.getMessage()]
+    assert any("reason=tls_certificate_expired" in line and "remote=127.0.0.1:" in line for line in lines)
