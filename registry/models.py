@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -163,7 +162,3 @@ def from_ms_or_none(value: int | None) -> datetime | None:
 
 def to_ms(value: datetime) -> int:
     return int(value.timestamp() * 1000)
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}

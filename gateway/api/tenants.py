@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from ..connection import CloseReason
 from .deps import GatewayDep
 from .schemas import TenantIn, TenantOut, TenantPatch
 
@@ -44,6 +43,3 @@ async def delete_tenant(tenant: str, gw: GatewayDep) -> Response:
     await gw.reload_trust()
     await gw.kick(lambda i: i.tenant_id == tenant, "tenant deleted")
     return Response(status_code=204)
-
-
-__all__ = ["CloseReason", "router"]
