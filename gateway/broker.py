@@ -79,6 +79,7 @@ class GatewayBroker(Broker):
         super().__init__(config)
         self._connections: dict[str, asyncio.Task[Any]] = {}
         self._key_locks = KeyedLock()
+        self._device_order = KeyedLock()  # 10/EPMP requests of one device, in arrival order
         self._open_sockets = 0
         self._epmp_tasks: set[asyncio.Task[None]] = set()
         self._tls_listeners: dict[str, ssl.SSLContext] = {}
@@ -428,25 +429,28 @@ class GatewayBroker(Broker):
         return True
 
     def _submit_epmp(self, session: Session, request: kp1_topic.Kp1Topic, payload: bytes, qos: int) -> None:
-        """Requests of one session are answered in order, at most `epmp_max_pending` queued; the
-        rest are dropped (counted), so one device's flood cannot starve the others."""
-        state = session.attributes.setdefault(EPMP_ATTR, {"lock": asyncio.Lock(), "pending": 0})
+        """A device's requests are answered in the order they arrived, whichever of its sessions sent
+        them, so a read sees an earlier write even from another connection. At most `epmp_max_pending`
+        wait per session; the rest are dropped (counted), so one flood cannot starve other devices."""
+        identity = identity_of(session)
+        if identity is None:
+            return
+        state = session.attributes.setdefault(EPMP_ATTR, {"pending": 0})
         if state["pending"] >= self.services.settings.epmp_max_pending:
             self.services.metrics.epmp_dropped += 1
             return
         state["pending"] += 1
-        task = asyncio.create_task(self._answer_epmp(session, state, request, payload, qos))
+        task = asyncio.create_task(self._answer_epmp(identity, state, request, payload, qos))
         self._epmp_tasks.add(task)
         task.add_done_callback(self._epmp_tasks.discard)
 
     async def _answer_epmp(
-        self, session: Session, state: dict[str, Any], request: kp1_topic.Kp1Topic, payload: bytes, qos: int
+        self, identity: DeviceIdentity, state: dict[str, int], request: kp1_topic.Kp1Topic, payload: bytes, qos: int
     ) -> None:
         try:
-            async with state["lock"]:
-                identity = identity_of(session)
+            async with self._device_order.hold(f"{identity.tenant_id}/{identity.device_id}"):
                 epmp = self.services.epmp
-                if identity is None or epmp is None:
+                if epmp is None:
                     return
                 reply = await epmp.handle(identity, request, payload)
                 self.services.metrics.epmp_requests[request.path or "(empty)"] += 1

@@ -384,3 +384,21 @@ async def test_registry_failure_is_500_without_internals(
     reply = await dev.request("/get")
     assert reply == error(500)
     assert reply is not None and "secret" not in json.dumps(reply[1]) and reply[1]["reasonPhrase"] == "internal error"
+
+
+async def test_a_read_after_a_write_from_another_session_sees_it(gw: Gateway, admin: httpx.AsyncClient) -> None:
+    """What the README's mosquitto_pub round trip does: write from one connection, read from the next."""
+    client, reader = await connect(gw, admin, "ordered", "kettle_v1")
+    try:
+        for i in range(20):
+            raw = await RawClient.open(gw.ports["mqtt"])
+            await raw.send(connect_packet(f"writer{i}", reader.token))
+            assert await raw.read_packet() == b"\x20\x02\x00\x00"
+            topic = f"kp1/kettle_v1/epmx/{reader.token}/update/keys"
+            await raw.send(publish_packet(topic, json.dumps({"n": i}).encode(), packet_id=7))
+            assert await raw.read_packet() == b"\x40\x02\x00\x07"  # PUBACK: the gateway has the request
+            await raw.send(b"\xe0\x00")
+            await raw.close()
+            assert await reader.request("/get", req_id=i + 1) == ("status", {"n": i})
+    finally:
+        await client.__aexit__(None, None, None)

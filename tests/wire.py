@@ -54,9 +54,11 @@ def subscribe_packet(packet_id: int, topic: str, qos: int = 0) -> bytes:
     return b"\x82" + _remaining(len(body)) + body
 
 
-def publish_packet(topic: str, payload: bytes, *, retain: bool = False) -> bytes:
-    body = _str(topic) + payload
-    return bytes([0x30 | (0x01 if retain else 0)]) + _remaining(len(body)) + body
+def publish_packet(topic: str, payload: bytes, *, retain: bool = False, packet_id: int | None = None) -> bytes:
+    """QoS 0, or QoS 1 when a packet id is given."""
+    qos1 = packet_id is not None
+    body = _str(topic) + (struct.pack("!H", packet_id) if qos1 else b"") + payload
+    return bytes([0x30 | (0x02 if qos1 else 0) | (0x01 if retain else 0)]) + _remaining(len(body)) + body
 
 
 class RawClient:
