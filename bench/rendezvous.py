@@ -50,6 +50,7 @@ async def main(devices: int, connected: int, repeat: int) -> None:
                 await reg.connections.record_connect(
                     session_key=f"big/{device_id}/c", tenant_id="big", device_id=device_id, node="n1",
                     client_id="c", remote_address="127.0.0.1", credential_id=record.credential_id,
+                    credential_version=record.version,
                 )
             connecting = time.perf_counter() - t0
             middle = ids[devices // 2]

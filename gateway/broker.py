@@ -311,6 +311,7 @@ class GatewayBroker(Broker):
                 client_id=client_id,
                 remote_address=session.remote_address,
                 credential_id=identity.credential_id,
+                credential_version=identity.credential_version,
             )
         except Exception:
             log.exception("could not record the connect of %s", key)

@@ -27,6 +27,9 @@ class DeviceIdentity:
     """The trusted CA a certificate session authenticated through (closing it closes them)."""
     role: str = "device"
     """'device', or 'service' for a tenant's service account (device_id is then the account id)."""
+    credential_version: int = 0
+    """The credential row as verified (its updated_at): a changed credential does not open a session."""
+    tenant_max_connections: int | None = None
 
     @property
     def is_service(self) -> bool:
@@ -43,6 +46,8 @@ class DeviceIdentity:
             auth_id=record.auth_id,
             tokens=frozenset(tokens),
             ca_id=record.ca_id,
+            credential_version=record.version,
+            tenant_max_connections=record.tenant_max_connections,
         )
 
 

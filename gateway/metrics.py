@@ -16,6 +16,9 @@ class Metrics:
     sessions_kicked: int = 0
     epmp_requests: Counter[str] = field(default_factory=Counter)
     epmp_dropped: int = 0
+    limits_hit: Counter[str] = field(default_factory=Counter)
+    """Times each configured bound was reached, by setting name (what happened is in docs/security.md)."""
+    messages_dropped: int = 0
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -27,4 +30,6 @@ class Metrics:
             "sessionsKicked": self.sessions_kicked,
             "epmpRequests": dict(self.epmp_requests),
             "epmpDropped": self.epmp_dropped,
+            "limitsHit": dict(self.limits_hit),
+            "messagesDropped": self.messages_dropped,
         }

@@ -54,6 +54,44 @@ class GatewaySettings(BaseSettings):
     connection_log_limit: int = Field(100, ge=1, le=100_000, description="connection log rows kept per device")
     api_max_body_bytes: int = Field(1_048_576, ge=1024)
     password_hash_workers: int = Field(2, ge=1, le=64, description="concurrent password verifications")
+    password_queue_deadline: float = Field(
+        0.25, gt=0, le=30, description="seconds a password CONNECT may wait for an argon2 worker before it is refused"
+    )
+    auth_failures_per_username: int = Field(
+        10, ge=1, description="failed password CONNECTs per username before argon2 is skipped (bucket size)"
+    )
+    auth_failures_per_address: int = Field(
+        100, ge=1, description="failed CONNECTs per source address before credentials are not checked (bucket size)"
+    )
+    auth_failure_refill_per_minute: float = Field(
+        10.0, gt=0, description="failures forgiven per minute, per username and per address bucket"
+    )
+    # -- admission ------------------------------------------------------------------------------
+    max_pending_connects_per_address: int = Field(
+        32, ge=1, description="sockets of one source address that have not completed CONNECT"
+    )
+    max_sessions_per_device: int = Field(
+        4, ge=1, description="sessions (connected or kept for a persistent client) of one device"
+    )
+    # -- per-session bounds ---------------------------------------------------------------------
+    max_subscriptions_per_session: int = Field(100, ge=1, description="topic filters one session may hold")
+    max_qos2_awaiting_pubrel: int = Field(
+        32, ge=1, le=65535, description="incoming QoS 2 messages awaiting PUBREL; one more closes the connection"
+    )
+    max_inflight_messages: int = Field(
+        32, ge=1, le=65535, description="outgoing QoS 1/2 messages sent and not yet acknowledged, per session"
+    )
+    max_queued_messages: int = Field(
+        1000, ge=1, description="messages waiting for a session that does not read (or is offline)"
+    )
+    max_queued_bytes: int = Field(8_388_608, ge=1024, description="payload bytes waiting for one session")
+    session_expiry_seconds: int = Field(
+        86_400, ge=0, description="a persistent session's state is kept this long after its client left"
+    )
+    max_retained_per_device: int = Field(100, ge=0, description="retained messages one device may leave")
+    max_retained_bytes_per_device: int = Field(1_048_576, ge=0, description="their payload bytes")
+    max_retained_messages: int = Field(100_000, ge=0, description="retained messages on this node in total")
+    max_retained_bytes: int = Field(67_108_864, ge=0, description="their payload bytes in total")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod

@@ -19,7 +19,7 @@ SELECT ?, c.tenant_id, c.device_id, c.id, ?, ?, ?, ?
   FROM credentials c
   JOIN devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id
   JOIN tenants t ON t.id = c.tenant_id
- WHERE c.id = ? AND c.state IN ('inactive', 'active')
+ WHERE c.id = ? AND c.updated_at = ? AND c.state IN ('inactive', 'active')
    AND d.enabled = 1 AND d.state != 'deleted' AND t.enabled = 1
 RETURNING session_key
 """
@@ -46,12 +46,14 @@ class ConnectionStore:
         client_id: str,
         remote_address: str | None,
         credential_id: int,
+        credential_version: int,
     ) -> bool:
         """Records a session about to get CONNACK 0, re-checking its credential, device and tenant in
-        the same statement. False: revoked or deleted meanwhile (the caller refuses the session)."""
+        the same statement. False: the credential changed (a new password, a state change), or it,
+        the device or the tenant was revoked or deleted since it was verified: the caller refuses."""
         del tenant_id, device_id  # taken from the credential row itself, so they cannot disagree
         written = await self._db.write(
-            _OPEN_SESSION, (session_key, node, client_id, remote_address, now_ms(), credential_id)
+            _OPEN_SESSION, (session_key, node, client_id, remote_address, now_ms(), credential_id, credential_version)
         )
         return len(written) == 1
 

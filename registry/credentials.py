@@ -1,4 +1,4 @@
-"""Credentials: endpoint tokens, hashed passwords (and, next, X.509 fingerprints).
+"""Credentials: endpoint tokens, hashed passwords, X.509 certificate fingerprints.
 
 The CONNECT path uses only `find_token`, `find_password` and `usable_tokens`: one indexed
 query each. Everything else is management.
@@ -26,10 +26,11 @@ from .models import (
     now_ms,
 )
 
-_AUTH_SELECT = """
+AUTH_SELECT = """
 SELECT c.id AS credential_id, c.tenant_id, c.device_id, c.kind, c.auth_id, c.secret, c.state, c.ca_id, c.label,
+       c.certificate_bound, c.updated_at,
        d.enabled AS device_enabled, d.state AS device_state, d.app_version,
-       t.enabled AS tenant_enabled
+       t.enabled AS tenant_enabled, t.max_connections AS tenant_max_connections
 FROM credentials c
 JOIN devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id
 JOIN tenants t ON t.id = c.tenant_id
@@ -46,10 +47,13 @@ def _credential(row: aiosqlite.Row) -> Credential:
         created_at=from_ms(row["created_at"]),
         updated_at=from_ms(row["updated_at"]),
         last_used_at=from_ms_or_none(row["last_used_at"]),
+        certificate_bound=bool(row["certificate_bound"]),
+        ca_id=row["ca_id"],
+        label=row["label"],
     )
 
 
-def _auth(row: aiosqlite.Row) -> AuthRecord:
+def auth_record(row: aiosqlite.Row) -> AuthRecord:
     return AuthRecord(
         credential_id=row["credential_id"],
         tenant_id=row["tenant_id"],
@@ -64,14 +68,10 @@ def _auth(row: aiosqlite.Row) -> AuthRecord:
         app_version=row["app_version"],
         ca_id=row["ca_id"],
         label=row["label"],
+        certificate_bound=bool(row["certificate_bound"]),
+        version=row["updated_at"],
+        tenant_max_connections=row["tenant_max_connections"],
     )
-
-
-def auth_record(row: aiosqlite.Row) -> AuthRecord:
-    return _auth(row)
-
-
-AUTH_SELECT = _AUTH_SELECT
 
 
 class CredentialStore:
@@ -81,18 +81,18 @@ class CredentialStore:
     # -- CONNECT path ---------------------------------------------------------------------------
 
     async def find_token(self, token: str) -> AuthRecord | None:
-        row = await self._db.read_one(_AUTH_SELECT + " WHERE c.kind = 'token' AND c.auth_id = ?", (token,))
-        return None if row is None else _auth(row)
+        row = await self._db.read_one(AUTH_SELECT + " WHERE c.kind = 'token' AND c.auth_id = ?", (token,))
+        return None if row is None else auth_record(row)
 
     async def find_x509(self, fingerprint: str) -> AuthRecord | None:
-        row = await self._db.read_one(_AUTH_SELECT + " WHERE c.kind = 'x509' AND c.auth_id = ?", (fingerprint,))
-        return None if row is None else _auth(row)
+        row = await self._db.read_one(AUTH_SELECT + " WHERE c.kind = 'x509' AND c.auth_id = ?", (fingerprint,))
+        return None if row is None else auth_record(row)
 
     async def find_password(self, tenant_id: str, auth_id: str) -> AuthRecord | None:
         row = await self._db.read_one(
-            _AUTH_SELECT + " WHERE c.tenant_id = ? AND c.kind = 'password' AND c.auth_id = ?", (tenant_id, auth_id)
+            AUTH_SELECT + " WHERE c.tenant_id = ? AND c.kind = 'password' AND c.auth_id = ?", (tenant_id, auth_id)
         )
-        return None if row is None else _auth(row)
+        return None if row is None else auth_record(row)
 
     async def usable_tokens(self, tenant_id: str, device_id: str) -> list[str]:
         rows = await self._db.read_all(

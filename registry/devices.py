@@ -101,7 +101,8 @@ class DeviceStore:
         self, tenant_id: str, device_ids: list[str], *, app_version: str | None = None, with_tokens: bool = False
     ) -> int:
         """Bulk registration in one transaction (fleet imports, benchmarks): each id gets a device and,
-        with `with_tokens`, an inactive endpoint token equal to its id. All or nothing."""
+        with `with_tokens`, an inactive endpoint token equal to its id, bound to the device's certificate
+        (it names the device in topics; see design.md). All or nothing."""
         bad = [d for d in device_ids if not is_valid_id(d)]
         if bad:
             raise Invalid(f"invalid device id {bad[0]!r}", field="id")
@@ -115,8 +116,8 @@ class DeviceStore:
                 )
                 if with_tokens:
                     await tx.executemany(
-                        "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, created_at, updated_at)"
-                        " VALUES (?, ?, 'token', ?, 'inactive', ?, ?)",
+                        "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, certificate_bound,"
+                        " created_at, updated_at) VALUES (?, ?, 'token', ?, 'inactive', 1, ?, ?)",
                         [(tenant_id, d, d, now, now) for d in device_ids],
                     )
             except sqlite3.IntegrityError as exc:

@@ -49,6 +49,7 @@ class Tenant(Record):
     id: str
     enabled: bool
     max_devices: int | None
+    max_connections: int | None
     created_at: datetime
     updated_at: datetime
 
@@ -77,6 +78,10 @@ class Credential(Record):
     created_at: datetime
     updated_at: datetime
     last_used_at: datetime | None
+    certificate_bound: bool = False
+    """A token that names the device but authenticates only with the device's certificate."""
+    ca_id: str | None = None
+    label: str | None = None
 
 
 class AuthRecord(Record):
@@ -95,6 +100,10 @@ class AuthRecord(Record):
     app_version: str | None
     ca_id: str | None = None
     label: str | None = None
+    certificate_bound: bool = False
+    version: int = 0
+    """The credential row's updated_at (ms): recording the session re-checks it is unchanged."""
+    tenant_max_connections: int | None = None
 
 
 class TrustedCa(Record):

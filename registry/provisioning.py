@@ -117,8 +117,8 @@ class ProvisioningStore:
                     (req.tenant_id, req.device_id, req.fingerprint, req.ca_id, req.auth_id, now, now),
                 )
                 await tx.execute(
-                    "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, created_at, updated_at)"
-                    " VALUES (?, ?, 'token', ?, 'active', ?, ?)",
+                    "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, certificate_bound,"
+                    " created_at, updated_at) VALUES (?, ?, 'token', ?, 'active', 1, ?, ?)",
                     (req.tenant_id, req.device_id, req.device_id, now, now),
                 )
             except sqlite3.IntegrityError as exc:

@@ -20,6 +20,7 @@ def _tenant(row: aiosqlite.Row) -> Tenant:
         id=row["id"],
         enabled=bool(row["enabled"]),
         max_devices=row["max_devices"],
+        max_connections=row["max_connections"],
         created_at=from_ms(row["created_at"]),
         updated_at=from_ms(row["updated_at"]),
     )
@@ -29,15 +30,18 @@ class TenantStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, tenant_id: str, *, max_devices: int | None = None) -> Tenant:
+    async def create(
+        self, tenant_id: str, *, max_devices: int | None = None, max_connections: int | None = None
+    ) -> Tenant:
         if not is_valid_id(tenant_id):
             raise Invalid(f"invalid tenant id {tenant_id!r}", field="id")
         now = now_ms()
         try:
             async with self._db.transaction() as tx:
                 await tx.execute(
-                    "INSERT INTO tenants (id, enabled, max_devices, created_at, updated_at) VALUES (?, 1, ?, ?, ?)",
-                    (tenant_id, max_devices, now, now),
+                    "INSERT INTO tenants (id, enabled, max_devices, max_connections, created_at, updated_at)"
+                    " VALUES (?, 1, ?, ?, ?, ?)",
+                    (tenant_id, max_devices, max_connections, now, now),
                 )
         except sqlite3.IntegrityError:
             raise Conflict(f"tenant {tenant_id!r} already exists", field="id") from None
@@ -54,7 +58,14 @@ class TenantStore:
         async with self._db.reader.execute("SELECT * FROM tenants ORDER BY id") as cur:
             return [_tenant(r) for r in await cur.fetchall()]
 
-    async def update(self, tenant_id: str, *, enabled: bool | None = None, max_devices: int | None = _UNSET) -> Tenant:
+    async def update(
+        self,
+        tenant_id: str,
+        *,
+        enabled: bool | None = None,
+        max_devices: int | None = _UNSET,
+        max_connections: int | None = _UNSET,
+    ) -> Tenant:
         sets: list[str] = ["updated_at = ?"]
         args: list[object] = [now_ms()]
         if enabled is not None:
@@ -63,6 +74,9 @@ class TenantStore:
         if max_devices is not _UNSET:
             sets.append("max_devices = ?")
             args.append(max_devices)
+        if max_connections is not _UNSET:
+            sets.append("max_connections = ?")
+            args.append(max_connections)
         async with self._db.transaction() as tx:
             cur = await tx.execute(f"UPDATE tenants SET {', '.join(sets)} WHERE id = ?", (*args, tenant_id))  # noqa: S608
             if cur.rowcount == 0:

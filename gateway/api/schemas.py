@@ -35,24 +35,32 @@ class Body(BaseModel):
 class TenantIn(Body):
     id: Id
     max_devices: int | None = Field(None, ge=0)
+    max_connections: int | None = Field(None, ge=0, le=10_000_000)
 
 
 class TenantPatch(Body):
     enabled: bool | None = None
     max_devices: int | None = Field(None, ge=0)
+    max_connections: int | None = Field(None, ge=0, le=10_000_000)
 
 
 class TenantOut(Body):
     id: str
     enabled: bool
     max_devices: int | None
+    max_connections: int | None
     created_at: datetime
     updated_at: datetime
 
     @classmethod
     def of(cls, t: Tenant) -> TenantOut:
         return cls(
-            id=t.id, enabled=t.enabled, max_devices=t.max_devices, created_at=t.created_at, updated_at=t.updated_at
+            id=t.id,
+            enabled=t.enabled,
+            max_devices=t.max_devices,
+            max_connections=t.max_connections,
+            created_at=t.created_at,
+            updated_at=t.updated_at,
         )
 
 
@@ -110,6 +118,9 @@ class TokenOut(Body):
     token: str
     device: str
     state: CredentialState
+    certificate_bound: bool
+    """True for a token auto-provisioning (or an import) made: it names the device in topics but
+    authenticates a CONNECT only together with the device's certificate."""
     created_at: datetime
     updated_at: datetime
     last_used_at: datetime | None
@@ -119,6 +130,33 @@ class TokenOut(Body):
         return cls(
             token=c.auth_id,
             device=c.device_id,
+            state=c.state,
+            certificate_bound=c.certificate_bound,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            last_used_at=c.last_used_at,
+        )
+
+
+class CertificateOut(Body):
+    """An X.509 credential: the certificate's SHA-256 fingerprint, the CA it came through, its state."""
+
+    fingerprint: str
+    device: str
+    ca_id: str | None
+    auth_id: str | None
+    state: CredentialState
+    created_at: datetime
+    updated_at: datetime
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, c: Credential) -> CertificateOut:
+        return cls(
+            fingerprint=c.auth_id,
+            device=c.device_id,
+            ca_id=c.ca_id,
+            auth_id=c.label,
             state=c.state,
             created_at=c.created_at,
             updated_at=c.updated_at,

@@ -12,7 +12,10 @@ router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
 @router.post("", status_code=201)
 async def create_tenant(body: TenantIn, gw: GatewayDep) -> TenantOut:
-    return TenantOut.of(await gw.registry.tenants.create(body.id, max_devices=body.max_devices))
+    tenant = await gw.registry.tenants.create(
+        body.id, max_devices=body.max_devices, max_connections=body.max_connections
+    )
+    return TenantOut.of(tenant)
 
 
 @router.get("")
@@ -28,7 +31,7 @@ async def get_tenant(tenant: str, gw: GatewayDep) -> TenantOut:
 @router.patch("/{tenant}")
 async def patch_tenant(tenant: str, body: TenantPatch, gw: GatewayDep) -> TenantOut:
     fields = body.model_fields_set
-    kwargs = {"max_devices": body.max_devices} if "max_devices" in fields else {}
+    kwargs = {name: getattr(body, name) for name in ("max_devices", "max_connections") if name in fields}
     updated = await gw.registry.tenants.update(tenant, enabled=body.enabled, **kwargs)
     if body.enabled is not None:
         await gw.reload_trust()  # a disabled tenant's CAs are trusted no more

@@ -14,6 +14,7 @@ class Refusal(StrEnum):
     NO_USERNAME = "no_username"
     MALFORMED_USERNAME = "malformed_username"
     PASSWORD_WITH_TOKEN = "password_with_token"
+    CERTIFICATE_REQUIRED = "certificate_required"
     UNKNOWN_CREDENTIAL = "unknown_credential"
     BAD_PASSWORD = "bad_password"
     CREDENTIAL_SUSPENDED = "credential_suspended"
@@ -24,6 +25,9 @@ class Refusal(StrEnum):
     WILL_TOPIC_DENIED = "will_topic_denied"
     REGISTRY_UNAVAILABLE = "registry_unavailable"
     SESSION_REVOKED = "revoked_during_connect"
+    # guessing (gateway/auth/throttle.py) and the argon2 queue
+    THROTTLED = "auth_throttled"
+    AUTH_BUSY = "auth_busy"
     # certificates
     UNKNOWN_CA = "unknown_ca"
     CERTIFICATE_INVALID = "certificate_invalid"

@@ -17,6 +17,8 @@ async def authenticate_token(registry: Registry, token: str, password: str | Non
     record = await registry.credentials.find_token(token)
     if record is None:
         return AuthOutcome.refuse(Refusal.UNKNOWN_CREDENTIAL)
+    if record.certificate_bound:  # it equals a certificate's CN: public, so it proves nothing alone
+        return AuthOutcome.refuse(Refusal.CERTIFICATE_REQUIRED, record)
     if (refusal := state_refusal(record)) is not None:
         return AuthOutcome.refuse(refusal, record)
     return AuthOutcome(identity=DeviceIdentity.of(record, [token]))
