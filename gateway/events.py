@@ -1,19 +1,29 @@
-"""Delivers the outbox to the tenants' service accounts, at least once.
+"""Delivers the outbox to the tenants' service accounts, at least once, each tenant on its own.
 
-An event is marked published only after at least one consumer subscribed to it acknowledged it
-(QoS 1 PUBACK). Until a consumer is there, a tenant's events wait, in order; a crash between
-commit and delivery re-sends (consumers dedupe on correlationId).
+Every round the dispatcher asks the registry which tenants with a service account have undelivered
+events, and gives each of them whose consumer is connected one delivery task, unless one is still
+running. A task reads its tenant's oldest undelivered events in id order (the first alone, then
+`batch` at a time) and sends each to the tenant's consumers subscribed to it (QoS 1). An event is
+marked published only after a consumer's PUBACK; the first event that gets none (nobody subscribed
+to it, or no PUBACK within DELIVERY_TIMEOUT) ends the task, and the tenant's later events wait
+behind it until a later round. Tenants never wait for one another: the events of a tenant without a
+connected consumer are not read, and a consumer that never acknowledges holds up only its own
+tenant's task. A crash between commit and delivery re-sends (consumers dedupe on correlationId).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
 from registry import Registry
 
 from .broker import GatewayBroker
+from .identity import identity_of
 from .topics import events_topic
 
 log = logging.getLogger(__name__)
@@ -23,21 +33,32 @@ PRUNE_EVERY = 60.0
 
 
 class EventDispatcher:
-    def __init__(self, broker: GatewayBroker, registry: Registry, *, retention_hours: float, interval: float = 0.1):
+    def __init__(
+        self,
+        broker: GatewayBroker,
+        registry: Registry,
+        *,
+        retention_hours: float,
+        interval: float = 0.1,
+        batch: int = 100,
+    ):
         self._broker = broker
         self._registry = registry
         self._retention_ms = int(retention_hours * 3_600_000)
         self._interval = interval
+        self._batch = batch
         self._task: asyncio.Task[None] | None = None
+        self._tenants: dict[str, asyncio.Task[None]] = {}  # the delivery task of each tenant being served
         self._last_prune = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+        tasks = [t for t in (self._task, *self._tenants.values()) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _run(self) -> None:
         while True:
@@ -52,24 +73,61 @@ class EventDispatcher:
                 log.exception("event delivery failed; retrying")
             await asyncio.sleep(self._interval)
 
-    async def dispatch_once(self) -> int:
-        delivered: list[int] = []
-        waiting: set[str] = set()  # tenants whose earlier event is undelivered: keep their order
-        for event in await self._registry.outbox.pending():
-            if event.tenant_id in waiting:
-                continue
-            topic = events_topic(event.tenant_id, event.subject)
-            consumers = self._broker.event_consumers(event.tenant_id, topic)
-            results = await asyncio.gather(
-                *(
-                    asyncio.wait_for(h.mqtt_publish(topic, event.body, 1, retain=False), DELIVERY_TIMEOUT)
-                    for h in consumers
-                ),
-                return_exceptions=True,
-            )
-            if any(not isinstance(r, BaseException) for r in results):
-                delivered.append(event.id)
-            else:
-                waiting.add(event.tenant_id)
-        await self._registry.outbox.mark_published(delivered)
-        return len(delivered)
+    async def dispatch_once(self) -> list[str]:
+        """One round: starts a delivery task for each tenant that has undelivered events, a connected
+        consumer and no task running. Returns those tenants."""
+        waiting = [t for t in await self._registry.outbox.waiting_tenants() if t not in self._tenants]
+        if not waiting:
+            return []
+        connected = self._tenants_with_a_service_session()
+        started = [t for t in waiting if t in connected]
+        for tenant_id in started:
+            task = asyncio.create_task(self._deliver(tenant_id))
+            self._tenants[tenant_id] = task
+            task.add_done_callback(functools.partial(self._finished, tenant_id))
+        return started
+
+    def _tenants_with_a_service_session(self) -> set[str]:
+        """One pass over the sessions, so tenants whose consumers are away cost no registry read."""
+        tenants = set()
+        for session, _ in self._broker.sessions.values():
+            identity = identity_of(session)
+            if identity is not None and identity.is_service and session.transitions.state == "connected":
+                tenants.add(identity.tenant_id)
+        return tenants
+
+    def _finished(self, tenant_id: str, task: asyncio.Task[None]) -> None:
+        if self._tenants.get(tenant_id) is task:
+            del self._tenants[tenant_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("event delivery for tenant %s failed; retrying", tenant_id, exc_info=task.exception())
+
+    async def _deliver(self, tenant_id: str) -> None:
+        """The tenant's backlog, in order, until it is empty or an event finds no consumer to ack it."""
+        limit = 1  # the head alone first: a tenant whose head nobody subscribed to costs one row a round
+        while True:
+            events = await self._registry.outbox.pending(tenant_id, limit)
+            consumers: dict[str, list[BrokerProtocolHandler]] = {}
+            delivered: list[int] = []
+            try:
+                for event in events:
+                    topic = events_topic(tenant_id, event.subject)
+                    if topic not in consumers:
+                        consumers[topic] = self._broker.event_consumers(tenant_id, topic)
+                    if not await _publish(consumers[topic], topic, event.body):
+                        return
+                    delivered.append(event.id)
+            finally:
+                await self._registry.outbox.mark_published(delivered)
+            if len(events) < limit:
+                return
+            limit = self._batch
+
+
+async def _publish(consumers: list[BrokerProtocolHandler], topic: str, body: bytes) -> bool:
+    """True when at least one consumer acknowledged (PUBACK) within DELIVERY_TIMEOUT."""
+    results = await asyncio.gather(
+        *(asyncio.wait_for(h.mqtt_publish(topic, body, 1, retain=False), DELIVERY_TIMEOUT) for h in consumers),
+        return_exceptions=True,
+    )
+    return any(not isinstance(r, BaseException) for r in results)

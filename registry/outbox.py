@@ -6,6 +6,8 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import aiosqlite
+
 from .database import Database
 from .models import now_ms
 
@@ -26,12 +28,24 @@ class OutboxStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def pending(self, limit: int = 500) -> list[OutboxEvent]:
+    async def waiting_tenants(self) -> list[str]:
+        """Tenants with a service account and at least one undelivered event: the only ones worth a
+        look. One index probe per such tenant; a tenant without service accounts is never read,
+        however large its backlog."""
         rows = await self._db.read_all(
-            "SELECT id, tenant_id, subject, payload FROM outbox WHERE published_at IS NULL ORDER BY id LIMIT ?",
-            (limit,),
+            "SELECT tenant_id FROM (SELECT DISTINCT tenant_id FROM service_accounts) sa WHERE EXISTS"
+            " (SELECT 1 FROM outbox o WHERE o.tenant_id = sa.tenant_id AND o.published_at IS NULL)"
         )
-        return [OutboxEvent(r["id"], r["tenant_id"], r["subject"], json.loads(r["payload"])) for r in rows]
+        return [r["tenant_id"] for r in rows]
+
+    async def pending(self, tenant_id: str, limit: int = 100) -> list[OutboxEvent]:
+        """The tenant's oldest undelivered events, in id order (a seek on outbox_pending)."""
+        rows = await self._db.read_all(
+            "SELECT id, tenant_id, subject, payload FROM outbox"
+            " WHERE tenant_id = ? AND published_at IS NULL ORDER BY id LIMIT ?",
+            (tenant_id, limit),
+        )
+        return [_event(r) for r in rows]
 
     async def mark_published(self, ids: list[int]) -> None:
         if ids:
@@ -45,10 +59,14 @@ class OutboxStore:
         rows = await self._db.read_all(
             "SELECT id, tenant_id, subject, payload FROM outbox WHERE tenant_id = ? ORDER BY id", (tenant_id,)
         )
-        return [OutboxEvent(r["id"], r["tenant_id"], r["subject"], json.loads(r["payload"])) for r in rows]
+        return [_event(r) for r in rows]
 
     async def prune(self, max_age_ms: int) -> int:
         """Published events past retention go; so do unconsumed ones, or a tenant without
         consumers would grow the outbox for ever."""
         gone = await self._db.write("DELETE FROM outbox WHERE created_at < ? RETURNING id", (now_ms() - max_age_ms,))
         return len(gone)
+
+
+def _event(row: aiosqlite.Row) -> OutboxEvent:
+    return OutboxEvent(row["id"], row["tenant_id"], row["subject"], json.loads(row["payload"]))

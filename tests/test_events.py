@@ -15,7 +15,17 @@ import pytest
 
 from gateway.runtime import Gateway
 
-from .conftest import admin_http, make_device, mqtt, ok, served_ports, spawn_gateway, test_settings, wait_until
+from .conftest import (
+    admin_http,
+    make_device,
+    mqtt,
+    ok,
+    outbox_events,
+    served_ports,
+    spawn_gateway,
+    test_settings,
+    wait_until,
+)
 from .wire import RawClient, connect_packet, subscribe_packet
 
 EVENTS = "$gateway/events/acme/#"
@@ -50,9 +60,14 @@ async def test_service_account_sees_its_tenants_events_in_order(gateway: Gateway
         async with mqtt(gateway, token, client_id="k1") as device:
             await device.publish(f"kp1/v1/epmx/{token}/update/keys/1", b'{"temp": 90}', qos=1)
             await device.publish(f"kp1/v2/epmx/{token}/get/keys/2", b"", qos=1)  # a new app version
-            await asyncio.sleep(0.3)
+
+            async def both_answered() -> bool:  # committed before the device disconnects
+                subjects = {e["subject"] for e in await outbox_events(gateway, "acme")}
+                return {"endpoint/metadata/updated", "endpoint/lifecycle/appversion-updated"} <= subjects
+
+            await wait_until(both_answered, timeout=10)
         await ok(api.delete("/v1/tenants/acme/devices/kettle-1"), 204)
-        events = await collect(svc, 6)
+        events = await collect(svc, 6, timeout=10)
     subjects = [t.removeprefix("$gateway/events/acme/") for t, _ in events]
     assert subjects == [
         "endpoint/lifecycle/registered",
@@ -101,11 +116,21 @@ async def test_service_account_access_rules(gateway: Gateway, api: httpx.AsyncCl
 
 
 async def test_other_tenants_events_are_invisible(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    acme = await service_account(api)
     globex = await service_account(api, "globex", "g")
-    async with mqtt(gateway, globex["username"], globex["password"], client_id="g") as svc:
-        await svc.subscribe("$gateway/events/globex/#", qos=1)
+    async with (
+        mqtt(gateway, acme["username"], acme["password"], client_id="a") as acme_svc,
+        mqtt(gateway, globex["username"], globex["password"], client_id="g") as globex_svc,
+    ):
+        await acme_svc.subscribe(EVENTS, qos=1)
+        await globex_svc.subscribe("$gateway/events/globex/#", qos=1)
         await make_device(api, "acme", "acme-dev")
-        assert await collect(svc, 1, timeout=0.8) == []
+        assert len(await collect(acme_svc, 1)) == 1  # delivered: had it leaked, globex would have it by now
+        await make_device(api, "globex", "globex-dev")
+        events = await collect(globex_svc, 1)  # globex's own event is the first thing globex sees
+    assert [(t, p["endpointId"]) for t, p in events] == [
+        ("$gateway/events/globex/endpoint/lifecycle/registered", "globex-dev")
+    ]
 
 
 async def test_username_collisions_between_devices_and_service_accounts(api: httpx.AsyncClient) -> None:
@@ -162,7 +187,7 @@ async def test_events_survive_kill_9(tmp_path: Path) -> None:
         assert events[2][1]["reason"] == "gateway_restart"
 
         async def all_marked() -> bool:  # marked after the consumer's PUBACKs
-            return await gw.registry.outbox.pending() == []
+            return await gw.registry.outbox.pending("acme") == []
 
         await wait_until(all_marked)
     finally:
