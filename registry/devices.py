@@ -169,14 +169,19 @@ class DeviceStore:
             )
         return await self.get(tenant_id, device_id)
 
-    async def set_app_version(self, tenant_id: str, device_id: str, app_version: str, *, node: str) -> str | None:
-        """Records the app version a device now uses, with an `appversion-updated` event.
-        Returns the previous one."""
+    async def set_app_version(
+        self, tenant_id: str, device_id: str, app_version: str, *, expected: str | None, node: str
+    ) -> str | None:
+        """Records the app version a device now uses, with an `appversion-updated` event, if it still
+        has the version the caller decided from (`expected`): Conflict otherwise, so a device's move
+        never overwrites an operator's change made meanwhile. Returns the previous one."""
         async with self._db.transaction() as tx:
             device = await require_device(tx, tenant_id, device_id)
             previous: str | None = device["app_version"]
             if previous == app_version:
                 return previous
+            if previous != expected:
+                raise Conflict(f"the app version of {device_id!r} changed meanwhile", field="appVersion")
             await tx.execute(
                 "UPDATE devices SET app_version = ?, updated_at = ? WHERE tenant_id = ? AND id = ?",
                 (app_version, now_ms(), tenant_id, device_id),

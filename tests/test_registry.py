@@ -111,3 +111,18 @@ async def test_token_lookup_uses_an_index(tmp_path: Path) -> None:
             assert "USING INDEX" in plan and "SCAN" not in plan, plan
     finally:
         await reg.close()
+
+
+async def test_a_device_app_version_move_never_overwrites_an_operators_change(tmp_path: Path) -> None:
+    """set_app_version is a compare-and-set: a 10/EPMP move decided from an old read is refused."""
+    reg = await Registry(tmp_path / "r.sqlite3").open()
+    try:
+        await reg.tenants.create("acme")
+        await reg.devices.create("acme", "d1", app_version="v1")
+        await reg.devices.update("acme", "d1", app_version="v3")  # the operator, meanwhile
+        with pytest.raises(Conflict):
+            await reg.devices.set_app_version("acme", "d1", "v2", expected="v1", node="n")
+        assert (await reg.devices.get("acme", "d1")).app_version == "v3"
+        assert await reg.devices.set_app_version("acme", "d1", "v4", expected="v3", node="n") == "v3"
+    finally:
+        await reg.close()

@@ -14,15 +14,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from registry import Registry
-from registry.errors import NotFound
-from registry.identifiers import is_valid_app_version
+from registry.errors import Conflict, NotFound
 from registry.metadata import canonical
 
 from ..identity import DeviceIdentity
 from ..settings import GatewaySettings
 from .payload import PayloadError, parse_json
 from .topic import Kp1Topic
-from .whitelist import KEY_PATTERN, KeyAccess, Whitelist
+from .whitelist import KEY_PATTERN, AppVersionRefused, KeyAccess, Whitelist
 
 log = logging.getLogger(__name__)
 
@@ -118,16 +117,16 @@ class Epmp:
             body = await self._serve(identity, request, payload)
             reply = Reply(request.topic + "/status", body)
         except EpmpError as exc:
-            reply = self._error(request, exc.status, exc.phrase)
+            reply = self.error_reply(request, exc.status, exc.phrase)
         except NotFound:
-            reply = self._error(request, 404, "unknown endpoint")
+            reply = self.error_reply(request, 404, "unknown endpoint")
         except Exception:
             log.exception("10/EPMP request %s failed", request.path)
-            reply = self._error(request, 500, "internal error")
+            reply = self.error_reply(request, 500, "internal error")
         return reply if request.request_id is not None else None
 
     @staticmethod
-    def _error(request: Kp1Topic, status: int, phrase: str) -> Reply:
+    def error_reply(request: Kp1Topic, status: int, phrase: str) -> Reply:
         body = json.dumps({"statusCode": status, "reasonPhrase": phrase}, separators=(",", ":")).encode()
         return Reply(request.topic + "/error", body)
 
@@ -141,42 +140,32 @@ class Epmp:
         return await resource(self, identity, access, payload)
 
     async def _access(self, identity: DeviceIdentity, app_version: str) -> KeyAccess:
-        """The topic's app version must belong to the device's application; a new version of its own
-        application is recorded (with an appversion-updated event)."""
-        device = await self.registry.devices.get(identity.tenant_id, identity.device_id)
-        if app_version != device.app_version:
-            if not is_valid_app_version(app_version):
-                raise EpmpError(404, "unknown app version")
-            wl = self.whitelist
-            if wl.configured:
-                topic_app = wl.application_of(app_version)
-                if topic_app is None:
-                    raise EpmpError(404, f"unknown app version {app_version!r}")
-                if device.app_version is not None and wl.application_of(device.app_version) != topic_app:
-                    raise EpmpError(404, f"app version {app_version!r} belongs to another application")
-            await self.registry.devices.set_app_version(
-                identity.tenant_id, identity.device_id, app_version, node=self.settings.node_id
-            )
-        return self.whitelist.access(app_version)
-
-    def _limits(self, metadata: dict[str, Any]) -> dict[str, Any]:
-        s = self.settings
-        if len(metadata) > s.epmp_max_keys:
-            raise EpmpError(413, f"more than {s.epmp_max_keys} metadata keys")
-        for key, value in metadata.items():
-            if len(key) > s.epmp_max_key_length:
-                raise EpmpError(413, f"key {key[:32]!r}... longer than {s.epmp_max_key_length} characters")
-            if len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()) > s.epmp_max_value_bytes:
-                raise EpmpError(413, f"value of {key!r} over {s.epmp_max_value_bytes} bytes")
-        return metadata
+        """What the device may read and write under the topic's app version (the whitelist decides whether
+        it may use that version at all). A change is recorded, with an appversion-updated event, before
+        the request is served, so the request's own events carry the version it was served under."""
+        for _attempt in range(2):  # once more if an operator changed the app version meanwhile
+            device = await self.registry.devices.get(identity.tenant_id, identity.device_id)
+            try:
+                access = self.whitelist.admit(identity.tenant_id, device.app_version, app_version)
+            except AppVersionRefused as exc:
+                raise EpmpError(exc.status, exc.phrase) from None
+            if app_version == device.app_version:
+                return access
+            try:
+                await self.registry.devices.set_app_version(
+                    identity.tenant_id,
+                    identity.device_id,
+                    app_version,
+                    expected=device.app_version,
+                    node=self.settings.node_id,
+                )
+            except Conflict:
+                continue
+            return access
+        raise EpmpError(409, "the app version changed concurrently; retry")
 
     async def _change(self, identity: DeviceIdentity, mutate: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
-        await self.registry.metadata.change(
-            identity.tenant_id,
-            identity.device_id,
-            lambda current: self._limits(mutate(current)),
-            node=self.settings.node_id,
-        )
+        await change_metadata(self.registry, self.settings, identity.tenant_id, identity.device_id, mutate)
 
     # -- resources ----------------------------------------------------------------------------------
 
