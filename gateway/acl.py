@@ -13,7 +13,7 @@ from amqtt.contexts import Action
 from amqtt.plugins.base import BaseTopicPlugin
 from amqtt.session import Session
 
-from .audit import audit
+from .audit import audit, topic_hint
 from .identity import identity_of
 from .topics import device_may_use, service_may_use
 
@@ -44,7 +44,7 @@ class TopicAccessPlugin(BaseTopicPlugin):
                 logging.WARNING,
                 tenant=identity.tenant_id if identity else None,
                 device=identity.device_id if identity else None,
-                topic=topic,
+                topic=topic_hint(topic, identity.tokens if identity else ()) if topic else None,
             )
         return ok
 

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Collection
+
+from .topics import KP1
 
 log = logging.getLogger("gateway.audit")
+_TOKEN_LEVEL = 3  # kp1/<app version>/<extension>/<endpoint token>/...
+_NOT_SECRET = ("", "+", "#")
 
 
 def _quote(value: object) -> str:
@@ -27,3 +32,15 @@ def secret_hint(secret: str | None) -> str | None:
     if not secret:
         return None
     return hashlib.sha256(secret.encode("utf-8", "replace")).hexdigest()[:12]
+
+
+def topic_hint(topic: str, tokens: Collection[str] = ()) -> str:
+    """`topic` as a log line may show it: the token level of a kp1 topic, and any level equal to one
+    of `tokens`, become `[sha256:<secret_hint>]`. Wildcards and empty levels are shown as they are."""
+    levels = topic.split("/")
+    for index, level in enumerate(levels):
+        if level in _NOT_SECRET:
+            continue
+        if level in tokens or (index == _TOKEN_LEVEL and levels[0] == KP1):
+            levels[index] = f"[sha256:{secret_hint(level)}]"
+    return "/".join(levels)

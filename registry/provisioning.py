@@ -93,9 +93,8 @@ class ProvisioningStore:
                 "SELECT 1 FROM credentials WHERE kind = 'token' AND auth_id = ?", (req.device_id,)
             ) as cur:
                 if await cur.fetchone() is not None:
-                    raise ProvisioningRefused(
-                        "token_taken", f"endpoint token {req.device_id!r} (= the device id) is already in use"
-                    )
+                    # not echoed: the id is another device's live token
+                    raise ProvisioningRefused("token_taken", "the device id is already another device's endpoint token")
             try:
                 await tx.execute(
                     "INSERT INTO devices (tenant_id, id, grp, app_version, attributes, state, enabled,"

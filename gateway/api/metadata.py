@@ -8,7 +8,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 
 from ..kp1.epmp import EpmpError, change_metadata
-from ..kp1.payload import PayloadError, parse_json
+from ..kp1.payload import PayloadError, UnrepresentableValue, parse_json
 from ..kp1.whitelist import KEY_PATTERN
 from .deps import GatewayDep
 from .errors import BadRequest
@@ -19,6 +19,8 @@ router = APIRouter(prefix="/v1/tenants/{tenant}/devices/{device}/metadata", tags
 async def _object(request: Request) -> dict[str, Any]:
     try:
         value = parse_json(await request.body())
+    except UnrepresentableValue as exc:  # well-formed, but cannot be stored: NaN, Infinity, a lone surrogate
+        raise BadRequest(str(exc), exc.field, status=422) from None
     except PayloadError as exc:
         raise BadRequest(str(exc)) from None
     if not isinstance(value, dict):

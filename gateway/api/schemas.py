@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 from registry.identifiers import APP_VERSION_PATTERN, AUTH_ID_PATTERN, ID_PATTERN, TOKEN_PATTERN
@@ -26,6 +26,9 @@ AuthId = Annotated[str, StringConstraints(pattern=AUTH_ID_PATTERN)]
 AttrKey = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]{1,64}$")]
 AttrValue = Annotated[str, StringConstraints(max_length=1024)]
 Attributes = Annotated[dict[AttrKey, AttrValue], Field(max_length=64)]
+# Every integer the API stores is bounded well inside SQLite's 64-bit INTEGER: beyond it, 500.
+MaxDevices = Annotated[int, Field(ge=0, le=10**9)]
+RatePerMinute = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 class Body(BaseModel):
@@ -34,13 +37,13 @@ class Body(BaseModel):
 
 class TenantIn(Body):
     id: Id
-    max_devices: int | None = Field(None, ge=0)
+    max_devices: MaxDevices | None = None
     max_connections: int | None = Field(None, ge=0, le=10_000_000)
 
 
 class TenantPatch(Body):
     enabled: bool | None = None
-    max_devices: int | None = Field(None, ge=0)
+    max_devices: MaxDevices | None = None
     max_connections: int | None = Field(None, ge=0, le=10_000_000)
 
 
@@ -238,17 +241,27 @@ class TrustedCaIn(Body):
     auth_id_template: Template = "{{subject-dn}}"
     group: Id = "default"
     app_version: AppVersion | None = None
-    provisioning_rate_per_minute: int | None = Field(None, ge=1, le=1_000_000)
+    provisioning_rate_per_minute: RatePerMinute | None = None
 
 
 class TrustedCaPatch(Body):
+    """Absent fields stay as they are. Null clears appVersion and provisioningRatePerMinute; the
+    other settings have no "unset", so null is refused for them."""
+
     enabled: bool | None = None
     auto_provisioning_enabled: bool | None = None
     device_id_template: Template | None = None
     auth_id_template: Template | None = None
     group: Id | None = None
     app_version: AppVersion | None = None
-    provisioning_rate_per_minute: int | None = Field(None, ge=1, le=1_000_000)
+    provisioning_rate_per_minute: RatePerMinute | None = None
+
+    @field_validator("enabled", "auto_provisioning_enabled", "device_id_template", "auth_id_template", "group")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("may be left out, but not null")
+        return value
 
 
 class TrustedCaOut(Body):

@@ -121,9 +121,9 @@ async def authenticate_certificate(
         try:
             record, _created = await registry.provisioning.provision(assessment.request)
         except ProvisioningRefused as exc:
-            return AuthOutcome(
-                refusal=Refusal(exc.reason), tenant_id=assessment.tenant_id, device_id=assessment.device_id
-            )
+            # token_taken: the would-be device id is another device's live token, so it is not logged
+            device_id = None if exc.reason == Refusal.TOKEN_TAKEN else assessment.device_id
+            return AuthOutcome(refusal=Refusal(exc.reason), tenant_id=assessment.tenant_id, device_id=device_id)
     assert record is not None
     if assessment.decision == "provisioned":
         tokens = await registry.credentials.usable_tokens(record.tenant_id, record.device_id)

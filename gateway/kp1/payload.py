@@ -1,15 +1,31 @@
-"""Strict JSON for device payloads: UTF-8, no duplicate keys, bounded nesting."""
+"""Strict JSON for device payloads (10/EPMP) and operator metadata: UTF-8, no duplicate keys, bounded
+nesting, and only values that can be stored and served back as JSON. That rules out NaN and
+Infinity (Python's json reads and writes them; JSON has neither), numbers beyond a double (they
+would come back as Infinity) and lone UTF-16 surrogates from a `\\ud800` escape (no UTF-8 encoder,
+SQLite's included, accepts one)."""
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 MAX_DEPTH = 32
+_SURROGATE = re.compile("[\ud800-\udfff]")  # only a `\\uXXXX` escape can put one in a str: UTF-8 cannot
 
 
 class PayloadError(ValueError):
     pass
+
+
+class UnrepresentableValue(PayloadError):
+    """Well-formed JSON text holding a value that cannot be stored. `field` is the dotted path to it
+    (object keys and array indexes; None for the top level), surrogates shown as `\\udXXX` escapes."""
+
+    def __init__(self, message: str, field: str | None) -> None:
+        super().__init__(f"{field}: {message}" if field is not None else message)
+        self.field = field
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -43,7 +59,38 @@ def _depth(data: bytes) -> int:
     return deepest
 
 
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def _has_surrogate(text: str) -> bool:
+    return _SURROGATE.search(text) is not None
+
+
+def _check(value: Any, path: tuple[str, ...] = ()) -> None:
+    """Raises UnrepresentableValue at the first value that cannot be stored. Recursion is bounded:
+    the text was checked against MAX_DEPTH before it was parsed."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise UnrepresentableValue("not a finite number (NaN, Infinity, or beyond a double's range)", _path(path))
+    if isinstance(value, str) and _has_surrogate(value):
+        raise UnrepresentableValue("a string holds a lone UTF-16 surrogate", _path(path))
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if _has_surrogate(key):
+                raise UnrepresentableValue("a key holds a lone UTF-16 surrogate", _path((*path, key)))
+            _check(item, (*path, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check(item, (*path, str(index)))
+
+
+def _path(path: tuple[str, ...]) -> str | None:
+    return ".".join(_printable(p) for p in path) if path else None
+
+
 def parse_json(data: bytes) -> Any:
+    """Raises PayloadError for malformed JSON, UnrepresentableValue (a PayloadError) for well-formed
+    JSON whose values cannot be stored."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -51,8 +98,10 @@ def parse_json(data: bytes) -> Any:
     if _depth(data) > MAX_DEPTH:
         raise PayloadError(f"JSON nested deeper than {MAX_DEPTH}")
     try:
-        return json.loads(text, object_pairs_hook=_no_duplicates)
+        value = json.loads(text, object_pairs_hook=_no_duplicates)
     except PayloadError:
         raise
     except (ValueError, RecursionError) as exc:
         raise PayloadError(f"malformed JSON: {exc}") from None
+    _check(value)
+    return value
