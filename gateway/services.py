@@ -1,13 +1,15 @@
-"""What the broker's plugins and the management API share: settings, registry, hasher, counters."""
+"""What the broker's plugins and the management API share: settings, registry, hasher, throttle, counters."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from registry import Registry
 
 from .auth.hashing import PasswordHasher
+from .auth.recent import RecentLogins
+from .auth.throttle import AuthThrottle
 from .metrics import Metrics
 from .settings import GatewaySettings
 from .trust import TrustedCas
@@ -24,6 +26,12 @@ class GatewayServices:
     metrics: Metrics
     trust: TrustedCas | None = None
     epmp: Epmp | None = None
+    throttle: AuthThrottle = field(init=False)
+    """Failed-CONNECT budgets per username and address, sized by the settings."""
+    recent_logins: RecentLogins = field(init=False, default_factory=RecentLogins)
+
+    def __post_init__(self) -> None:
+        self.throttle = AuthThrottle.of(self.settings)
 
 
 def services_of(context: Any) -> GatewayServices:

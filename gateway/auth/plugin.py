@@ -1,4 +1,10 @@
-"""The amqtt authentication plugin: picks the credential kind from the CONNECT and wires it in."""
+"""The amqtt authentication plugin: picks the credential kind from the CONNECT and wires it in.
+
+Every attempt first reserves its tokens in the failure throttle (throttle.py): an empty bucket
+refuses it before any lookup or hashing. A wrong or unknown secret keeps the tokens; anything else
+gives them back. A password login from an address where the same username succeeded before
+(recent.py) goes first in the argon2 queue.
+"""
 
 from __future__ import annotations
 
@@ -14,14 +20,26 @@ from ..audit import audit, secret_hint
 from ..identity import IDENTITY_ATTR
 from ..services import GatewayServices, services_of
 from .outcome import AuthOutcome, Refusal
-from .password import authenticate_password
+from .password import authenticate_password, parse_username
 from .token import authenticate_token
 from .x509 import authenticate_certificate
 
 log = logging.getLogger(__name__)
 
+# Refusals of a secret that did not match: what guessing looks like. The rest (malformed input, a
+# disabled device with the right secret, a busy hasher, ...) say nothing about the secret.
+GUESSES = frozenset(
+    {
+        Refusal.UNKNOWN_CREDENTIAL,
+        Refusal.BAD_PASSWORD,
+        Refusal.CERTIFICATE_REQUIRED,
+        Refusal.UNKNOWN_CERTIFICATE,
+        Refusal.CREDENTIAL_MISMATCH,
+    }
+)
 
-async def authenticate(services: GatewayServices, session: Session) -> AuthOutcome:
+
+async def authenticate(services: GatewayServices, session: Session, *, urgent: bool = False) -> AuthOutcome:
     """Handlers in a fixed order, as Hono does: certificate, then token or password."""
     username, password = session.username, session.password
     leaf_der = session.ssl_object.getpeercert(binary_form=True) if session.ssl_object is not None else None
@@ -32,8 +50,46 @@ async def authenticate(services: GatewayServices, session: Session) -> AuthOutco
     if not username:
         return AuthOutcome.refuse(Refusal.NO_USERNAME)
     if "@" in username:
-        return await authenticate_password(services.registry, services.hasher, username, password)
+        return await authenticate_password(
+            services.registry,
+            services.hasher,
+            username,
+            password,
+            queue_deadline=services.settings.password_queue_deadline,
+            urgent=urgent,
+        )
     return await authenticate_token(services.registry, username, password)
+
+
+async def guarded_authenticate(services: GatewayServices, session: Session) -> AuthOutcome:
+    """`authenticate` inside the failure throttle, with the returning-device lane for passwords."""
+    address = session.remote_address
+    username = session.username if session.username and parse_username(session.username) else None
+    returning = username is not None and services.recent_logins.knows(username, address)
+    attempt = services.throttle.reserve(address, username)
+    if attempt.throttled_by is not None:
+        services.metrics.limits_hit[attempt.throttled_by] += 1
+        return AuthOutcome.refuse(Refusal.THROTTLED)
+    try:
+        outcome = await authenticate(services, session, urgent=returning)
+    except Exception:  # the registry failing must refuse, never crash the listener
+        log.exception("authentication failed on a registry error")
+        outcome = AuthOutcome.refuse(Refusal.REGISTRY_UNAVAILABLE)
+    except BaseException:
+        attempt.release()
+        raise
+    if outcome.refusal == Refusal.AUTH_BUSY:
+        services.metrics.limits_hit["password_queue_deadline"] += 1
+    guessed = outcome.refusal in GUESSES
+    if guessed:
+        attempt.failed()
+    else:
+        attempt.release()
+    if username is not None and outcome.identity is not None:
+        services.recent_logins.succeeded(username, address)
+    elif username is not None and guessed:
+        services.recent_logins.failed(username, address)
+    return outcome
 
 
 class DeviceAuthPlugin(BaseAuthPlugin):
@@ -43,11 +99,7 @@ class DeviceAuthPlugin(BaseAuthPlugin):
 
     async def authenticate(self, *, session: Session) -> bool:
         services = services_of(self.context)
-        try:
-            outcome = await authenticate(services, session)
-        except Exception:  # the registry failing must refuse, never crash the listener
-            log.exception("authentication failed on a registry error")
-            outcome = AuthOutcome.refuse(Refusal.REGISTRY_UNAVAILABLE)
+        outcome = await guarded_authenticate(services, session)
         identity = outcome.identity
         if identity is not None and session.will_flag:
             # A will is a publish made later on the device's behalf: the ACL applies now.

@@ -1,4 +1,4 @@
-"""Token buckets: at most `per_minute` events a minute, bursts up to the same number."""
+"""Token buckets: `per_minute` events a minute on average, bursts up to `burst` (default: the same number)."""
 
 from __future__ import annotations
 
@@ -6,18 +6,21 @@ import time
 from dataclasses import dataclass, field
 
 
-@dataclass
+@dataclass(slots=True)
 class TokenBucket:
-    per_minute: int
+    per_minute: float
+    burst: float = 0.0
     tokens: float = field(init=False)
     stamp: float = field(default_factory=time.monotonic)
 
     def __post_init__(self) -> None:
-        self.tokens = float(self.per_minute)
+        if self.burst <= 0:
+            self.burst = float(self.per_minute)
+        self.tokens = self.burst
 
     def _refill(self) -> None:
         now = time.monotonic()
-        self.tokens = min(float(self.per_minute), self.tokens + (now - self.stamp) * self.per_minute / 60.0)
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.per_minute / 60.0)
         self.stamp = now
 
     def available(self) -> bool:
@@ -30,3 +33,13 @@ class TokenBucket:
             return False
         self.tokens -= 1.0
         return True
+
+    def give_back(self) -> None:
+        """Undoes a `take` whose event did not count after all."""
+        self._refill()
+        self.tokens = min(self.burst, self.tokens + 1.0)
+
+    def is_full(self) -> bool:
+        """A full bucket is as good as a new one: forgetting it loses nothing."""
+        self._refill()
+        return self.tokens >= self.burst

@@ -1,0 +1,145 @@
+"""Failed-CONNECT budgets per username and per source address, so guessing costs time and no argon2.
+
+A password attempt reserves a token in its address's and its username's bucket before anything is
+looked up, so a parallel flood is counted in full before its first answer (the argon2 queue's
+admission bounds how many hold one at a time). A failure keeps the tokens; anything else gives them
+back. Success does not refill: a device's own reconnects must not forgive the failures of someone
+guessing its password. A token or certificate attempt, answered after one quick lookup, only needs
+a token in its address's bucket and pays it if it fails: tokens held across the lookups of a burst
+of good CONNECTs from one NAT would refuse each other.
+
+Memory is bounded: a bucket whose tokens are all back is forgotten at once (a full bucket is as good
+as a new one), so only keys with recent failures, or an attempt in flight, take room; past
+`max_keys` the least recently used is forgotten early (counted in `forgotten`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import OrderedDict
+
+from ..settings import GatewaySettings
+from .ratelimit import TokenBucket
+
+# At most ~50-130 password failures a second reach argon2 (2 workers), so churning 10,000 usernames
+# takes longer than one refill period: forgetting a bucket early forgives nothing the refill would not.
+MAX_KEYS = 10_000
+
+
+class BucketMap:
+    """Token buckets by key, least recently used first, at most `max_keys` of them."""
+
+    def __init__(self, name: str, burst: int, per_minute: float, max_keys: int = MAX_KEYS) -> None:
+        self.name = name
+        """The setting that sizes the buckets, reported when one refuses."""
+        self._burst, self._per_minute, self._max_keys = burst, per_minute, max_keys
+        self._buckets: OrderedDict[str, TokenBucket] = OrderedDict()
+        self.forgotten = 0
+        """Buckets dropped before they refilled: only a flood of distinct keys does that."""
+
+    def __len__(self) -> int:
+        return len(self._buckets)
+
+    def available(self, key: str) -> bool:
+        bucket = self._buckets.get(key)
+        return bucket is None or bucket.available()
+
+    def take(self, key: str) -> bool:
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = TokenBucket(self._per_minute, self._burst)
+        else:
+            self._buckets.move_to_end(key)
+        taken = bucket.take()
+        self._prune()
+        return taken
+
+    def give_back(self, key: str) -> None:
+        bucket = self._buckets.get(key)
+        if bucket is None:  # forgotten meanwhile: it counts as full
+            return
+        bucket.give_back()
+        if bucket.is_full():
+            del self._buckets[key]
+
+    def _prune(self) -> None:
+        while self._buckets:
+            oldest = next(iter(self._buckets.values()))
+            if oldest.is_full():
+                self._buckets.popitem(last=False)
+            elif len(self._buckets) > self._max_keys:
+                self._buckets.popitem(last=False)
+                self.forgotten += 1
+            else:
+                return
+
+
+def address_key(address: str) -> str:
+    """IPv6 clients are counted by /64, the block one subscriber usually gets; IPv4 by address."""
+    if ":" not in address:
+        return address
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
+class Attempt:
+    """The tokens one CONNECT holds while its credential is checked, and those it owes if it fails."""
+
+    def __init__(
+        self,
+        held: list[tuple[BucketMap, str]],
+        owed: list[tuple[BucketMap, str]] | None = None,
+        throttled_by: str | None = None,
+    ) -> None:
+        self._held, self._owed = held, owed or []
+        self.throttled_by = throttled_by
+        """None, or the setting whose bucket was empty: the attempt holds nothing and is refused."""
+
+    def failed(self) -> None:
+        """A wrong secret: the tokens stay taken, and those owed are taken."""
+        for buckets, key in self._owed:
+            buckets.take(key)
+        self._held, self._owed = [], []
+
+    def release(self) -> None:
+        """Success, or a refusal that was no guess: the tokens go back."""
+        for buckets, key in self._held:
+            buckets.give_back(key)
+        self._held, self._owed = [], []
+
+
+class AuthThrottle:
+    def __init__(self, *, per_username: int, per_address: int, refill_per_minute: float, max_keys: int = MAX_KEYS):
+        self.usernames = BucketMap("auth_failures_per_username", per_username, refill_per_minute, max_keys)
+        self.addresses = BucketMap("auth_failures_per_address", per_address, refill_per_minute, max_keys)
+
+    @classmethod
+    def of(cls, settings: GatewaySettings) -> AuthThrottle:
+        return cls(
+            per_username=settings.auth_failures_per_username,
+            per_address=settings.auth_failures_per_address,
+            refill_per_minute=settings.auth_failure_refill_per_minute,
+        )
+
+    def reserve(self, address: str | None, password_username: str | None) -> Attempt:
+        """What an attempt counts against; refused (`throttled_by`), holding nothing, if a bucket is empty."""
+        at = [(self.addresses, address_key(address))] if address else []
+        if password_username is None:
+            for buckets, key in at:
+                if not buckets.available(key):
+                    return Attempt([], throttled_by=buckets.name)
+            return Attempt([], owed=at)
+        held: list[tuple[BucketMap, str]] = []
+        for buckets, key in [*at, (self.usernames, password_username)]:
+            if not buckets.take(key):
+                Attempt(held).release()
+                return Attempt([], throttled_by=buckets.name)
+            held.append((buckets, key))
+        return Attempt(held)
