@@ -22,6 +22,7 @@ from .api.app import create_app
 from .auth.hashing import PasswordHasher
 from .broker import GatewayBroker
 from .connection import CloseReason
+from .datadir import DataDirLock, claim
 from .events import EventDispatcher
 from .identity import DeviceIdentity
 from .kp1.epmp import Epmp
@@ -82,10 +83,21 @@ class Gateway:
         self.ports: dict[str, int] = {}
         self._api: _EmbeddedApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._data_dir_lock: DataDirLock | None = None
 
     async def start(self) -> None:
+        """Claims the data directory first: a second gateway on it stops here (DataDirInUse), before it
+        could close the first one's sessions in the registry or overwrite its ports.json."""
+        self._data_dir_lock = claim(self.settings.data_dir)
+        try:
+            await self._start()
+        except BaseException:
+            self._data_dir_lock.release()
+            self._data_dir_lock = None
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
-        s.data_dir.mkdir(parents=True, exist_ok=True)
         await self.registry.open()
         recovered = await self.registry.connections.recover_node(s.node_id, reason=CloseReason.RESTART)
         if recovered:
@@ -107,7 +119,7 @@ class Gateway:
                 "certfile": str(self.tls.cert_path),
                 "keyfile": str(self.tls.key_path),
             }
-        config = {"listeners": listeners, "plugins": PLUGINS, "session_expiry_interval": 86_400}
+        config = {"listeners": listeners, "plugins": PLUGINS, "session_expiry_interval": s.session_expiry_seconds}
         self.broker = GatewayBroker(config, services=self.services, ssl_context_factory=self._server_ssl_context)
         try:
             await self.broker.start()
@@ -178,6 +190,9 @@ class Gateway:
         if self.broker is not None:
             await self.broker.shutdown()
         await self.registry.close()
+        if self._data_dir_lock is not None:
+            self._data_dir_lock.release()
+            self._data_dir_lock = None
         log.info("gateway node %s stopped", self.settings.node_id)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
@@ -24,6 +26,27 @@ def _migrations() -> list[tuple[int, str]]:
     return sorted(found)
 
 
+def _make_private(path: Path) -> None:
+    """The registry holds endpoint tokens and password hashes: 0600 whatever the umask.
+
+    Created 0600 before SQLite opens it, because SQLite's unix VFS gives the -wal and -shm files it
+    makes later the main file's mode. Files left looser by older versions are tightened here."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))
+    tightened = []
+    for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            if stat.S_IMODE(file.stat().st_mode) & 0o077:
+                file.chmod(0o600)
+                tightened.append(file.name)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:  # another owner's file: say so, the registry still opens
+            log.warning("registry: %s is open to other users and cannot be tightened: %s", file, exc)
+    if tightened:
+        log.warning("registry: %s tightened to mode 0600 (was open to other users)", ", ".join(tightened))
+
+
 class Database:
     """Owns the aiosqlite connections. WAL lets the reader see committed data while a write runs."""
 
@@ -34,7 +57,7 @@ class Database:
         self._write_lock = asyncio.Lock()
 
     async def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(_make_private, self.path)
         self._writer = await self._connect()
         try:
             await self._writer.execute("PRAGMA journal_mode = WAL")

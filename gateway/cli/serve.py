@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from ..datadir import DataDirInUse
 from ..settings import GatewaySettings, SettingsError, load_settings
 
 DataDirOption = Annotated[
@@ -44,6 +45,9 @@ def serve(
         logging.getLogger(noisy).setLevel(quiet)
     try:
         asyncio.run(_run(settings))
+    except DataDirInUse as exc:  # refused before touching anything: the other gateway serves on
+        typer.echo(f"mqtt-gateway: {exc}; stop it or use --data-dir", err=True)
+        raise typer.Exit(2) from None
     except Exception as exc:  # one clear line, not a traceback, for start-up failures
         typer.echo(f"mqtt-gateway: {exc}", err=True)
         raise typer.Exit(1) from None
