@@ -44,23 +44,34 @@ async def main(devices: int, connected: int, repeat: int) -> None:
             await reg.devices.import_devices("other", [f"o-{i}" for i in range(devices // 10)])
             imported = time.perf_counter() - t0
             t0 = time.perf_counter()
-            for device_id in ids[::max(1, devices // connected)][:connected]:
+            for device_id in ids[:: max(1, devices // connected)][:connected]:
                 record = await reg.credentials.find_token(device_id)
                 assert record is not None
                 await reg.connections.record_connect(
-                    session_key=f"big/{device_id}/c", tenant_id="big", device_id=device_id, node="n1",
-                    client_id="c", remote_address="127.0.0.1", credential_id=record.credential_id,
+                    session_key=f"big/{device_id}/c",
+                    tenant_id="big",
+                    device_id=device_id,
+                    node="n1",
+                    client_id="c",
+                    remote_address="127.0.0.1",
+                    credential_id=record.credential_id,
                     credential_version=record.version,
                 )
             connecting = time.perf_counter() - t0
             middle = ids[devices // 2]
             rows = [
-                ("connected now: first page of 1,000", await _timed(
-                    lambda: reg.connections.connected_devices("big", limit=1000), repeat)),
-                ("connected now: page of 1,000 from the middle", await _timed(
-                    lambda: reg.connections.connected_devices("big", after=middle, limit=1000), repeat)),
-                ("last connected: one device", await _timed(
-                    lambda: reg.connections.status("big", middle, log_entries=0), repeat)),
+                (
+                    "connected now: first page of 1,000",
+                    await _timed(lambda: reg.connections.connected_devices("big", limit=1000), repeat),
+                ),
+                (
+                    "connected now: page of 1,000 from the middle",
+                    await _timed(lambda: reg.connections.connected_devices("big", after=middle, limit=1000), repeat),
+                ),
+                (
+                    "last connected: one device",
+                    await _timed(lambda: reg.connections.status("big", middle, log_entries=0), repeat),
+                ),
             ]
             page = await reg.connections.connected_devices("big", limit=1000)
             assert len(page) == 1000
@@ -72,8 +83,10 @@ async def main(devices: int, connected: int, repeat: int) -> None:
     for name, (median, p95) in rows:
         table.add_row(name, f"{median:.2f}", f"{p95:.2f}")
     Console(width=120).print(table)
-    print(f"setup: import {devices:,} devices {imported:.1f} s; {connected:,} connects {connecting:.1f} s "
-          f"({connected / connecting:,.0f}/s through record_connect)")
+    print(
+        f"setup: import {devices:,} devices {imported:.1f} s; {connected:,} connects {connecting:.1f} s "
+        f"({connected / connecting:,.0f}/s through record_connect)"
+    )
 
 
 if __name__ == "__main__":

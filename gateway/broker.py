@@ -22,6 +22,8 @@ import contextlib
 import logging
 import math
 import ssl
+import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -30,25 +32,35 @@ from amqtt.broker import Broker
 from amqtt.contexts import Action, ListenerConfig, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.events import BrokerEvents
-from amqtt.mqtt.connack import NOT_AUTHORIZED
+from amqtt.mqtt.connack import NOT_AUTHORIZED, SERVER_UNAVAILABLE
 from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from .acl import TopicAccessPlugin
+from .admission import SocketAdmission, SocketTicket, enable_tcp_keepalive
 from .audit import audit
 from .auth.outcome import Refusal
 from .connect_packet import ConnectRejected, read_connect_packet
-from .connection import CloseReason, GatewayProtocolHandler, GatewayStreamWriter
-from .identity import CLIENT_ID_ATTR, DeviceIdentity, identity_of, session_key
+from .connection import QOS2_IDS_ATTR, CloseReason, GatewayProtocolHandler, GatewayStreamWriter, ReceivedMessage
+from .delivery import Delivery
+from .identity import CLIENT_ID_ATTR, DeviceIdentity, identity_of, owner_key, owner_of, session_key
 from .keyed_lock import KeyedLock
 from .kp1 import topic as kp1_topic
+from .kp1.epmp import Epmp
+from .router import Router
 from .services import GatewayServices
 
 log = logging.getLogger(__name__)
 
 TAKEOVER_WAIT = 5.0
+# Refusals that are a configured limit, not a credential problem: counted in `limitsHit` too.
+LIMIT_REFUSALS = frozenset(
+    {"max_connections", "max_pending_connects_per_address", "max_sessions_per_device", "tenant_max_connections"}
+)
 EPMP_ATTR = "gateway.epmp"
+# Session state a persistent session keeps across reconnects (everything else comes from the CONNECT).
+SESSION_STATE_ATTRS = frozenset({QOS2_IDS_ATTR})
 PERSISTENT_FIELDS = (
     "will_flag",
     "will_message",
@@ -77,10 +89,14 @@ class GatewayBroker(Broker):
         self.services = services
         self._ssl_context_factory = ssl_context_factory
         super().__init__(config)
+        settings = services.settings
         self._connections: dict[str, asyncio.Task[Any]] = {}
-        self._key_locks = KeyedLock()
+        self._owner_locks = KeyedLock()  # CONNECTs of one device (or service account), one at a time
+        self._owner_sessions: dict[str, set[str]] = {}  # owner -> its session keys, connected or kept
+        self._tenant_connected: Counter[str] = Counter()  # connected device sessions per tenant
+        self._offline_since: dict[str, float] = {}  # kept persistent sessions: since when (monotonic)
         self._device_order = KeyedLock()  # 10/EPMP requests of one device, in arrival order
-        self._open_sockets = 0
+        self._admission = SocketAdmission(settings.max_connections, settings.max_pending_connects_per_address)
         self._epmp_tasks: set[asyncio.Task[None]] = set()
         self._tls_listeners: dict[str, ssl.SSLContext] = {}
         self._closing = False
@@ -88,6 +104,7 @@ class GatewayBroker(Broker):
         if len(acl) != 1:
             raise AMQTTError("GatewayBroker needs exactly one TopicAccessPlugin")
         self._acl = acl[0]
+        self.router = Router(settings, services.metrics, self._allowed)
 
     # -- listeners ----------------------------------------------------------------------------
 
@@ -102,6 +119,15 @@ class GatewayBroker(Broker):
         if address and address.startswith("[") and address.endswith("]"):
             address = address[1:-1]  # amqtt keeps the brackets of an IPv6 literal
         return address, port
+
+    @property
+    def open_sockets(self) -> int:
+        """Sockets counted against `max_connections` right now (TLS ones from before the handshake)."""
+        return self._admission.open_sockets
+
+    def sessions_of(self, identity: DeviceIdentity) -> int:
+        """Sessions the device (or service account) holds: connected, or kept for a persistent client."""
+        return len(self._owner_sessions.get(owner_key(identity), ()))
 
     def bound_port(self, listener_name: str) -> int:
         server = self._servers[listener_name].instance
@@ -126,10 +152,29 @@ class GatewayBroker(Broker):
     async def stream_connected(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
     ) -> None:
-        context = self._tls_listeners.get(listener_name)
-        if context is not None and not await self._tls_handshake(writer, context):
+        """Every socket is admitted (and counted) before anything else, a TLS handshake included."""
+        peer = writer.get_extra_info("peername")
+        ticket = "shutting_down" if self._closing else self._admission.admit(str(peer[0]) if peer else "")
+        if isinstance(ticket, str):
+            self._refused(ticket, peer)
+            writer.transport.abort()
             return
-        await self._client_connected(listener_name, StreamReaderAdapter(reader), GatewayStreamWriter(writer))
+        connection = GatewayStreamWriter(writer)
+        try:
+            enable_tcp_keepalive(writer.get_extra_info("socket"))
+            context = self._tls_listeners.get(listener_name)
+            if context is None or await self._tls_handshake(writer, context):
+                await self._serve(listener_name, StreamReaderAdapter(reader), connection, ticket)
+        except Exception:
+            log.exception("connection handling failed")
+        finally:
+            self._admission.release(ticket)
+            connection.abort()
+
+    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        """amqtt's entry for websocket and external listeners: the gateway serves TCP listeners only."""
+        log.error("listener %s is not a TCP listener; the gateway serves only TCP and TLS", listener_name)
+        await writer.close()
 
     async def _tls_handshake(self, writer: asyncio.StreamWriter, context: ssl.SSLContext) -> bool:
         peer = writer.get_extra_info("peername")
@@ -139,55 +184,37 @@ class GatewayBroker(Broker):
             return True
         except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
             reason, detail = _tls_refusal(exc)
-            self.services.metrics.connects_refused[reason] += 1
-            audit(
-                "connect_refused",
-                logging.WARNING,
-                reason=reason,
-                remote=f"{peer[0]}:{peer[1]}" if peer else None,
-                detail=detail,
-            )
+            self._refused(reason, peer, detail=detail)
             writer.transport.abort()
             return False
 
     # -- one connection, start to end -----------------------------------------------------------
 
-    async def _client_connected(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
-        assert isinstance(writer, GatewayStreamWriter)
-        if self._closing or self._open_sockets >= self.services.settings.max_connections:
-            self._refused("max_connections" if not self._closing else "shutting_down", writer)
-            writer.abort()
-            return
-        self._open_sockets += 1
-        try:
-            await self._serve(listener_name, reader, writer)
-        except Exception:
-            log.exception("connection handling failed")
-        finally:
-            self._open_sockets -= 1
-            writer.abort()
-
-    async def _serve(self, listener_name: str, reader: ReaderAdapter, writer: GatewayStreamWriter) -> None:
+    async def _serve(
+        self, listener_name: str, reader: ReaderAdapter, writer: GatewayStreamWriter, ticket: SocketTicket
+    ) -> None:
         try:
             async with asyncio.timeout(self.services.settings.connect_timeout):
                 raw = await read_connect_packet(reader)
         except TimeoutError:
-            self._refused("connect_timeout", writer)
+            self._refused("connect_timeout", writer.get_peer_info())
             return
         except ConnectRejected as exc:
-            self._refused(exc.reason, writer)
+            self._refused(exc.reason, writer.get_peer_info())
             if exc.return_code is not None:
                 await self._send_connack(writer, exc.return_code)
             return
+        finally:
+            self._admission.connect_read(ticket)
         try:
             handler, incoming = await GatewayProtocolHandler.init_from_connect(
                 BufferReader(raw), writer, self.plugins_manager
             )
         except (MQTTError, AMQTTError, NoDataError, ValueError, UnicodeDecodeError) as exc:
-            self._refused("malformed_connect", writer, detail=str(exc))
+            self._refused("malformed_connect", writer.get_peer_info(), detail=str(exc))
             return
         assert isinstance(handler, GatewayProtocolHandler)
-        handler.max_packet_bytes = self.services.settings.max_packet_bytes
+        handler.configure(self.services.settings)
         if incoming.keep_alive > 0:
             incoming.keep_alive = math.ceil(incoming.keep_alive * 1.5)
 
@@ -200,34 +227,80 @@ class GatewayBroker(Broker):
         key = session_key(identity, mqtt_client_id)
         incoming.attributes[CLIENT_ID_ATTR] = mqtt_client_id
 
-        async with self._key_locks.hold(key):
-            await self._end_connection(key, CloseReason.TAKEN_OVER)
-            session = await self._adopt_session(key, incoming)
-            handler.attach(session, reader, writer)
-            self._sessions[key] = (session, handler)
-            self._connections[key] = asyncio.current_task()  # type: ignore[assignment]
-            session.transitions.connect()
-            # Re-validated inside the registry transaction: a revocation that committed while we
-            # authenticated refuses here; one that commits later finds this session to close.
-            recorded = await self._record_connect(key, identity, mqtt_client_id, session)
-        if not recorded:
-            self.services.metrics.connects_refused[Refusal.SESSION_REVOKED.value] += 1
-            audit(
-                "connect_refused",
-                logging.WARNING,
-                reason=Refusal.SESSION_REVOKED.value,
-                tenant=identity.tenant_id,
-                device=identity.device_id,
-            )
-            await self._unbind(key, session, handler, discard=True)
-            await self._send_connack(writer, NOT_AUTHORIZED)
-            return
+        counted = False  # in the tenant's connected sessions
         try:
-            await self._run_session(session, handler)
+            async with self._owner_locks.hold(owner_key(identity)):
+                await self._end_connection(key, CloseReason.TAKEN_OVER)
+                limit = await self._make_room(key, identity)
+                if limit is not None:
+                    self._refused(limit, writer.get_peer_info(), identity=identity)
+                    await self._send_connack(writer, SERVER_UNAVAILABLE)
+                    return
+                counted = not identity.is_service
+                self._tenant_connected[identity.tenant_id] += counted
+                session = await self._adopt_session(key, incoming)
+                handler.attach(session, reader, writer)
+                self._bind(key, identity, session, handler)
+                delivery = self.router.delivery(key, session, on_slow=lambda: self._slow_consumer(key))
+                session.transitions.connect()
+                # Re-validated inside the registry transaction: a revocation that committed while we
+                # authenticated refuses here; one that commits later finds this session to close.
+                recorded = await self._record_connect(key, identity, mqtt_client_id, session)
+            if not recorded:
+                self._refused(Refusal.SESSION_REVOKED.value, writer.get_peer_info(), identity=identity)
+                await self._unbind(key, session, handler, discard=True)
+                await self._send_connack(writer, NOT_AUTHORIZED)
+                return
+            try:
+                await self._run_session(key, session, handler, delivery)
+            finally:
+                delivery.detach_from(handler)
+                await self._finish(key, identity, session, handler)
         finally:
-            await self._finish(key, identity, session, handler)
+            self._tenant_connected[identity.tenant_id] -= counted
+            if self._tenant_connected[identity.tenant_id] <= 0:
+                del self._tenant_connected[identity.tenant_id]
 
-    async def _run_session(self, session: Session, handler: GatewayProtocolHandler) -> None:
+    async def _make_room(self, key: str, identity: DeviceIdentity) -> str | None:
+        """The per-device and per-tenant session caps; None when the session may be bound. An offline
+        persistent session of the device gives way to a new connection (the oldest first)."""
+        settings = self.services.settings
+        waited = False
+        while True:
+            others = self._owner_sessions.get(owner_key(identity), set()) - {key}
+            if len(others) < settings.max_sessions_per_device:
+                break
+            ending = [self._connections[k] for k in others if k in self._connections and self._ending(k)]
+            if ending and not waited:  # a client that sent DISCONNECT (or went away) is leaving: wait, not refuse
+                await asyncio.wait(ending, timeout=TAKEOVER_WAIT)
+                waited = True
+                continue
+            offline = [k for k in others if k not in self._connections and k in self._sessions]
+            if not offline:
+                return "max_sessions_per_device"
+            oldest = min(offline, key=lambda k: self._offline_since.get(k, 0.0))
+            self.services.metrics.limits_hit["max_sessions_per_device"] += 1
+            await self._delete_session(oldest)
+        cap = identity.tenant_max_connections
+        if not identity.is_service and cap is not None and self._tenant_connected[identity.tenant_id] >= cap:
+            return "tenant_max_connections"
+        return None
+
+    def _ending(self, key: str) -> bool:
+        handler = self._sessions[key][1]
+        return isinstance(handler, GatewayProtocolHandler) and (
+            handler.close_reason is not None or handler.reader_done.is_set()
+        )
+
+    def _bind(self, key: str, identity: DeviceIdentity, session: Session, handler: GatewayProtocolHandler) -> None:
+        self._offline_since.pop(key, None)
+        self._sessions[key] = (session, handler)
+        self._owner_sessions.setdefault(owner_key(identity), set()).add(key)
+        self._connections[key] = asyncio.current_task()  # type: ignore[assignment]
+
+    async def _run_session(
+        self, key: str, session: Session, handler: GatewayProtocolHandler, delivery: Delivery
+    ) -> None:
         self.services.metrics.connects_accepted += 1
         identity = identity_of(session)
         audit(
@@ -243,9 +316,9 @@ class GatewayBroker(Broker):
             BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session
         )
         await handler.start()
-        await self._publish_session_retained_messages(session)
-        for subscription in self._subscriptions_of(session):
-            await self._publish_retained_messages_for_subscription(subscription, session)
+        delivery.attach(handler)  # what a persistent session queued while offline goes first
+        for topic_filter, qos in self.router.subscriptions_of(key):
+            self.router.replay_retained(key, topic_filter, qos)
         await self._client_message_loop(session, handler)
 
     async def _finish(
@@ -279,9 +352,42 @@ class GatewayBroker(Broker):
     async def _unbind(self, key: str, session: Session, handler: BrokerProtocolHandler, *, discard: bool) -> None:
         if self._connections.get(key) is asyncio.current_task():
             del self._connections[key]
+            self._offline_since[key] = time.monotonic()
         bound = self._sessions.get(key)
         if bound is not None and bound[1] is handler and discard:
             await self._delete_session(key)
+
+    async def _delete_session(self, client_id: str) -> None:
+        """amqtt's, with the session's subscriptions, queue and index entry."""
+        self._forget_key(client_id)
+        await super()._delete_session(client_id)
+
+    async def _cleanup_session(self, client_id: str) -> None:
+        """amqtt's (session expiry, shutdown), with the session's subscriptions, queue and index entry."""
+        self._forget_key(client_id)
+        await super()._cleanup_session(client_id)
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        """Subscriptions live in our index (gateway/subscriptions.py), not in amqtt's filter dict."""
+        self.router.index.remove_session(session.client_id)
+
+    def _del_subscription(self, a_filter: str, session: Session) -> int:
+        return int(self.router.unsubscribe(session.client_id, a_filter))
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        """One SUBSCRIBE filter: checked, capped per session, indexed; the SUBACK return code."""
+        topic_filter, qos = subscription
+        return self.router.subscribe(session.client_id, session, topic_filter, qos)
+
+    def _forget_key(self, key: str) -> None:
+        self.router.drop(key)
+        self._offline_since.pop(key, None)
+        owner = owner_of(key)
+        keys = self._owner_sessions.get(owner)
+        if keys is not None:
+            keys.discard(key)
+            if not keys:
+                del self._owner_sessions[owner]
 
     async def _adopt_session(self, key: str, incoming: Session) -> Session:
         existing = self._sessions.get(key)
@@ -294,7 +400,8 @@ class GatewayBroker(Broker):
         session = existing[0]
         for name in PERSISTENT_FIELDS:
             setattr(session, name, getattr(incoming, name))
-        session.attributes = dict(incoming.attributes)
+        kept = {k: v for k, v in session.attributes.items() if k in SESSION_STATE_ATTRS}
+        session.attributes = {**incoming.attributes, **kept}
         session.parent = 1
         return session
 
@@ -338,14 +445,24 @@ class GatewayBroker(Broker):
             async with asyncio.timeout(2):
                 await writer.drain()
 
-    def _refused(self, reason: str, writer: GatewayStreamWriter, detail: str | None = None) -> None:
+    def _refused(
+        self,
+        reason: str,
+        peer: tuple[str, int] | None,
+        *,
+        detail: str | None = None,
+        identity: DeviceIdentity | None = None,
+    ) -> None:
         self.services.metrics.connects_refused[reason] += 1
-        peer = writer.get_peer_info()
+        if reason in LIMIT_REFUSALS:
+            self.services.metrics.limits_hit[reason] += 1
         audit(
             "connect_refused",
             logging.WARNING,
             reason=reason,
             remote=f"{peer[0]}:{peer[1]}" if peer else None,
+            tenant=identity.tenant_id if identity else None,
+            device=identity.device_id if identity else None,
             detail=detail,
         )
 
@@ -385,10 +502,12 @@ class GatewayBroker(Broker):
     def _forget_retained(self, match: Callable[[DeviceIdentity], bool]) -> None:
         """A revoked or deleted identity's retained messages go too: a token given again later
         (POST .../tokens {"token"}) must not inherit what its previous holder left behind."""
-        for topic, message in list(self._retained_messages.items()):
-            identity = identity_of(message.source_session)
-            if identity is not None and match(identity):
-                del self._retained_messages[topic]
+        self.router.forget_retained(match)
+
+    def _slow_consumer(self, key: str) -> None:
+        bound = self._sessions.get(key)
+        if bound is not None and key in self._connections and isinstance(bound[1], GatewayProtocolHandler):
+            bound[1].close(CloseReason.SLOW_CONSUMER, "its queue filled up with QoS 1/2 messages")
 
     async def shutdown(self) -> None:
         self._closing = True
@@ -406,79 +525,129 @@ class GatewayBroker(Broker):
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: asyncio.Future[Any]
     ) -> bool:
         """amqtt's, minus the MESSAGE_RECEIVED event it fires before the ACL, plus 1/KP routing:
-        a request to a gateway extension is answered, not broadcast."""
+        a request to a gateway extension is answered, not broadcast. The message is acknowledged to
+        its publisher once this is done with it (a 10/EPMP request: once its write has committed)."""
         message = wait_deliver.result()
         if message is None:
             return True
-        topic = message.topic
-        if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
-            if isinstance(handler, GatewayProtocolHandler):  # [MQTT-3.3.2-2], [MQTT-4.7.2-1]
-                handler.close(CloseReason.PROTOCOL_ERROR, f"invalid PUBLISH topic {topic[:64]!r}")
-            return False
-        if not await self._topic_filtering(client_session, topic, Action.PUBLISH):
+        done: Callable[[], None] = message.done if isinstance(message, ReceivedMessage) else _nothing
+        try:
+            topic = message.topic
+            if topic.startswith("$"):  # [MQTT-4.7.2-1]: `$` topics are the gateway's
+                if isinstance(handler, GatewayProtocolHandler):
+                    # the topic is not echoed into the logs: it may hold an endpoint token
+                    handler.close(CloseReason.PROTOCOL_ERROR, "PUBLISH to a '$' topic")
+                return False
+            if not self._allowed(client_session, topic, Action.PUBLISH):
+                return True
+            request = kp1_topic.parse(topic) if self.services.epmp is not None else None
+            if request is not None and request.extension == self.services.settings.epmp_extension:
+                qos = message.qos or 0
+                if qos == 0:  # nothing to acknowledge: the reader may go on at once
+                    self._submit_epmp(client_session, request, bytes(message.data), qos, _nothing)
+                else:  # acknowledged once its write has committed
+                    self._submit_epmp(client_session, request, bytes(message.data), qos, done)
+                    done = _nothing
+                return True
+            await self.plugins_manager.fire_event(
+                BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=message
+            )
+            self.router.route(topic, bytes(message.data), message.qos or 0)
+            if message.publish_packet and message.publish_packet.retain_flag:
+                self.router.retain(client_session, topic, bytes(message.data), message.qos or 0)
             return True
-        request = kp1_topic.parse(topic) if self.services.epmp is not None else None
-        if request is not None and request.extension == self.services.settings.epmp_extension:
-            self._submit_epmp(client_session, request, bytes(message.data), message.qos or 0)
-            return True
-        await self.plugins_manager.fire_event(
-            BrokerEvents.MESSAGE_BROADCAST, client_id=client_session.client_id, message=message
-        )
-        await self._broadcast_message(client_session, topic, message.data)
-        if message.publish_packet and message.publish_packet.retain_flag:
-            await self.retain_message(client_session, topic, message.data, message.qos)
-        return True
+        finally:
+            done()
 
-    def _submit_epmp(self, session: Session, request: kp1_topic.Kp1Topic, payload: bytes, qos: int) -> None:
+    async def _broadcast_message(
+        self,
+        session: Session | None,
+        topic: str | None,
+        data: bytes | bytearray | None,
+        force_qos: int | None = None,
+    ) -> None:
+        """amqtt's entry for wills and plugin publishes: through our router (amqtt's broadcast loop
+        scans every filter, and spawns a task per subscriber that nothing bounds)."""
+        if topic and data is not None:
+            self.router.route(topic, bytes(data), 2 if force_qos is None else force_qos)
+
+    async def retain_message(
+        self,
+        source_session: Session | None,
+        topic_name: str | None,
+        data: bytes | bytearray | None,
+        qos: int | None = None,
+    ) -> None:
+        if topic_name:
+            self.router.retain(source_session, topic_name, bytes(data or b""), qos or 0)
+
+    def _submit_epmp(
+        self, session: Session, request: kp1_topic.Kp1Topic, payload: bytes, qos: int, done: Callable[[], None]
+    ) -> None:
         """A device's requests are answered in the order they arrived, whichever of its sessions sent
         them, so a read sees an earlier write even from another connection. At most `epmp_max_pending`
-        wait per session; the rest are dropped (counted), so one flood cannot starve other devices."""
+        wait per session; beyond that a request is refused with `/error` 429 (when it has a request id)
+        and counted, so one flood cannot starve other devices."""
         identity = identity_of(session)
-        if identity is None:
-            return
         state = session.attributes.setdefault(EPMP_ATTR, {"pending": 0})
+        epmp = self.services.epmp
+        if identity is None or epmp is None:
+            done()
+            return
         if state["pending"] >= self.services.settings.epmp_max_pending:
             self.services.metrics.epmp_dropped += 1
+            self.services.metrics.limits_hit["epmp_max_pending"] += 1
+            if request.request_id is not None:
+                reply = epmp.error_reply(request, 429, "too many requests pending; retry later")
+                self.router.route(reply.topic, reply.payload, qos)
+            done()
             return
         state["pending"] += 1
-        task = asyncio.create_task(self._answer_epmp(identity, state, request, payload, qos))
+        task = asyncio.create_task(self._answer_epmp(epmp, identity, state, request, payload, qos, done))
         self._epmp_tasks.add(task)
         task.add_done_callback(self._epmp_tasks.discard)
 
     async def _answer_epmp(
-        self, identity: DeviceIdentity, state: dict[str, int], request: kp1_topic.Kp1Topic, payload: bytes, qos: int
+        self,
+        epmp: Epmp,
+        identity: DeviceIdentity,
+        state: dict[str, int],
+        request: kp1_topic.Kp1Topic,
+        payload: bytes,
+        qos: int,
+        done: Callable[[], None],
     ) -> None:
         try:
             async with self._device_order.hold(f"{identity.tenant_id}/{identity.device_id}"):
-                epmp = self.services.epmp
-                if epmp is None:
-                    return
                 reply = await epmp.handle(identity, request, payload)
+                done()  # committed (or refused): now the PUBACK / PUBREC may go
                 self.services.metrics.epmp_requests[request.path or "(empty)"] += 1
                 if reply is not None:
-                    # Through the broadcast path: only sessions holding this token may receive it.
-                    await self._broadcast_message(None, reply.topic, reply.payload, qos)
+                    # Through the router: only sessions holding this token may receive it.
+                    self.router.route(reply.topic, reply.payload, qos)
         finally:
             state["pending"] -= 1
+            done()
 
     def event_consumers(self, tenant_id: str, topic: str) -> list[BrokerProtocolHandler]:
-        """Handlers of the tenant's connected service accounts subscribed to `topic`."""
-        consumers = []
-        for key, (session, handler) in self._sessions.items():
+        """Handlers of the tenant's connected service accounts subscribed to `topic` (found through
+        the subscription index: the cost does not grow with the number of connected devices)."""
+        consumers: dict[str, BrokerProtocolHandler] = {}
+        for key, _qos, _filter in self.router.index.match(topic):
+            bound = self._sessions.get(key)
+            if bound is None or key in consumers or key not in self._connections:
+                continue
+            session, handler = bound
             identity = identity_of(session)
             if identity is None or not identity.is_service or identity.tenant_id != tenant_id:
                 continue
-            if key not in self._connections or session.transitions.state != "connected":
-                continue
-            if not self._acl.allowed(session, topic, Action.RECEIVE):
-                continue
-            if any(self._matches(topic, topic_filter) for topic_filter, _ in self._subscriptions_of(session)):
-                consumers.append(handler)
-        return consumers
+            if session.transitions.state == "connected" and self._acl.allowed(session, topic, Action.RECEIVE):
+                consumers[key] = handler
+        return list(consumers.values())
 
-    # -- topic authorization and retained messages ---------------------------------------------
+    # -- topic authorization ------------------------------------------------------------------------
 
-    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+    def _allowed(self, session: Session | None, topic: str, action: Action) -> bool:
         allowed = self._acl.allowed(session, topic, action)
         if not allowed:
             if action == Action.PUBLISH:
@@ -487,30 +656,18 @@ class GatewayBroker(Broker):
                 self.services.metrics.subscriptions_denied += 1
         return allowed
 
-    def _subscriptions_of(self, session: Session) -> list[tuple[str, int]]:
-        return [
-            (topic_filter, qos)
-            for topic_filter, subscribers in self._subscriptions.items()
-            for subscriber, qos in subscribers
-            if subscriber.client_id == session.client_id
-        ]
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        return self._allowed(session, topic, action)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
     ) -> None:
         topic_filter, qos = subscription
-        handler = self._get_handler(session)
-        if handler is None:
-            return
-        tasks = [
-            asyncio.ensure_future(
-                handler.mqtt_publish(retained.topic, retained.data, min(qos, retained.qos or qos), retain=True)
-            )
-            for topic, retained in list(self._retained_messages.items())
-            if self._matches(topic, topic_filter) and self._acl.allowed(session, topic, Action.RECEIVE)
-        ]
-        if tasks:
-            await asyncio.wait(tasks)
+        self.router.replay_retained(session.client_id, topic_filter, qos)
+
+
+def _nothing() -> None:
+    pass
 
 
 _VERIFY_REASONS = {

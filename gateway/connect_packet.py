@@ -75,20 +75,38 @@ def _check_protocol(body: bytes) -> None:
         raise ConnectRejected(f"unsupported_protocol_level_{level}", UNACCEPTABLE_PROTOCOL_VERSION)
 
 
+def _check_flags(flags: int) -> None:
+    """[MQTT-3.1.2-3, -11, -13, -14, -15, -22]: the connect flags must be consistent."""
+    will = bool(flags & 0x04)
+    will_qos = (flags >> 3) & 0x03
+    if flags & 0x01:
+        raise ConnectRejected("reserved_connect_flag")
+    if will and will_qos == 3:
+        raise ConnectRejected("will_qos_3")
+    if not will and (will_qos or flags & 0x20):
+        raise ConnectRejected("will_flags_without_will")
+    if flags & 0x40 and not flags & 0x80:
+        raise ConnectRejected("password_without_username")
+
+
 def _check_strings(body: bytes) -> None:
     """[MQTT-1.5.3-1/2]: client id, will topic and username must be UTF-8 without U+0000, or the
-    connection is closed. (amqtt would turn invalid bytes into the text of a Python bytes literal.)"""
+    connection is closed. (amqtt would turn invalid bytes into the text of a Python bytes literal.)
+    The will topic is a topic name: no wildcards [MQTT-3.3.2-2]. Nothing may follow the last field."""
     name_len = int.from_bytes(body[:2], "big")
     pos = 2 + name_len + 1
     if len(body) < pos + 3:
         raise ConnectRejected("malformed_connect")
     flags = body[pos]
+    _check_flags(flags)
     pos += 3  # flags, keep-alive
     fields = ["client_id"]
     if flags & 0x04:
         fields += ["will_topic", "will_message"]
     if flags & 0x80:
         fields.append("username")
+    if flags & 0x40:
+        fields.append("password")
     for field in fields:
         if len(body) < pos + 2:
             raise ConnectRejected("malformed_connect")
@@ -97,7 +115,7 @@ def _check_strings(body: bytes) -> None:
         if len(value) != size:
             raise ConnectRejected("malformed_connect")
         pos += 2 + size
-        if field == "will_message":
+        if field in ("will_message", "password"):
             continue
         try:
             text = value.decode("utf-8")
@@ -105,3 +123,7 @@ def _check_strings(body: bytes) -> None:
             raise ConnectRejected("invalid_utf8") from None
         if "\x00" in text:
             raise ConnectRejected("invalid_utf8")
+        if field == "will_topic" and (not text or "+" in text or "#" in text):
+            raise ConnectRejected("invalid_will_topic")
+    if pos != len(body):
+        raise ConnectRejected("trailing_bytes_in_connect")

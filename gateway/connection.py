@@ -6,11 +6,13 @@ import asyncio
 import collections
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from amqtt.adapters import BufferReader, StreamWriterAdapter
+from amqtt.adapters import BufferReader, ReaderAdapter, StreamWriterAdapter, WriterAdapter
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt import packet_class
+from amqtt.mqtt.disconnect import DisconnectPacket
 from amqtt.mqtt.packet import (
     DISCONNECT,
     PINGREQ,
@@ -24,10 +26,23 @@ from amqtt.mqtt.packet import (
     MQTTFixedHeader,
 )
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.puback import PubackPacket
+from amqtt.mqtt.pubcomp import PubcompPacket
+from amqtt.mqtt.publish import PublishPacket
+from amqtt.mqtt.pubrec import PubrecPacket
+from amqtt.mqtt.pubrel import PubrelPacket
+from amqtt.session import IncomingApplicationMessage, Session
+
+from .packet_checks import check_packet
+from .settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 
 WRITER_CLOSE_TIMEOUT = 5.0
+# Packets read but not yet handled, per connection: beyond either bound the reader stops reading
+# (TCP pushes back on the client) until the oldest is done.
+MAX_UNFINISHED_PACKETS = 64
+QOS2_IDS_ATTR = "gateway.qos2_awaiting_pubrel"
 
 
 class CloseReason:
@@ -41,6 +56,7 @@ class CloseReason:
     SHUTDOWN = "gateway_shutdown"
     RESTART = "gateway_restart"
     PROTOCOL_ERROR = "protocol_error"
+    SLOW_CONSUMER = "slow_consumer"
 
 
 # What a client may send after CONNECT, and the handler method for it. Anything else (a second
@@ -59,15 +75,30 @@ _CLIENT_PACKETS = {
 
 
 class GatewayStreamWriter(StreamWriterAdapter):
-    """A writer that can be aborted at once and whose close cannot hang on a peer that stops reading."""
+    """A writer that can be aborted at once, whose close cannot hang on a peer that stops reading,
+    and whose every write gives up after `stall_timeout` seconds of a peer that does not read."""
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         super().__init__(writer)
         self.stream = writer
+        self.stall_timeout: float | None = None
+        self.on_stall: Callable[[], None] | None = None
 
     def abort(self) -> None:
         self.is_closed = True
         self.stream.transport.abort()
+
+    async def drain(self) -> None:
+        if self.is_closed:
+            return
+        try:
+            async with asyncio.timeout(self.stall_timeout):
+                await self.stream.drain()
+        except TimeoutError:
+            if self.on_stall is not None:
+                self.on_stall()
+            self.abort()
+            raise ConnectionResetError("the peer stopped reading") from None
 
     async def close(self) -> None:
         try:
@@ -77,14 +108,57 @@ class GatewayStreamWriter(StreamWriterAdapter):
             self.abort()
 
 
+class ReceivedMessage(IncomingApplicationMessage):
+    """A PUBLISH from the client. It is acknowledged (PUBACK, PUBREC) only when `processed` is
+    done: routed, or its 10/EPMP write committed. So an acknowledged message is never lost."""
+
+    def __init__(self, packet: PublishPacket) -> None:
+        super().__init__(packet.packet_id, packet.topic_name, packet.qos, packet.data, packet.retain_flag)
+        self.publish_packet = packet
+        self.processed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def done(self) -> None:
+        if not self.processed.done():
+            self.processed.set_result(None)
+
+
 class GatewayProtocolHandler(BrokerProtocolHandler):
-    """amqtt's handler with our reader loop: keep-alive enforced, packets bounded in size and read
-    whole before parsing, any malformed packet closes the connection; remembers why it closed."""
+    """amqtt's handler with our reader loop and incoming QoS flows: keep-alive enforced, packets
+    bounded in size and number and read whole, checked against MQTT 3.1.1 before parsing (any
+    violation closes the connection), acknowledged only once processed; remembers why it closed."""
 
     close_reason: str | None = None
     close_detail: str | None = None
     discard_session: bool = False
     max_packet_bytes: int = 1_048_576
+    max_qos2_awaiting_pubrel: int = 32
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Set when the reader loop has ended for good, however early: amqtt's disconnect waiter is
+        # made only after its reader started, so a client that sent CONNECT and reset at once ended
+        # the reader before the waiter existed, and the session waited forever (a ghost).
+        self.reader_done = asyncio.Event()
+        self.disconnect_packet: DisconnectPacket | None = None
+
+    def configure(self, settings: GatewaySettings) -> None:
+        self.max_packet_bytes = settings.max_packet_bytes
+        self.max_qos2_awaiting_pubrel = settings.max_qos2_awaiting_pubrel
+        self._stall_timeout = settings.slow_consumer_timeout
+
+    def attach(self, session: Session, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        super().attach(session, reader, writer)
+        if isinstance(writer, GatewayStreamWriter):
+            writer.stall_timeout = getattr(self, "_stall_timeout", None)
+            writer.on_stall = lambda: self.close(CloseReason.SLOW_CONSUMER, "did not read what was sent to it")
+
+    async def wait_disconnect(self) -> DisconnectPacket | None:
+        await self.reader_done.wait()
+        return self.disconnect_packet
+
+    async def handle_disconnect(self, disconnect: DisconnectPacket | None) -> None:
+        if disconnect is not None:
+            self.disconnect_packet = disconnect
 
     async def _reader_loop(self) -> None:
         """Replaces amqtt's: that one logs a malformed packet and reads on from the middle of it
@@ -95,8 +169,9 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
         self._reader_ready.set()
         try:
             while True:
-                while running and running[0].done():
-                    running.popleft()
+                while running and (running[0].done() or len(running) >= MAX_UNFINISHED_PACKETS):
+                    await asyncio.wait({running[0]})  # back-pressure: read on once the oldest is done
+                    _retrieve(running.popleft())
                 try:
                     # one deadline per packet (asyncio.timeout: no task per read, unlike wait_for)
                     async with asyncio.timeout(keep_alive):
@@ -114,6 +189,11 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
                         body = await self.reader.read(header.remaining_length) if header.remaining_length else b""
                 except TimeoutError:
                     self.handle_read_timeout()
+                    break
+                if len(body) != header.remaining_length:
+                    break  # EOF mid-packet: a socket error
+                if (violation := check_packet(header.packet_type, header.flags, body)) is not None:
+                    self.close(CloseReason.PROTOCOL_ERROR, violation)
                     break
                 try:
                     packet = await packet_class(header).from_stream(BufferReader(body), fixed_header=header)
@@ -142,10 +222,43 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
             if pending and self.close_reason not in (CloseReason.TAKEN_OVER, CloseReason.KICKED):
                 await asyncio.wait(pending, timeout=WRITER_CLOSE_TIMEOUT)
             while running:
-                running.popleft().cancel()
-            await self.handle_connection_closed()
+                task = running.popleft()
+                task.cancel()
+                task.add_done_callback(_retrieve)
             self._reader_stopped.set()
+            self.reader_done.set()
             await self.stop()
+
+    # -- incoming PUBLISH flows ([MQTT-4.3]) ---------------------------------------------------------
+
+    async def handle_publish(self, publish_packet: PublishPacket) -> None:
+        """QoS 0, 1 and 2 from the client. QoS 2 uses method B of [MQTT-4.3.3]: the message goes on at
+        once and only its packet id is kept until PUBREL, so unreleased QoS 2 messages hold no payload
+        and at most `max_qos2_awaiting_pubrel` ids; a duplicate PUBLISH of a kept id is not delivered again."""
+        assert self.session is not None
+        qos, packet_id = publish_packet.qos, publish_packet.packet_id
+        if qos == 2:
+            awaiting: set[int] = self.session.attributes.setdefault(QOS2_IDS_ATTR, set())
+            if packet_id in awaiting:
+                await self._send_packet(PubrecPacket.build(packet_id))
+                return
+            if len(awaiting) >= self.max_qos2_awaiting_pubrel:
+                limit = self.max_qos2_awaiting_pubrel
+                self.close(CloseReason.PROTOCOL_ERROR, f"more than {limit} QoS 2 messages awaiting PUBREL")
+                return
+            awaiting.add(packet_id)
+        message = ReceivedMessage(publish_packet)
+        self.session.delivered_message_queue.put_nowait(message)
+        await message.processed
+        if qos == 1:
+            await self._send_packet(PubackPacket.build(packet_id))
+        elif qos == 2:
+            await self._send_packet(PubrecPacket.build(packet_id))
+
+    async def handle_pubrel(self, pubrel: PubrelPacket) -> None:
+        assert self.session is not None
+        self.session.attributes.get(QOS2_IDS_ATTR, set()).discard(pubrel.packet_id)
+        await self._send_packet(PubcompPacket.build(pubrel.packet_id))
 
     def close(self, reason: str, detail: str | None = None, *, discard_session: bool = False) -> None:
         """Ends the connection now; the first reason given is the one logged."""
@@ -163,3 +276,12 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
     def note_client_disconnect(self) -> None:
         if self.close_reason is None:
             self.close_reason = CloseReason.CLIENT_DISCONNECT
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    """Reads a finished packet task's outcome, so a failure is logged once instead of lost."""
+    if task.cancelled():
+        return
+    exc = task.exception()
+    if exc is not None and not isinstance(exc, (ConnectionError, AMQTTError, MQTTError)):
+        log.warning("handling a packet failed: %r", exc)

@@ -58,8 +58,19 @@ def identity_of(session: Session | None) -> DeviceIdentity | None:
     return value if isinstance(value, DeviceIdentity) else None
 
 
+def owner_key(identity: DeviceIdentity) -> str:
+    """`<tenant>/<device>` (or `<tenant>/service:<account>`): whose sessions these are."""
+    owner = f"{identity.role}:{identity.device_id}" if identity.is_service else identity.device_id
+    return f"{identity.tenant_id}/{owner}"
+
+
 def session_key(identity: DeviceIdentity, client_id: str) -> str:
     """Broker-side session key. Namespaced by tenant and device, so a client id chosen by one device
     can never take over, resume or wipe another device's session (ids cannot contain '/')."""
-    owner = f"{identity.role}:{identity.device_id}" if identity.is_service else identity.device_id
-    return f"{identity.tenant_id}/{owner}/{client_id}"
+    return f"{owner_key(identity)}/{client_id}"
+
+
+def owner_of(key: str) -> str:
+    """The owner part of a session key (tenant and device ids contain no '/'; a client id may)."""
+    tenant, owner, _client_id = key.split("/", 2)
+    return f"{tenant}/{owner}"

@@ -53,7 +53,12 @@ class GatewaySettings(BaseSettings):
     event_retention_hours: float = Field(168.0, gt=0, description="outbox events are kept this long")
     connection_log_limit: int = Field(100, ge=1, le=100_000, description="connection log rows kept per device")
     api_max_body_bytes: int = Field(1_048_576, ge=1024)
-    password_hash_workers: int = Field(2, ge=1, le=64, description="concurrent password verifications")
+    password_hash_workers: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="concurrent password verifications (plus one for devices returning from a known address)",
+    )
     password_queue_deadline: float = Field(
         0.25, gt=0, le=30, description="seconds a password CONNECT may wait for an argon2 worker before it is refused"
     )
@@ -68,7 +73,7 @@ class GatewaySettings(BaseSettings):
     )
     # -- admission ------------------------------------------------------------------------------
     max_pending_connects_per_address: int = Field(
-        32, ge=1, description="sockets of one source address that have not completed CONNECT"
+        128, ge=1, description="sockets of one source address that have not completed CONNECT (mind NAT)"
     )
     max_sessions_per_device: int = Field(
         4, ge=1, description="sessions (connected or kept for a persistent client) of one device"
@@ -85,6 +90,9 @@ class GatewaySettings(BaseSettings):
         1000, ge=1, description="messages waiting for a session that does not read (or is offline)"
     )
     max_queued_bytes: int = Field(8_388_608, ge=1024, description="payload bytes waiting for one session")
+    slow_consumer_timeout: float = Field(
+        30.0, gt=0, le=3600, description="seconds a client may leave what we send unread before it is closed"
+    )
     session_expiry_seconds: int = Field(
         86_400, ge=0, description="a persistent session's state is kept this long after its client left"
     )

@@ -37,8 +37,10 @@ test_settings.__test__ = False  # type: ignore[attr-defined]
 
 
 @pytest.fixture
-async def gateway(tmp_path: Path) -> AsyncIterator[Gateway]:
-    gw = Gateway(test_settings(tmp_path / "data"))
+async def gateway(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
+    """`@pytest.mark.gateway_settings(name=value, ...)` on a test changes settings of its gateway."""
+    marker = request.node.get_closest_marker("gateway_settings")
+    gw = Gateway(test_settings(tmp_path / "data", **(marker.kwargs if marker else {})))
     await gw.start()
     try:
         yield gw

@@ -20,7 +20,7 @@ from amqtt.broker import Broker
 from gateway.runtime import Gateway
 from pki.devca import ensure_server_tls
 
-from .conftest import make_device, ok
+from .conftest import make_device, ok, wait_until
 from .wire import RawClient, connect_packet, publish_packet, subscribe_packet
 
 ACCEPTED = b"\x20\x02\x00\x00"
@@ -155,7 +155,7 @@ async def stale_tls_identity(t: Target) -> bool:
     assert await tls_client.read_packet() == ACCEPTED
     await tls_client.send(b"\xe0\x00")  # DISCONNECT
     await tls_client.close()
-    await asyncio.sleep(0.2)
+    await wait_until(lambda: _offline(t, "keep"))
     plain = await RawClient.open(t.port)
     await plain.send(connect_packet("keep", t.good[0], clean=False))
     assert await plain.read_packet() == b"\x20\x02\x01\x00"  # session present
@@ -231,18 +231,29 @@ async def test_sockets_over_max_connections_are_closed_at_once(tmp_path: Path) -
     await gw.start()
     try:
         held = [await RawClient.open(gw.ports["mqtt"]) for _ in range(2)]
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: _open_sockets(gw, 2))
         extra = await RawClient.open(gw.ports["mqtt"])
         assert await extra.closed_by_peer(0.5)
         for raw in [*held, extra]:
             await raw.close()
-        await asyncio.sleep(0.1)
+        await wait_until(lambda: _open_sockets(gw, 0))
         again = await RawClient.open(gw.ports["mqtt"])  # capacity is back
         assert await again.silent_for(0.3)
         await again.close()
         assert gw.services.metrics.connects_refused["max_connections"] == 1
     finally:
         await gw.stop()
+
+
+async def _open_sockets(gw: Gateway, n: int) -> bool:
+    assert gw.broker is not None
+    return gw.broker.open_sockets == n
+
+
+async def _offline(t: Target, client_id: str) -> bool:
+    """The session with this client id is kept and no longer connected (stock and gateway alike)."""
+    sessions = [s for key, (s, _) in t.sessions().items() if key.endswith(client_id)]
+    return bool(sessions) and sessions[0].transitions.state != "connected"
 
 
 async def test_resumed_session_is_reauthenticated(gateway: Gateway, api: httpx.AsyncClient) -> None:

@@ -80,3 +80,18 @@ def test_serve_stops_with_one_clear_line(tmp_path: Path) -> None:
 def test_missing_config_file(tmp_path: Path) -> None:
     with pytest.raises(SettingsError, match="does not exist"):
         load_settings(tmp_path / "nope.toml")
+
+
+def test_every_setting_is_documented_and_in_the_example() -> None:
+    """docs/configuration.md and config/gateway.example.toml name every setting, with its default."""
+    from gateway.settings import GatewaySettings
+
+    root = Path(__file__).parent.parent
+    docs = (root / "docs" / "configuration.md").read_text()
+    example = (root / "config" / "gateway.example.toml").read_text()
+    for name, field in GatewaySettings.model_fields.items():
+        assert f"| `{name}` | `GATEWAY_{name.upper()}` |" in docs, name
+        assert f"{name} = " in example, name
+        if isinstance(field.default, (int, float)) and not isinstance(field.default, bool):
+            row = next(line for line in docs.splitlines() if line.startswith(f"| `{name}` |"))
+            assert f"`{field.default}`" in row or f"`{field.default:g}`" in row, (name, row)

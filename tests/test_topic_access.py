@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import aiomqtt
 import httpx
 import pytest
@@ -141,7 +139,6 @@ async def test_dollar_topics_cannot_be_published(gateway: Gateway, api: httpx.As
         assert await raw.closed_by_peer(2.0)
     finally:
         await raw.close()
-    await asyncio.sleep(0)
 
 
 async def test_retained_messages_do_not_outlive_their_device(gateway: Gateway, api: httpx.AsyncClient) -> None:

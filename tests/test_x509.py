@@ -15,7 +15,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from gateway.runtime import Gateway
 
-from .conftest import connection, make_device, ok, outbox_events
+from .conftest import connection, make_device, ok, outbox_events, wait_until
 from .pki_helpers import NOW, Issued, device_tls, make_ca, make_device_cert
 from .wire import RawClient, connect_packet
 
@@ -201,6 +201,7 @@ async def test_token_devices_still_connect_over_tls_without_a_certificate(
     assert await tls_connack(gateway, None, username=token) == ACCEPTED
 
 
+@pytest.mark.gateway_settings(max_sessions_per_device=50)  # 50 client ids of one device at once
 async def test_fifty_simultaneous_first_connects_create_one_device(
     gateway: Gateway, api: httpx.AsyncClient, tmp_path: Path
 ) -> None:
@@ -227,13 +228,18 @@ async def test_disconnect_during_provisioning_leaves_nothing_half_made(
         )
         writer.write(connect_packet("gone", None))
         writer.transport.abort()
-    await asyncio.sleep(0.3)
+    await wait_until(lambda: _no_sockets(gateway))  # every vanished connection has been dealt with
     devices = await ok(api.get("/v1/tenants/acme/devices"))
     if devices:  # either the whole device with both credentials, or nothing
         creds = await gateway.registry.credentials.list("acme", "flaky")
         assert sorted(c.kind.value for c in creds) == ["token", "x509"]
     assert await tls_connack(gateway, device) == ACCEPTED
     assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["flaky"]
+
+
+async def _no_sockets(gateway: Gateway) -> bool:
+    assert gateway.broker is not None
+    return gateway.broker.open_sockets == 0
 
 
 # -- attacks ------------------------------------------------------------------------------------

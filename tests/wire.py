@@ -49,16 +49,60 @@ def connect_packet(
     return b"\x10" + _remaining(len(body)) + body
 
 
+def packet(first_byte: int, body: bytes) -> bytes:
+    """Any packet: the first byte (type and flags, as sent, right or wrong) and the body."""
+    return bytes([first_byte]) + _remaining(len(body)) + body
+
+
 def subscribe_packet(packet_id: int, topic: str, qos: int = 0) -> bytes:
-    body = struct.pack("!H", packet_id) + _str(topic) + bytes([qos])
-    return b"\x82" + _remaining(len(body)) + body
+    return subscribe_many(packet_id, [(topic, qos)])
 
 
-def publish_packet(topic: str, payload: bytes, *, retain: bool = False, packet_id: int | None = None) -> bytes:
-    """QoS 0, or QoS 1 when a packet id is given."""
-    qos1 = packet_id is not None
-    body = _str(topic) + (struct.pack("!H", packet_id) if qos1 else b"") + payload
-    return bytes([0x30 | (0x02 if qos1 else 0) | (0x01 if retain else 0)]) + _remaining(len(body)) + body
+def subscribe_many(packet_id: int, filters: list[tuple[str, int]]) -> bytes:
+    body = struct.pack("!H", packet_id) + b"".join(_str(t) + bytes([q]) for t, q in filters)
+    return packet(0x82, body)
+
+
+def unsubscribe_packet(packet_id: int, filters: list[str]) -> bytes:
+    return packet(0xA2, struct.pack("!H", packet_id) + b"".join(_str(t) for t in filters))
+
+
+def publish_packet(
+    topic: str | bytes,
+    payload: bytes,
+    *,
+    retain: bool = False,
+    packet_id: int | None = None,
+    qos: int | None = None,
+    dup: bool = False,
+) -> bytes:
+    """QoS 0, or QoS 1 when a packet id is given (or the QoS given, even an invalid one)."""
+    if qos is None:
+        qos = 1 if packet_id is not None else 0
+    body = _str(topic) + (struct.pack("!H", packet_id) if packet_id is not None else b"") + payload
+    return packet(0x30 | (0x08 if dup else 0) | (qos << 1) | (0x01 if retain else 0), body)
+
+
+def ack_packet(kind: int, packet_id: int) -> bytes:
+    """PUBACK (4), PUBREC (5), PUBREL (6, flags 0x02) or PUBCOMP (7)."""
+    return packet((kind << 4) | (0x02 if kind == 6 else 0), struct.pack("!H", packet_id))
+
+
+def publish_fields(data: bytes) -> tuple[int, str, int | None, bytes]:
+    """(QoS, topic, packet id, payload) of a PUBLISH packet as read by RawClient.read_packet."""
+    qos = (data[0] >> 1) & 0x03
+    pos = 1
+    while data[pos] & 0x80:
+        pos += 1
+    pos += 1
+    size = struct.unpack("!H", data[pos : pos + 2])[0]
+    topic = data[pos + 2 : pos + 2 + size].decode()
+    pos += 2 + size
+    packet_id = None
+    if qos:
+        packet_id = struct.unpack("!H", data[pos : pos + 2])[0]
+        pos += 2
+    return qos, topic, packet_id, data[pos:]
 
 
 class RawClient:

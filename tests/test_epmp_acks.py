@@ -1,0 +1,94 @@
+"""Security issue, item 9: an acknowledged 10/EPMP request is durable, and a request the pending
+limit refuses is answered 429 instead of vanishing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+from pathlib import Path
+
+import httpx
+import pytest
+
+from gateway.runtime import Gateway
+
+from .conftest import admin_http, make_device, ok, served_ports, spawn_gateway, test_settings
+from .wire import RawClient, ack_packet, connect_packet, publish_fields, publish_packet, subscribe_packet
+
+ACCEPTED = b"\x20\x02\x00\x00"
+
+
+async def test_every_acknowledged_request_survives_kill_9(tmp_path: Path) -> None:
+    """QoS 1 writes are PUBACKed only after they commit: kill -9 right after a PUBACK loses none."""
+    data_dir = tmp_path / "data"
+    proc = spawn_gateway(data_dir, "durable-node")
+    acked: list[int] = []
+    try:
+        ports = await served_ports(data_dir, proc)
+        async with admin_http(data_dir, ports) as api:
+            token = await make_device(api, app_version="v1")
+        raw = await RawClient.open(ports["mqtt"])
+        await raw.send(connect_packet("d", token))
+        assert await raw.read_packet() == ACCEPTED
+        topic = f"kp1/v1/epmx/{token}/update/keys"
+        # 300 writes in flight at once; the gateway dies right after the 100th acknowledgement
+        await raw.send(
+            b"".join(publish_packet(topic, json.dumps({f"k{i}": i}).encode(), packet_id=i) for i in range(1, 301))
+        )
+        while len(acked) < 100:
+            reply = await raw.read_packet(timeout=10)
+            assert reply is not None and reply[0] == 0x40, reply
+            acked.append(int.from_bytes(reply[2:4], "big"))
+        proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(proc.wait, 5)
+        await raw.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    gw = Gateway(test_settings(data_dir, node_id="durable-node"))
+    await gw.start()
+    try:
+        stored = await gw.registry.metadata.get("acme", "dev-1")
+        lost = [i for i in acked if stored.get(f"k{i}") != i]
+        assert lost == [], f"acknowledged but lost: {lost}"
+        assert len(stored) >= len(acked)
+    finally:
+        await gw.stop()
+
+
+@pytest.mark.gateway_settings(epmp_max_pending=1)
+async def test_requests_over_the_pending_limit_are_answered_429(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    token = await make_device(api, app_version="v1")
+    raw = await RawClient.open(gateway.ports["mqtt"])
+    try:
+        await raw.send(connect_packet("d", token) + subscribe_packet(1, f"kp1/v1/epmx/{token}/#", qos=1))
+        assert await raw.read_packet() == ACCEPTED
+        assert await raw.read_packet() == b"\x90\x03\x00\x01\x01"
+        base = f"kp1/v1/epmx/{token}/update/keys"
+        await raw.send(b"".join(publish_packet(f"{base}/{i}", json.dumps({f"k{i}": i}).encode()) for i in range(1, 51)))
+        answers: dict[int, tuple[str, bytes]] = {}
+        while len(answers) < 50:
+            reply = await raw.read_packet(timeout=5)
+            assert reply is not None
+            qos, topic, packet_id, payload = publish_fields(reply)
+            if qos:
+                await raw.send(ack_packet(4, packet_id or 0))
+            request_id, outcome = topic.removeprefix(base + "/").split("/")
+            assert int(request_id) not in answers, "one answer per request"
+            answers[int(request_id)] = (outcome, payload)
+        refused = {i for i, (outcome, _) in answers.items() if outcome == "error"}
+        assert refused, "the flood went over the limit of 1 pending request"
+        for i in refused:
+            assert json.loads(answers[i][1]) == {
+                "statusCode": 429,
+                "reasonPhrase": "too many requests pending; retry later",
+            }
+        served = set(answers) - refused
+        assert 1 in served and all(answers[i] == ("status", b"") for i in served)
+        stored = await ok(api.get("/v1/tenants/acme/devices/dev-1/metadata"))
+        assert set(stored) == {f"k{i}" for i in served}  # a refused request wrote nothing
+        metrics = await ok(api.get("/v1/metrics"))
+        assert metrics["epmpDropped"] == len(refused)
+    finally:
+        await raw.close()
