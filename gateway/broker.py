@@ -58,7 +58,6 @@ TAKEOVER_WAIT = 5.0
 LIMIT_REFUSALS = frozenset(
     {"max_connections", "max_pending_connects_per_address", "max_sessions_per_device", "tenant_max_connections"}
 )
-EPMP_ATTR = "gateway.epmp"
 # Session state a persistent session keeps across reconnects (everything else comes from the CONNECT).
 SESSION_STATE_ATTRS = frozenset({QOS2_IDS_ATTR})
 PERSISTENT_FIELDS = (
@@ -98,6 +97,7 @@ class GatewayBroker(Broker):
         self._device_order = KeyedLock()  # 10/EPMP requests of one device, in arrival order
         self._admission = SocketAdmission(settings.max_connections, settings.max_pending_connects_per_address)
         self._epmp_tasks: set[asyncio.Task[None]] = set()
+        self._epmp_pending: Counter[str] = Counter()  # per device, whichever of its connections sent them
         self._tls_listeners: dict[str, ssl.SSLContext] = {}
         self._closing = False
         acl = [p for p in self.plugins_manager.plugins if isinstance(p, TopicAccessPlugin)]
@@ -128,6 +128,10 @@ class GatewayBroker(Broker):
     def sessions_of(self, identity: DeviceIdentity) -> int:
         """Sessions the device (or service account) holds: connected, or kept for a persistent client."""
         return len(self._owner_sessions.get(owner_key(identity), ()))
+
+    def epmp_pending(self, owner: str) -> int:
+        """10/EPMP requests of a device (`<tenant>/<device>`) waiting to be answered."""
+        return self._epmp_pending[owner]
 
     def bound_port(self, listener_name: str) -> int:
         server = self._servers[listener_name].instance
@@ -160,11 +164,13 @@ class GatewayBroker(Broker):
             writer.transport.abort()
             return
         connection = GatewayStreamWriter(writer)
+        # one connect_timeout for the TLS handshake and the CONNECT together (docs/security.md)
+        deadline = asyncio.get_running_loop().time() + self.services.settings.connect_timeout
         try:
             enable_tcp_keepalive(writer.get_extra_info("socket"))
             context = self._tls_listeners.get(listener_name)
-            if context is None or await self._tls_handshake(writer, context):
-                await self._serve(listener_name, StreamReaderAdapter(reader), connection, ticket)
+            if context is None or await self._tls_handshake(writer, context, deadline):
+                await self._serve(listener_name, StreamReaderAdapter(reader), connection, ticket, deadline)
         except Exception:
             log.exception("connection handling failed")
         finally:
@@ -176,10 +182,10 @@ class GatewayBroker(Broker):
         log.error("listener %s is not a TCP listener; the gateway serves only TCP and TLS", listener_name)
         await writer.close()
 
-    async def _tls_handshake(self, writer: asyncio.StreamWriter, context: ssl.SSLContext) -> bool:
+    async def _tls_handshake(self, writer: asyncio.StreamWriter, context: ssl.SSLContext, deadline: float) -> bool:
         peer = writer.get_extra_info("peername")
         try:
-            async with asyncio.timeout(self.services.settings.connect_timeout):
+            async with asyncio.timeout_at(deadline):
                 await writer.start_tls(context)
             return True
         except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
@@ -191,10 +197,15 @@ class GatewayBroker(Broker):
     # -- one connection, start to end -----------------------------------------------------------
 
     async def _serve(
-        self, listener_name: str, reader: ReaderAdapter, writer: GatewayStreamWriter, ticket: SocketTicket
+        self,
+        listener_name: str,
+        reader: ReaderAdapter,
+        writer: GatewayStreamWriter,
+        ticket: SocketTicket,
+        deadline: float,
     ) -> None:
         try:
-            async with asyncio.timeout(self.services.settings.connect_timeout):
+            async with asyncio.timeout_at(deadline):
                 raw = await read_connect_packet(reader)
         except TimeoutError:
             self._refused("connect_timeout", writer.get_peer_info())
@@ -252,7 +263,7 @@ class GatewayBroker(Broker):
                 await self._send_connack(writer, NOT_AUTHORIZED)
                 return
             try:
-                await self._run_session(key, session, handler, delivery)
+                await self._run_session(session, handler, delivery)
             finally:
                 delivery.detach_from(handler)
                 await self._finish(key, identity, session, handler)
@@ -265,6 +276,9 @@ class GatewayBroker(Broker):
         """The per-device and per-tenant session caps; None when the session may be bound. An offline
         persistent session of the device gives way to a new connection (the oldest first)."""
         settings = self.services.settings
+        cap = identity.tenant_max_connections
+        if not identity.is_service and cap is not None and self._tenant_connected[identity.tenant_id] >= cap:
+            return "tenant_max_connections"  # before evicting anything: a refused CONNECT changes nothing
         waited = False
         while True:
             others = self._owner_sessions.get(owner_key(identity), set()) - {key}
@@ -281,9 +295,8 @@ class GatewayBroker(Broker):
             oldest = min(offline, key=lambda k: self._offline_since.get(k, 0.0))
             self.services.metrics.limits_hit["max_sessions_per_device"] += 1
             await self._delete_session(oldest)
-        cap = identity.tenant_max_connections
         if not identity.is_service and cap is not None and self._tenant_connected[identity.tenant_id] >= cap:
-            return "tenant_max_connections"
+            return "tenant_max_connections"  # checked again: the waits above let others in
         return None
 
     def _ending(self, key: str) -> bool:
@@ -298,9 +311,7 @@ class GatewayBroker(Broker):
         self._owner_sessions.setdefault(owner_key(identity), set()).add(key)
         self._connections[key] = asyncio.current_task()  # type: ignore[assignment]
 
-    async def _run_session(
-        self, key: str, session: Session, handler: GatewayProtocolHandler, delivery: Delivery
-    ) -> None:
+    async def _run_session(self, session: Session, handler: GatewayProtocolHandler, delivery: Delivery) -> None:
         self.services.metrics.connects_accepted += 1
         identity = identity_of(session)
         audit(
@@ -316,9 +327,10 @@ class GatewayBroker(Broker):
             BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session
         )
         await handler.start()
-        delivery.attach(handler)  # what a persistent session queued while offline goes first
-        for topic_filter, qos in self.router.subscriptions_of(key):
-            self.router.replay_retained(key, topic_filter, qos)
+        # What a persistent session queued while offline goes first. Retained messages are sent when a
+        # subscription is made [MQTT-3.3.1-6], not again on every resume (they would duplicate what
+        # was queued, and on a full queue close the client as a slow consumer each time it returns).
+        delivery.attach(handler)
         await self._client_message_loop(session, handler)
 
     async def _finish(
@@ -589,12 +601,12 @@ class GatewayBroker(Broker):
         wait per session; beyond that a request is refused with `/error` 429 (when it has a request id)
         and counted, so one flood cannot starve other devices."""
         identity = identity_of(session)
-        state = session.attributes.setdefault(EPMP_ATTR, {"pending": 0})
         epmp = self.services.epmp
         if identity is None or epmp is None:
             done()
             return
-        if state["pending"] >= self.services.settings.epmp_max_pending:
+        owner = owner_key(identity)
+        if self._epmp_pending[owner] >= self.services.settings.epmp_max_pending:
             self.services.metrics.epmp_dropped += 1
             self.services.metrics.limits_hit["epmp_max_pending"] += 1
             if request.request_id is not None:
@@ -602,8 +614,8 @@ class GatewayBroker(Broker):
                 self.router.route(reply.topic, reply.payload, qos)
             done()
             return
-        state["pending"] += 1
-        task = asyncio.create_task(self._answer_epmp(epmp, identity, state, request, payload, qos, done))
+        self._epmp_pending[owner] += 1
+        task = asyncio.create_task(self._answer_epmp(epmp, identity, request, payload, qos, done))
         self._epmp_tasks.add(task)
         task.add_done_callback(self._epmp_tasks.discard)
 
@@ -611,7 +623,6 @@ class GatewayBroker(Broker):
         self,
         epmp: Epmp,
         identity: DeviceIdentity,
-        state: dict[str, int],
         request: kp1_topic.Kp1Topic,
         payload: bytes,
         qos: int,
@@ -626,7 +637,10 @@ class GatewayBroker(Broker):
                     # Through the router: only sessions holding this token may receive it.
                     self.router.route(reply.topic, reply.payload, qos)
         finally:
-            state["pending"] -= 1
+            owner = owner_key(identity)
+            self._epmp_pending[owner] -= 1
+            if self._epmp_pending[owner] <= 0:
+                del self._epmp_pending[owner]
             done()
 
     def event_consumers(self, tenant_id: str, topic: str) -> list[BrokerProtocolHandler]:

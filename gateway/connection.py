@@ -25,7 +25,7 @@ from amqtt.mqtt.packet import (
     UNSUBSCRIBE,
     MQTTFixedHeader,
 )
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler, Subscription, UnSubscription
 from amqtt.mqtt.puback import PubackPacket
 from amqtt.mqtt.pubcomp import PubcompPacket
 from amqtt.mqtt.publish import PublishPacket
@@ -140,11 +140,17 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
         # the reader before the waiter existed, and the session waited forever (a ghost).
         self.reader_done = asyncio.Event()
         self.disconnect_packet: DisconnectPacket | None = None
+        # amqtt's are unbounded and its handle_subscribe returns at once, so SUBSCRIBE/UNSUBSCRIBE
+        # packets never counted against MAX_UNFINISHED_PACKETS: one waiting at most, the rest push back
+        self._pending_subscriptions: asyncio.Queue[Subscription] = asyncio.Queue(maxsize=1)
+        self._pending_unsubscriptions: asyncio.Queue[UnSubscription] = asyncio.Queue(maxsize=1)
+        self.max_filters_per_packet = 1000
 
     def configure(self, settings: GatewaySettings) -> None:
         self.max_packet_bytes = settings.max_packet_bytes
         self.max_qos2_awaiting_pubrel = settings.max_qos2_awaiting_pubrel
         self._stall_timeout = settings.slow_consumer_timeout
+        self.max_filters_per_packet = max(1000, settings.max_subscriptions_per_session)
 
     def attach(self, session: Session, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         super().attach(session, reader, writer)
@@ -190,9 +196,14 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
                 except TimeoutError:
                     self.handle_read_timeout()
                     break
+                except MQTTError as exc:  # e.g. a remaining length of more than 4 bytes
+                    self.close(CloseReason.PROTOCOL_ERROR, str(exc))
+                    break
                 if len(body) != header.remaining_length:
                     break  # EOF mid-packet: a socket error
-                if (violation := check_packet(header.packet_type, header.flags, body)) is not None:
+                if (
+                    violation := check_packet(header.packet_type, header.flags, body, self.max_filters_per_packet)
+                ) is not None:
                     self.close(CloseReason.PROTOCOL_ERROR, violation)
                     break
                 try:
@@ -254,6 +265,26 @@ class GatewayProtocolHandler(BrokerProtocolHandler):
             await self._send_packet(PubackPacket.build(packet_id))
         elif qos == 2:
             await self._send_packet(PubrecPacket.build(packet_id))
+
+    # Acknowledgements of messages we never sent (or no longer wait for): amqtt logs a WARNING for
+    # each, so 40 kB of stray acks became 1.2 MB of log. They are counted and dropped.
+    stray_acks: int = 0
+
+    async def handle_puback(self, puback: PubackPacket) -> None:
+        self._acknowledge(self._puback_waiters, puback.packet_id, puback)
+
+    async def handle_pubrec(self, pubrec: PubrecPacket) -> None:
+        self._acknowledge(self._pubrec_waiters, pubrec.packet_id, pubrec)
+
+    async def handle_pubcomp(self, pubcomp: PubcompPacket) -> None:
+        self._acknowledge(self._pubcomp_waiters, pubcomp.packet_id, pubcomp)
+
+    def _acknowledge(self, waiters: dict[int, asyncio.Future[Any]], packet_id: int, packet: Any) -> None:
+        waiter = waiters.get(packet_id)
+        if waiter is None or waiter.done():
+            self.stray_acks += 1
+            return
+        waiter.set_result(packet)
 
     async def handle_pubrel(self, pubrel: PubrelPacket) -> None:
         assert self.session is not None

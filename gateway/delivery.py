@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 
 from .audit import topic_hint
+from .connection import CloseReason, GatewayProtocolHandler
 from .metrics import Metrics
 
 log = logging.getLogger(__name__)
@@ -39,6 +40,11 @@ class Outgoing:
     data: bytes
     qos: int
     retain: bool = False
+
+    @property
+    def size(self) -> int:
+        """What the message holds: a topic can be 65,535 bytes, more than most payloads."""
+        return len(self.topic) + len(self.data)
 
 
 class Delivery:
@@ -73,7 +79,7 @@ class Delivery:
         if not self.connected and (message.qos == 0 or not self.persistent):
             return  # nobody to send it to, and nothing the session must keep
         self._queue.append(message)
-        self._bytes += len(message.data)
+        self._bytes += message.size
         self._enforce_bounds()
         self._ready.set()
 
@@ -88,7 +94,7 @@ class Delivery:
                     self._on_slow()  # a connected client that cannot keep up with QoS 1/2 traffic
                 victim = self._queue[0]
             self._queue.remove(victim)
-            self._bytes -= len(victim.data)
+            self._bytes -= victim.size
             self._metrics.messages_dropped += 1
 
     # -- the sender, while a connection is attached ----------------------------------------------------
@@ -114,7 +120,7 @@ class Delivery:
             self._sender = None
         if self._unacked and self.persistent:
             self._queue.extendleft(reversed(list(self._unacked.values())))
-            self._bytes += sum(len(m.data) for m in self._unacked.values())
+            self._bytes += sum(m.size for m in self._unacked.values())
         self._unacked.clear()
         if not self.persistent:
             self._queue.clear()
@@ -122,7 +128,7 @@ class Delivery:
         else:  # an offline session keeps QoS 1/2 only
             kept = [m for m in self._queue if m.qos > 0]
             self._queue = collections.deque(kept)
-            self._bytes = sum(len(m.data) for m in kept)
+            self._bytes = sum(m.size for m in kept)
 
     async def _send(self, handler: BrokerProtocolHandler) -> None:
         window = asyncio.Semaphore(self._limits.max_inflight)
@@ -133,13 +139,13 @@ class Delivery:
                     self._ready.clear()
                     await self._ready.wait()
                 message = self._queue.popleft()
-                self._bytes -= len(message.data)
+                self._bytes -= message.size
                 if message.qos == 0:
                     await handler.mqtt_publish(message.topic, message.data, 0, message.retain)
                     continue
-                await window.acquire()
                 seq = next(self._seq)
-                self._unacked[seq] = message
+                self._unacked[seq] = message  # before waiting: a cancelled wait must not lose it
+                await window.acquire()
                 task = asyncio.create_task(self._acknowledged(handler, seq, message, window))
                 acks.add(task)
                 task.add_done_callback(acks.discard)
@@ -160,9 +166,11 @@ class Delivery:
             await handler.mqtt_publish(message.topic, message.data, message.qos, message.retain)
             self._unacked.pop(seq, None)
         except TimeoutError:  # amqtt waits 5 s for PUBACK/PUBREC/PUBCOMP; MQTT 3.1.1 resends only on reconnect
-            self._unacked.pop(seq, None)
+            # keep it unacknowledged and end the connection: detach() puts it back for a persistent
+            # session, which gets it again when it returns (a clean session loses it with the session)
             self._metrics.limits_hit["ack_timeout"] += 1
-            self._metrics.messages_dropped += 1
+            if isinstance(handler, GatewayProtocolHandler):  # this connection, not whichever holds the key now
+                handler.close(CloseReason.SLOW_CONSUMER, "no acknowledgement within amqtt's 5 s")
         except (ConnectionError, OSError):
             pass  # stays unacknowledged: detach() puts it back for a persistent session
         except Exception as exc:

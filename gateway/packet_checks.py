@@ -91,49 +91,46 @@ def check_publish(flags: int, body: bytes) -> str | None:
     return None
 
 
-def check_subscribe(body: bytes) -> str | None:
+def check_filters(body: bytes, *, subscribe: bool, max_filters: int | None = None) -> str | None:
+    """SUBSCRIBE (each filter followed by a requested-QoS byte) or UNSUBSCRIBE: a packet id that is not 0,
+    at least one filter [MQTT-3.8.3-3, 3.10.3-2], none empty [MQTT-4.7.3-1], all UTF-8."""
+    name = "SUBSCRIBE" if subscribe else "UNSUBSCRIBE"
     if body[:2] == b"\x00\x00":
-        return "SUBSCRIBE with packet identifier 0"  # [MQTT-2.3.1-1]
-    filters, problem = _strings(body, 2, 1)
+        return f"{name} with packet identifier 0"  # [MQTT-2.3.1-1]
+    trailer = 1 if subscribe else 0
+    filters, problem = _strings(body, 2, trailer)
     if problem is not None:
-        return f"SUBSCRIBE: {problem}"
+        return f"{name}: {problem}"
     if not filters:
-        return "SUBSCRIBE without a topic filter"  # [MQTT-3.8.3-3]
+        return f"{name} without a topic filter"
+    if max_filters is not None and len(filters) > max_filters:
+        return f"{name} with more than {max_filters} topic filters"
     pos = 2
     for topic_filter in filters:
         pos += 2 + len(topic_filter)
-        if body[pos] > 2:  # requested QoS 3, or reserved bits set [MQTT-3.8.3-4]
+        if subscribe and body[pos] > 2:  # requested QoS 3, or reserved bits set [MQTT-3.8.3-4]
             return f"SUBSCRIBE with requested QoS byte {body[pos]:#x}"
-        pos += 1
+        pos += trailer
         if not topic_filter:
-            return "SUBSCRIBE with an empty topic filter"  # [MQTT-4.7.3-1]
-        if (problem := _text(topic_filter, "SUBSCRIBE topic filter")) is not None:
+            return f"{name} with an empty topic filter"
+        if (problem := _text(topic_filter, f"{name} topic filter")) is not None:
             return problem
     return None
 
 
-def check_unsubscribe(body: bytes) -> str | None:
-    if body[:2] == b"\x00\x00":
-        return "UNSUBSCRIBE with packet identifier 0"  # [MQTT-2.3.1-1]
-    filters, problem = _strings(body, 2, 0)
-    if problem is not None:
-        return f"UNSUBSCRIBE: {problem}"
-    if not filters:
-        return "UNSUBSCRIBE without a topic filter"  # [MQTT-3.10.3-2]
-    for topic_filter in filters:
-        if (problem := _text(topic_filter, "UNSUBSCRIBE topic filter")) is not None:
-            return problem
-    return None
+# Packets whose remaining length is fixed by the standard ([MQTT-3.4.1] ... [MQTT-3.14.1]).
+_FIXED_LENGTH = {PUBACK: 2, PUBREC: 2, PUBREL: 2, PUBCOMP: 2, PINGREQ: 0, DISCONNECT: 0}
 
 
-def check_packet(packet_type: int, flags: int, body: bytes) -> str | None:
+def check_packet(packet_type: int, flags: int, body: bytes, max_filters: int | None = None) -> str | None:
     """The whole-packet checks, in the order a reader should apply them."""
     if (problem := check_flags(packet_type, flags)) is not None:
         return problem
+    length = _FIXED_LENGTH.get(packet_type)
+    if length is not None and len(body) != length:
+        return f"packet type {packet_type} with a remaining length of {len(body)}, not {length}"
     if packet_type == PUBLISH:
         return check_publish(flags, body)
-    if packet_type == SUBSCRIBE:
-        return check_subscribe(body)
-    if packet_type == UNSUBSCRIBE:
-        return check_unsubscribe(body)
+    if packet_type in (SUBSCRIBE, UNSUBSCRIBE):
+        return check_filters(body, subscribe=packet_type == SUBSCRIBE, max_filters=max_filters)
     return None

@@ -60,25 +60,25 @@ class RetainedStore:
                 self._drop(old)
             return None
         more = 0 if old is not None and old.owner == message.owner else 1
-        extra = len(message.data) - (len(old.data) if old is not None and old.owner == message.owner else 0)
+        extra = _size(message) - (_size(old) if old is not None and old.owner == message.owner else 0)
         limits = self._limits
         if self._count[message.owner] + more > limits.per_owner:
             return "max_retained_per_device"
         if self._bytes[message.owner] + extra > limits.per_owner_bytes:
             return "max_retained_bytes_per_device"
         replaced = 1 if old is not None else 0
-        replaced_bytes = len(old.data) if old is not None else 0
+        replaced_bytes = _size(old) if old is not None else 0
         if len(self._messages) - replaced + 1 > limits.total:
             return "max_retained_messages"
-        if self._total_bytes - replaced_bytes + len(message.data) > limits.total_bytes:
+        if self._total_bytes - replaced_bytes + _size(message) > limits.total_bytes:
             return "max_retained_bytes"
         if old is not None:
             self._drop(old)
         self._messages[message.topic] = message
         self._by_head.setdefault(_head(message.topic), set()).add(message.topic)
         self._count[message.owner] += 1
-        self._bytes[message.owner] += len(message.data)
-        self._total_bytes += len(message.data)
+        self._bytes[message.owner] += _size(message)
+        self._total_bytes += _size(message)
         return None
 
     def matching(self, topic_filter: str) -> Iterator[Retained]:
@@ -106,11 +106,15 @@ class RetainedStore:
         if not self._by_head[head]:
             del self._by_head[head]
         self._count[message.owner] -= 1
-        self._bytes[message.owner] -= len(message.data)
-        self._total_bytes -= len(message.data)
+        self._bytes[message.owner] -= _size(message)
+        self._total_bytes -= _size(message)
         if self._count[message.owner] <= 0:
             del self._count[message.owner]
             del self._bytes[message.owner]
+
+
+def _size(message: Retained) -> int:
+    return len(message.topic) + len(message.data)
 
 
 def _head(topic: str) -> str:

@@ -20,6 +20,9 @@ from .settings import GatewaySettings
 from .subscriptions import SubscriptionIndex, valid_filter
 
 SUBSCRIBE_FAILURE = 0x80
+# One trie node per filter level: a 65,535-byte filter of '/' would be 65,000 nodes (~26 MB).
+MAX_FILTER_LEVELS = 32
+MAX_FILTER_BYTES = 1024
 
 Allowed = Callable[[Session | None, str, Action], bool]
 
@@ -76,6 +79,9 @@ class Router:
 
     def subscribe(self, key: str, session: Session, topic_filter: str, qos: int) -> int:
         """The SUBACK return code for one filter: the granted QoS, or 0x80."""
+        if len(topic_filter) > MAX_FILTER_BYTES or topic_filter.count("/") >= MAX_FILTER_LEVELS:
+            self._metrics.limits_hit["max_filter_size"] += 1
+            return SUBSCRIBE_FAILURE
         if not valid_filter(topic_filter) or not self._allowed(session, topic_filter, Action.SUBSCRIBE):
             return SUBSCRIBE_FAILURE
         held = self.index.filters_of(key)

@@ -49,7 +49,9 @@ class GatewaySettings(BaseSettings):
     epmp_max_keys: int = Field(256, ge=1, description="metadata keys per device")
     epmp_max_value_bytes: int = Field(16_384, ge=16, description="one metadata value, as compact JSON")
     epmp_max_key_length: int = Field(128, ge=1, le=4096)
-    epmp_max_pending: int = Field(100, ge=1, description="10/EPMP requests queued per session; more are dropped")
+    epmp_max_pending: int = Field(
+        100, ge=1, description="10/EPMP requests queued per device (all its connections); more get 429"
+    )
     event_retention_hours: float = Field(168.0, gt=0, description="outbox events are kept this long")
     connection_log_limit: int = Field(100, ge=1, le=100_000, description="connection log rows kept per device")
     api_max_body_bytes: int = Field(1_048_576, ge=1024)

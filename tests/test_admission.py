@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import ssl
 import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -90,7 +91,7 @@ async def _no_sockets(gateway: Gateway) -> bool:
 
 @pytest.fixture
 async def limited(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Gateway]:
-    gw = Gateway(test_settings(tmp_path / "data", connect_timeout=5.0, **request.param))
+    gw = Gateway(test_settings(tmp_path / "data", **{"connect_timeout": 5.0, **request.param}))
     await gw.start()
     try:
         yield gw
@@ -258,3 +259,47 @@ async def test_one_shot_clients_in_a_row_are_not_refused_by_the_session_cap(limi
     finally:
         await held.close()
     assert limited.services.metrics.limits_hit["max_sessions_per_device"] == 0
+
+
+async def test_a_refused_connect_evicts_nothing(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """The tenant cap is checked before an offline persistent session is dropped to make room."""
+    await ok(api.post("/v1/tenants", json={"id": "acme", "maxConnections": 1}), 201)
+    token = await make_device(api, "acme", "d1")
+    other = await make_device(api, "acme", "d2")
+    port = gateway.ports["mqtt"]
+    for client_id in ("kept-1", "kept-2", "kept-3", "kept-4"):  # d1 at its device cap, all offline
+        raw = await RawClient.open(port)
+        await raw.send(connect_packet(client_id, token, clean=False))
+        assert await raw.read_packet() == ACCEPTED
+        await raw.send(b"\xe0\x00")
+        assert await raw.closed_by_peer(2.0)
+        await raw.close()
+    await wait_until(lambda: _device_sessions(api, "d1", 0))
+    holder = await RawClient.open(port)
+    await holder.send(connect_packet("h", other))
+    assert await holder.read_packet() == ACCEPTED  # the tenant is at its cap now
+    try:
+        assert await connack(port, connect_packet("new", token)) == SERVER_UNAVAILABLE
+    finally:
+        await holder.close()
+    await wait_until(lambda: _device_sessions(api, "d2", 0))
+    assert await connack(port, connect_packet("kept-1", token, clean=False)) == b"\x20\x02\x01\x00"
+
+
+@pytest.mark.parametrize("limited", [{"connect_timeout": 2.0}], indirect=True)
+async def test_tls_handshake_and_connect_share_one_deadline(limited: Gateway) -> None:
+    """connect_timeout covers the TLS handshake and the CONNECT together (each had a full one)."""
+    assert limited.tls is not None
+    context = ssl.create_default_context(cafile=str(limited.tls.ca_path))
+    loop = asyncio.get_running_loop()
+    reader, writer = await asyncio.open_connection("127.0.0.1", limited.ports["mqtts"])
+    accepted = loop.time()
+    await asyncio.sleep(1.5)  # the attack: a slow ClientHello, just inside the deadline
+    await writer.start_tls(context, server_hostname="localhost")
+    raw = RawClient(reader, writer)
+    try:
+        assert await raw.closed_by_peer(3.0)  # and then no CONNECT at all
+        assert loop.time() - accepted < 2.9  # closed at the one 2 s deadline, not 1.5 s + 2 s
+    finally:
+        await raw.close()
+    assert limited.services.metrics.connects_refused["connect_timeout"] == 1

@@ -7,13 +7,14 @@ import asyncio
 import json
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
 from gateway.runtime import Gateway
 
-from .conftest import admin_http, make_device, ok, served_ports, spawn_gateway, test_settings
+from .conftest import admin_http, make_device, ok, served_ports, spawn_gateway, test_settings, wait_until
 from .wire import RawClient, ack_packet, connect_packet, publish_fields, publish_packet, subscribe_packet
 
 ACCEPTED = b"\x20\x02\x00\x00"
@@ -92,3 +93,50 @@ async def test_requests_over_the_pending_limit_are_answered_429(gateway: Gateway
         assert metrics["epmpDropped"] == len(refused)
     finally:
         await raw.close()
+
+
+@pytest.mark.gateway_settings(epmp_max_pending=2)
+async def test_the_pending_limit_is_per_device_not_per_connection(
+    gateway: Gateway, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device with many connections had `epmp_max_pending` per connection (2,480 pending, +271 MB)."""
+    epmp = gateway.services.epmp
+    assert epmp is not None
+    gate = asyncio.Event()
+    serve = epmp.handle
+
+    async def gated(identity: Any, request: Any, payload: bytes) -> Any:
+        await gate.wait()
+        return await serve(identity, request, payload)
+
+    monkeypatch.setattr(epmp, "handle", gated)
+    token = await make_device(api, app_version="v1")
+    base = f"kp1/v1/epmx/{token}/get"
+    first, second = await RawClient.open(gateway.ports["mqtt"]), await RawClient.open(gateway.ports["mqtt"])
+    try:
+        for name, raw in (("a", first), ("b", second)):
+            await raw.send(connect_packet(name, token) + subscribe_packet(1, f"kp1/v1/epmx/{token}/#"))
+            assert await raw.read_packet() == ACCEPTED
+            assert (await raw.read_packet() or b"")[0] == 0x90
+        await first.send(publish_packet(f"{base}/1", b"") + publish_packet(f"{base}/2", b""))
+        await wait_until(lambda: _pending(gateway, 2))
+        await second.send(publish_packet(f"{base}/3", b""))  # the device already has 2 waiting
+        replies = []
+        for raw in (first, second):  # the 429 goes to every session of the device subscribed there
+            reply = await raw.read_packet(timeout=5)
+            assert reply is not None
+            replies.append(publish_fields(reply)[1])
+        assert replies == [f"{base}/3/error"] * 2
+        gate.set()
+        answered = {publish_fields(await first.read_packet(timeout=5) or b"")[1] for _ in range(2)}
+        assert answered == {f"{base}/1/status", f"{base}/2/status"}
+    finally:
+        gate.set()
+        await first.close()
+        await second.close()
+    assert (await ok(api.get("/v1/metrics")))["epmpDropped"] == 1
+
+
+async def _pending(gateway: Gateway, n: int) -> bool:
+    assert gateway.broker is not None
+    return gateway.broker.epmp_pending("acme/dev-1") == n

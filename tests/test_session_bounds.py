@@ -276,6 +276,13 @@ async def _offline(api: httpx.AsyncClient) -> bool:
     return (await connection(api, "acme", "dev-1"))["connected"] is False
 
 
+async def _kept_offline(gateway: Gateway) -> bool:
+    """The persistent session `kept` of dev-1 is held, without a connection."""
+    assert gateway.broker is not None
+    delivery = gateway.broker.router.delivery_of("acme/dev-1/kept")
+    return delivery is not None and not delivery.connected
+
+
 async def test_unacknowledged_messages_are_sent_again_on_resume(gateway: Gateway, api: httpx.AsyncClient) -> None:
     token = await make_device(api)
     topic = f"kp1/v1/dcx/{token}/again"
@@ -303,3 +310,152 @@ async def test_unacknowledged_messages_are_sent_again_on_resume(gateway: Gateway
 async def test_metrics_report_the_limits(gateway: Gateway, api: httpx.AsyncClient) -> None:
     metrics = await ok(api.get("/v1/metrics"))
     assert metrics["limitsHit"] == {} and metrics["messagesDropped"] == 0
+
+
+# -- found by attacking the first version of this layer -------------------------------------------------------
+
+
+async def test_oversized_filters_are_refused_and_many_filters_in_one_packet_close(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    """A filter is one trie node per level: a 64 KiB filter of '/' was 65,000 nodes (~26 MB)."""
+    token = await make_device(api)
+    raw = await _client(gateway, token, "deep")
+    try:
+        base = f"kp1/v1/dcx/{token}"
+        assert await _suback(raw, 1, [(base + "/" * 60, 0), (base + "/" + "x" * 2000, 0), (base + "/ok", 0)]) == [
+            0x80,
+            0x80,
+            0,
+        ]
+        await raw.send(subscribe_many(2, [(f"{base}/{i}", 0) for i in range(1001)]))
+        assert await raw.closed_by_peer(2.0)
+    finally:
+        await raw.close()
+    assert gateway.services.metrics.limits_hit["max_filter_size"] == 2
+
+
+@pytest.mark.gateway_settings(max_inflight_messages=2)
+async def test_nothing_is_lost_when_a_full_window_is_cut(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """A message taken off the queue while the in-flight window was full was in neither the queue nor
+    the unacknowledged set when the connection ended: it was lost."""
+    token = await make_device(api)
+    topic = f"kp1/v1/dcx/{token}/w"
+    kept = await _client(gateway, token, "kept", clean=False)
+    assert await _suback(kept, 1, [(topic, 1)]) == [1]
+    pub = await _client(gateway, token, "pub")
+    try:
+        for i in range(1, 6):
+            await pub.send(publish_packet(topic, b"%d" % i, packet_id=i))
+            assert await pub.read_packet() == ack_packet(4, i)
+        first = [publish_fields(await kept.read_packet() or b"")[3] for _ in range(2)]
+        assert first == [b"1", b"2"]  # the window is full; 3 waits for it
+    finally:
+        await pub.close()
+    await kept.close()  # gone without acknowledging anything
+    back = await RawClient.open(gateway.ports["mqtt"])
+    try:
+        await back.send(connect_packet("kept", token, clean=False))
+        assert await back.read_packet() == b"\x20\x02\x01\x00"
+        got = []
+        for _ in range(5):
+            message = await back.read_packet()
+            assert message is not None
+            _qos, _topic, packet_id, payload = publish_fields(message)
+            got.append(payload)
+            await back.send(ack_packet(4, packet_id or 0))
+        assert got == [b"1", b"2", b"3", b"4", b"5"]
+    finally:
+        await back.close()
+
+
+@pytest.mark.gateway_settings(max_queued_messages=20)
+async def test_a_full_offline_queue_does_not_lock_its_session_out(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """Retained messages were replayed into the queue on every resume: with a full QoS 1 queue that
+    closed the returning client as a slow consumer, every time."""
+    token = await make_device(api)
+    topic = f"kp1/v1/dcx/{token}/full"
+    pub = await _client(gateway, token, "pub")
+    await pub.send(publish_packet(topic, b"retained", retain=True, packet_id=1))
+    assert await pub.read_packet() == ack_packet(4, 1)
+    kept = await _client(gateway, token, "kept", clean=False)
+    assert await _suback(kept, 1, [(topic, 1)]) == [1]
+    assert publish_fields(await kept.read_packet() or b"")[3] == b"retained"
+    await kept.send(b"\xe0\x00")
+    await kept.close()
+    await wait_until(lambda: _kept_offline(gateway))
+    try:
+        for i in range(2, 22):
+            await pub.send(publish_packet(topic, b"%d" % i, packet_id=i))
+            assert await pub.read_packet() == ack_packet(4, i)
+    finally:
+        await pub.close()
+    back = await RawClient.open(gateway.ports["mqtt"])
+    try:
+        await back.send(connect_packet("kept", token, clean=False))
+        assert await back.read_packet() == b"\x20\x02\x01\x00"
+        got = []
+        for _ in range(20):
+            message = await back.read_packet()
+            assert message is not None
+            _qos, _topic, packet_id, payload = publish_fields(message)
+            got.append(payload)
+            await back.send(ack_packet(4, packet_id or 0))
+        assert got == [b"%d" % i for i in range(2, 22)]
+        assert await back.silent_for(0.3)  # no retained copy on top, and not closed
+    finally:
+        await back.close()
+
+
+@pytest.mark.gateway_settings(max_queued_bytes=4096)
+async def test_queued_bytes_count_the_topic_too(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """A topic can be 65,535 bytes, more than most payloads: bounds on payload bytes alone held 58 MB."""
+    token = await make_device(api)
+    long_topic = f"kp1/v1/dcx/{token}/" + "t" * 900
+    kept = await _client(gateway, token, "kept", clean=False)
+    assert await _suback(kept, 1, [(long_topic, 1)]) == [1]
+    await kept.send(b"\xe0\x00")
+    await kept.close()
+    await wait_until(lambda: _offline(api))
+    pub = await _client(gateway, token, "pub")
+    try:
+        for i in range(1, 31):
+            await pub.send(publish_packet(long_topic, b"x", packet_id=i))
+            assert await pub.read_packet() == ack_packet(4, i)
+    finally:
+        await pub.close()
+    assert gateway.broker is not None
+    delivery = gateway.broker.router.delivery_of("acme/dev-1/kept")
+    assert delivery is not None and delivery.queued_bytes <= 4096 and len(delivery) <= 4
+
+
+@pytest.mark.gateway_settings(max_inflight_messages=1)
+async def test_an_unacknowledged_message_is_kept_when_the_ack_never_comes(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    """amqtt gives up on a PUBACK after 5 s; the message used to be dropped then. Now the connection
+    is closed (slow_consumer) and the message stays for the persistent session."""
+    token = await make_device(api)
+    topic = f"kp1/v1/dcx/{token}/late"
+    kept = await _client(gateway, token, "kept", clean=False)
+    assert await _suback(kept, 1, [(topic, 1)]) == [1]
+    pub = await _client(gateway, token, "pub")
+    try:
+        await pub.send(publish_packet(topic, b"B0", packet_id=1))
+        assert await pub.read_packet() == ack_packet(4, 1)
+    finally:
+        await pub.close()
+    first = await kept.read_packet()
+    assert first is not None and publish_fields(first)[3] == b"B0"
+    assert await kept.closed_by_peer(8.0)  # never acknowledged: closed after amqtt's 5 s
+    await kept.close()
+    back = await RawClient.open(gateway.ports["mqtt"])
+    try:
+        await back.send(connect_packet("kept", token, clean=False))
+        assert await back.read_packet() == b"\x20\x02\x01\x00"
+        again = await back.read_packet()
+        assert again is not None and publish_fields(again)[3] == b"B0"
+    finally:
+        await back.close()
+    log = (await connection(api, "acme", "dev-1"))["log"]
+    assert any(e["reason"] == "slow_consumer" for e in log)
