@@ -44,7 +44,15 @@ from .auth.outcome import Refusal
 from .connect_packet import ConnectRejected, read_connect_packet
 from .connection import QOS2_IDS_ATTR, CloseReason, GatewayProtocolHandler, GatewayStreamWriter, ReceivedMessage
 from .delivery import Delivery
-from .identity import CLIENT_ID_ATTR, DeviceIdentity, identity_of, owner_key, owner_of, session_key
+from .identity import (
+    CLIENT_ID_ATTR,
+    RETRY_LATER_ATTR,
+    DeviceIdentity,
+    identity_of,
+    owner_key,
+    owner_of,
+    session_key,
+)
 from .keyed_lock import KeyedLock
 from .kp1 import topic as kp1_topic
 from .kp1.epmp import Epmp
@@ -230,7 +238,8 @@ class GatewayBroker(Broker):
             incoming.keep_alive = math.ceil(incoming.keep_alive * 1.5)
 
         if not await self._authenticate(incoming, self.listeners_config[listener_name]):
-            await self._send_connack(writer, NOT_AUTHORIZED)
+            retry = incoming.attributes.get(RETRY_LATER_ATTR, False)
+            await self._send_connack(writer, SERVER_UNAVAILABLE if retry else NOT_AUTHORIZED)
             return
         identity = identity_of(incoming)
         assert identity is not None and incoming.client_id is not None

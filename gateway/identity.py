@@ -12,6 +12,8 @@ from registry.models import AuthRecord, CredentialKind
 IDENTITY_ATTR = "gateway.identity"
 SERVICE = "service"
 CLIENT_ID_ATTR = "gateway.client_id"
+RETRY_LATER_ATTR = "gateway.retry_later"
+"""Set by authentication when it refused for the gateway's own reasons: CONNACK 3 instead of 5."""
 
 
 @dataclass(frozen=True, slots=True)

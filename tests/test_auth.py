@@ -153,3 +153,20 @@ async def test_given_token_and_generated_token_entropy(gateway: Gateway, api: ht
     generated = await ok(api.post("/v1/tenants/acme/devices/dev-1/tokens"), 201)
     assert len(generated["token"]) >= 22  # 128+ bits in URL-safe base64
     assert set(generated["token"]) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
+
+
+async def test_a_registry_failure_says_come_back_later(
+    gateway: Gateway, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The credential was not judged: CONNACK 3 (server unavailable), which clients retry, not 5."""
+    token = await make_device(api)
+
+    async def broken(_token: str) -> None:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(gateway.registry.credentials, "find_token", broken)
+    assert await connack(gateway.ports["mqtt"], connect_packet("c", token)) == b"\x20\x02\x00\x03"
+    assert (await ok(api.get("/v1/metrics")))["connectsRefused"] == {"registry_unavailable": 1}
+    monkeypatch.undo()
+    async with mqtt(gateway, token):
+        pass

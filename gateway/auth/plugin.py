@@ -17,7 +17,7 @@ from amqtt.session import Session
 
 from ..acl import decide
 from ..audit import audit, secret_hint
-from ..identity import IDENTITY_ATTR
+from ..identity import IDENTITY_ATTR, RETRY_LATER_ATTR
 from ..services import GatewayServices, services_of
 from .outcome import AuthOutcome, Refusal
 from .password import authenticate_password, parse_username
@@ -92,6 +92,12 @@ async def guarded_authenticate(services: GatewayServices, session: Session) -> A
     return outcome
 
 
+# Refusals that say nothing about the credential (it was not checked) but that the gateway is busy or
+# its registry failed: the client is told to come back (CONNACK 3) rather than that it is not
+# authorized (CONNACK 5), which many clients take as final.
+RETRY_LATER = frozenset({Refusal.AUTH_BUSY, Refusal.REGISTRY_UNAVAILABLE})
+
+
 class DeviceAuthPlugin(BaseAuthPlugin):
     @dataclass
     class Config:
@@ -112,6 +118,8 @@ class DeviceAuthPlugin(BaseAuthPlugin):
         if identity is None:
             session.attributes.pop(IDENTITY_ATTR, None)
             reason = outcome.refusal or Refusal.UNKNOWN_CREDENTIAL
+            if reason in RETRY_LATER:  # the gateway's state, not the credential's: CONNACK 3, not 5
+                session.attributes[RETRY_LATER_ATTR] = True
             services.metrics.connects_refused[reason.value] += 1
             audit(
                 "connect_refused",
