@@ -37,8 +37,24 @@ async def _suback(raw: RawClient, packet_id: int, filters: list[tuple[str, int]]
     return list(reply[4:])
 
 
-def _metrics(gateway: Gateway) -> dict[str, object]:
-    return gateway.services.metrics.snapshot()
+async def _resume(gateway: Gateway, token: str, count: int, *, then_silent: bool = False) -> list[bytes]:
+    """Reconnects the persistent session `kept` (session present) and reads `count` messages, acking each."""
+    back = await RawClient.open(gateway.ports["mqtt"])
+    try:
+        await back.send(connect_packet("kept", token, clean=False))
+        assert await back.read_packet() == b"\x20\x02\x01\x00"  # session present
+        got = []
+        for _ in range(count):
+            message = await back.read_packet()
+            assert message is not None
+            _qos, _topic, packet_id, payload = publish_fields(message)
+            got.append(payload)
+            await back.send(ack_packet(4, packet_id or 0))
+        if then_silent:
+            assert await back.silent_for(0.3)  # nothing more, and not closed
+        return got
+    finally:
+        await back.close()
 
 
 def _session_state(gateway: Gateway, key: str) -> dict[str, object]:
@@ -254,21 +270,7 @@ async def test_an_offline_persistent_session_keeps_a_bounded_queue(gateway: Gate
         await pub.send(publish_packet(topic, b"qos0 is not kept"))
     finally:
         await pub.close()
-    back = await RawClient.open(gateway.ports["mqtt"])
-    try:
-        await back.send(connect_packet("kept", token, clean=False))
-        assert await back.read_packet() == b"\x20\x02\x01\x00"  # session present
-        got = []
-        for _ in range(20):
-            message = await back.read_packet()
-            assert message is not None
-            _qos, _topic, packet_id, payload = publish_fields(message)
-            got.append(payload)
-            await back.send(ack_packet(4, packet_id or 0))
-        assert got == [b"%d" % i for i in range(11, 31)]  # the newest 20, in order
-        assert await back.silent_for(0.3)
-    finally:
-        await back.close()
+    assert await _resume(gateway, token, 20, then_silent=True) == [b"%d" % i for i in range(11, 31)]  # newest 20
     assert gateway.services.metrics.limits_hit["max_queued_messages"] == 10
 
 
@@ -297,14 +299,7 @@ async def test_unacknowledged_messages_are_sent_again_on_resume(gateway: Gateway
     finally:
         await pub.close()
     await kept.close()  # gone without PUBACK
-    back = await RawClient.open(gateway.ports["mqtt"])
-    try:
-        await back.send(connect_packet("kept", token, clean=False))
-        assert await back.read_packet() == b"\x20\x02\x01\x00"
-        again = await back.read_packet()
-        assert again is not None and publish_fields(again)[3] == b"once"
-    finally:
-        await back.close()
+    assert await _resume(gateway, token, 1) == [b"once"]
 
 
 async def test_metrics_report_the_limits(gateway: Gateway, api: httpx.AsyncClient) -> None:
@@ -353,20 +348,7 @@ async def test_nothing_is_lost_when_a_full_window_is_cut(gateway: Gateway, api: 
     finally:
         await pub.close()
     await kept.close()  # gone without acknowledging anything
-    back = await RawClient.open(gateway.ports["mqtt"])
-    try:
-        await back.send(connect_packet("kept", token, clean=False))
-        assert await back.read_packet() == b"\x20\x02\x01\x00"
-        got = []
-        for _ in range(5):
-            message = await back.read_packet()
-            assert message is not None
-            _qos, _topic, packet_id, payload = publish_fields(message)
-            got.append(payload)
-            await back.send(ack_packet(4, packet_id or 0))
-        assert got == [b"1", b"2", b"3", b"4", b"5"]
-    finally:
-        await back.close()
+    assert await _resume(gateway, token, 5) == [b"1", b"2", b"3", b"4", b"5"]
 
 
 @pytest.mark.gateway_settings(max_queued_messages=20)
@@ -390,21 +372,8 @@ async def test_a_full_offline_queue_does_not_lock_its_session_out(gateway: Gatew
             assert await pub.read_packet() == ack_packet(4, i)
     finally:
         await pub.close()
-    back = await RawClient.open(gateway.ports["mqtt"])
-    try:
-        await back.send(connect_packet("kept", token, clean=False))
-        assert await back.read_packet() == b"\x20\x02\x01\x00"
-        got = []
-        for _ in range(20):
-            message = await back.read_packet()
-            assert message is not None
-            _qos, _topic, packet_id, payload = publish_fields(message)
-            got.append(payload)
-            await back.send(ack_packet(4, packet_id or 0))
-        assert got == [b"%d" % i for i in range(2, 22)]
-        assert await back.silent_for(0.3)  # no retained copy on top, and not closed
-    finally:
-        await back.close()
+    # all 20, no retained copy on top, and not closed
+    assert await _resume(gateway, token, 20, then_silent=True) == [b"%d" % i for i in range(2, 22)]
 
 
 @pytest.mark.gateway_settings(max_queued_bytes=4096)
@@ -449,13 +418,6 @@ async def test_an_unacknowledged_message_is_kept_when_the_ack_never_comes(
     assert first is not None and publish_fields(first)[3] == b"B0"
     assert await kept.closed_by_peer(8.0)  # never acknowledged: closed after amqtt's 5 s
     await kept.close()
-    back = await RawClient.open(gateway.ports["mqtt"])
-    try:
-        await back.send(connect_packet("kept", token, clean=False))
-        assert await back.read_packet() == b"\x20\x02\x01\x00"
-        again = await back.read_packet()
-        assert again is not None and publish_fields(again)[3] == b"B0"
-    finally:
-        await back.close()
+    assert await _resume(gateway, token, 1) == [b"B0"]
     log = (await connection(api, "acme", "dev-1"))["log"]
     assert any(e["reason"] == "slow_consumer" for e in log)
