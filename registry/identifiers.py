@@ -40,5 +40,10 @@ def is_valid_auth_id(value: str) -> bool:
 
 
 def generate_token() -> str:
-    """192 bits from the OS CSPRNG, URL-safe base64 (only '-' and '_' besides alphanumerics)."""
-    return secrets.token_urlsafe(24)
+    """192 bits from the OS CSPRNG, URL-safe base64 (only '-' and '_' besides alphanumerics), starting
+    with a letter or digit: a token starting with '-' reads as an option on a command line (the CLI
+    refused `token set-state acme -Ab... suspended`; about one generated token in 32 did that)."""
+    while True:
+        token = secrets.token_urlsafe(24)
+        if token[0].isalnum():
+            return token

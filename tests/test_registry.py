@@ -126,3 +126,11 @@ async def test_a_device_app_version_move_never_overwrites_an_operators_change(tm
         assert await reg.devices.set_app_version("acme", "d1", "v4", expected="v3", node="n") == "v3"
     finally:
         await reg.close()
+
+
+def test_generated_tokens_never_look_like_an_option() -> None:
+    from registry.identifiers import generate_token, is_valid_token
+
+    tokens = [generate_token() for _ in range(5000)]
+    assert all(t[0].isalnum() and len(t) == 32 and is_valid_token(t) for t in tokens)
+    assert len(set(tokens)) == 5000
