@@ -53,9 +53,6 @@ class SocketAdmission:
         self.connect_read(ticket)
         self.open_sockets -= 1
 
-    def pending(self, address: str) -> int:
-        return self._pending[address]
-
     def _forget_pending(self, address: str) -> None:
         self._pending[address] -= 1
         if self._pending[address] <= 0:

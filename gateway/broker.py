@@ -133,10 +133,6 @@ class GatewayBroker(Broker):
         """Sockets counted against `max_connections` right now (TLS ones from before the handshake)."""
         return self._admission.open_sockets
 
-    def sessions_of(self, identity: DeviceIdentity) -> int:
-        """Sessions the device (or service account) holds: connected, or kept for a persistent client."""
-        return len(self._owner_sessions.get(owner_key(identity), ()))
-
     def epmp_pending(self, owner: str) -> int:
         """10/EPMP requests of a device (`<tenant>/<device>`) waiting to be answered."""
         return self._epmp_pending[owner]

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 import logging
 from collections.abc import Callable
@@ -178,10 +177,3 @@ class Delivery:
             log.warning("delivering %s failed: %r", topic_hint(message.topic), exc)
         finally:
             window.release()
-
-    async def close(self) -> None:
-        sender = self._sender
-        self.detach()
-        if sender is not None:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender

@@ -95,9 +95,6 @@ class Router:
     def unsubscribe(self, key: str, topic_filter: str) -> bool:
         return self.index.remove(key, topic_filter)
 
-    def subscriptions_of(self, key: str) -> list[tuple[str, int]]:
-        return list(self.index.filters_of(key).items())
-
     # -- publishing -------------------------------------------------------------------------------------
 
     def route(self, topic: str, data: bytes, qos: int) -> int:
