@@ -62,6 +62,7 @@ from .services import GatewayServices
 log = logging.getLogger(__name__)
 
 TAKEOVER_WAIT = 5.0
+SESSION_CAP_GRACE = 1.0  # seconds a CONNECT over its device's session cap waits for one to end
 # Refusals that are a configured limit, not a credential problem: counted in `limitsHit` too.
 LIMIT_REFUSALS = frozenset(
     {"max_connections", "max_pending_connects_per_address", "max_sessions_per_device", "tenant_max_connections"}
@@ -278,28 +279,39 @@ class GatewayBroker(Broker):
                 del self._tenant_connected[identity.tenant_id]
 
     async def _make_room(self, key: str, identity: DeviceIdentity) -> str | None:
-        """The per-device and per-tenant session caps; None when the session may be bound. An offline
-        persistent session of the device gives way to a new connection (the oldest first)."""
+        """The per-device and per-tenant session caps; None when the session may be bound.
+
+        At the device's cap, in this order: sessions already ending (DISCONNECT read, socket gone) are
+        waited for; the oldest offline persistent session gives way; then the device's live sessions
+        get `SESSION_CAP_GRACE` to end (short-lived clients in a row overlap: each CONNECT arrives
+        before the previous client's DISCONNECT is read). Only then is the CONNECT refused."""
         settings = self.services.settings
         cap = identity.tenant_max_connections
         if not identity.is_service and cap is not None and self._tenant_connected[identity.tenant_id] >= cap:
             return "tenant_max_connections"  # before evicting anything: a refused CONNECT changes nothing
-        waited = False
+        waited_ending = waited_live = False
         while True:
             others = self._owner_sessions.get(owner_key(identity), set()) - {key}
             if len(others) < settings.max_sessions_per_device:
                 break
-            ending = [self._connections[k] for k in others if k in self._connections and self._ending(k)]
-            if ending and not waited:  # a client that sent DISCONNECT (or went away) is leaving: wait, not refuse
+            live = [k for k in others if k in self._connections]
+            ending = [self._connections[k] for k in live if self._ending(k)]
+            if ending and not waited_ending:
                 await asyncio.wait(ending, timeout=TAKEOVER_WAIT)
-                waited = True
+                waited_ending = True
                 continue
             offline = [k for k in others if k not in self._connections and k in self._sessions]
-            if not offline:
-                return "max_sessions_per_device"
-            oldest = min(offline, key=lambda k: self._offline_since.get(k, 0.0))
-            self.services.metrics.limits_hit["max_sessions_per_device"] += 1
-            await self._delete_session(oldest)
+            if offline:
+                oldest = min(offline, key=lambda k: self._offline_since.get(k, 0.0))
+                self.services.metrics.limits_hit["max_sessions_per_device"] += 1
+                await self._delete_session(oldest)
+                continue
+            if live and not waited_live:
+                tasks = [self._connections[k] for k in live]
+                await asyncio.wait(tasks, timeout=SESSION_CAP_GRACE, return_when=asyncio.FIRST_COMPLETED)
+                waited_live = True
+                continue
+            return "max_sessions_per_device"
         if not identity.is_service and cap is not None and self._tenant_connected[identity.tenant_id] >= cap:
             return "tenant_max_connections"  # checked again: the waits above let others in
         return None
