@@ -2,12 +2,13 @@
 finished CONNECT. Both are counted from the moment a socket is accepted, before any TLS handshake,
 so neither silent sockets nor slow handshakes can take every slot.
 
-Per-device and per-tenant session caps need the identity and live in the session table
-(gateway/broker.py); this module only counts sockets.
+The per-tenant count of connected device sessions is here too (TenantConnections); the per-device
+cap needs the session table and lives in gateway/broker.py.
 """
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from collections import Counter
 from dataclasses import dataclass
@@ -71,3 +72,38 @@ def enable_tcp_keepalive(sock: socket.socket | None) -> None:
         option = getattr(socket, name, None)
         if option is not None:  # Linux; other systems keep their defaults
             sock.setsockopt(socket.IPPROTO_TCP, option, value)
+
+
+class TenantConnections:
+    """Connected device sessions per tenant, for the tenant's `maxConnections` cap. A CONNECT at the
+    cap may wait a moment for one to end: one-shot clients in a row overlap at the gateway."""
+
+    def __init__(self) -> None:
+        self._connected: Counter[str] = Counter()
+        self._released = asyncio.Event()
+
+    def __getitem__(self, tenant_id: str) -> int:
+        return self._connected[tenant_id]
+
+    def add(self, tenant_id: str) -> None:
+        self._connected[tenant_id] += 1
+
+    def remove(self, tenant_id: str) -> None:
+        self._connected[tenant_id] -= 1
+        if self._connected[tenant_id] <= 0:
+            del self._connected[tenant_id]
+        released, self._released = self._released, asyncio.Event()
+        released.set()
+
+    async def below(self, tenant_id: str, cap: int, grace: float) -> bool:
+        """True once the tenant holds fewer than `cap` sessions; False if it still holds `cap` after `grace`."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while self._connected[tenant_id] >= cap:
+            released = self._released
+            try:
+                async with asyncio.timeout_at(deadline):
+                    await released.wait()
+            except TimeoutError:
+                return self._connected[tenant_id] < cap
+        return True

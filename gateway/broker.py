@@ -38,7 +38,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from .acl import TopicAccessPlugin
-from .admission import SocketAdmission, SocketTicket, enable_tcp_keepalive
+from .admission import SocketAdmission, SocketTicket, TenantConnections, enable_tcp_keepalive
 from .audit import audit
 from .auth.outcome import Refusal
 from .connect_packet import ConnectRejected, read_connect_packet
@@ -101,7 +101,7 @@ class GatewayBroker(Broker):
         self._connections: dict[str, asyncio.Task[Any]] = {}
         self._owner_locks = KeyedLock()  # CONNECTs of one device (or service account), one at a time
         self._owner_sessions: dict[str, set[str]] = {}  # owner -> its session keys, connected or kept
-        self._tenant_connected: Counter[str] = Counter()  # connected device sessions per tenant
+        self._tenant_connected = TenantConnections()
         self._offline_since: dict[str, float] = {}  # kept persistent sessions: since when (monotonic)
         self._device_order = KeyedLock()  # 10/EPMP requests of one device, in arrival order
         self._admission = SocketAdmission(settings.max_connections, settings.max_pending_connects_per_address)
@@ -244,7 +244,7 @@ class GatewayBroker(Broker):
         key = session_key(identity, mqtt_client_id)
         incoming.attributes[CLIENT_ID_ATTR] = mqtt_client_id
 
-        counted = False  # in the tenant's connected sessions
+        counted = False  # in the tenant's connected sessions (until the session is over)
         try:
             async with self._owner_locks.hold(owner_key(identity)):
                 await self._end_connection(key, CloseReason.TAKEN_OVER)
@@ -253,8 +253,9 @@ class GatewayBroker(Broker):
                     self._refused(limit, writer.get_peer_info(), identity=identity)
                     await self._send_connack(writer, SERVER_UNAVAILABLE)
                     return
-                counted = not identity.is_service
-                self._tenant_connected[identity.tenant_id] += counted
+                if not identity.is_service:
+                    self._tenant_connected.add(identity.tenant_id)
+                    counted = True
                 session = await self._adopt_session(key, incoming)
                 handler.attach(session, reader, writer)
                 self._bind(key, identity, session, handler)
@@ -272,11 +273,13 @@ class GatewayBroker(Broker):
                 await self._run_session(session, handler, delivery)
             finally:
                 delivery.detach_from(handler)
+                if counted:  # over before its disconnect is written to the registry
+                    self._tenant_connected.remove(identity.tenant_id)
+                    counted = False
                 await self._finish(key, identity, session, handler)
         finally:
-            self._tenant_connected[identity.tenant_id] -= counted
-            if self._tenant_connected[identity.tenant_id] <= 0:
-                del self._tenant_connected[identity.tenant_id]
+            if counted:
+                self._tenant_connected.remove(identity.tenant_id)
 
     async def _make_room(self, key: str, identity: DeviceIdentity) -> str | None:
         """The per-device and per-tenant session caps; None when the session may be bound.
@@ -287,8 +290,10 @@ class GatewayBroker(Broker):
         before the previous client's DISCONNECT is read). Only then is the CONNECT refused."""
         settings = self.services.settings
         cap = identity.tenant_max_connections
-        if not identity.is_service and cap is not None and self._tenant_connected[identity.tenant_id] >= cap:
-            return "tenant_max_connections"  # before evicting anything: a refused CONNECT changes nothing
+        tenant_capped = not identity.is_service and cap is not None
+        # the tenant first, before evicting anything: a refused CONNECT changes nothing
+        if tenant_capped and not await self._tenant_connected.below(identity.tenant_id, cap or 0, SESSION_CAP_GRACE):
+            return "tenant_max_connections"
         waited_ending = waited_live = False
         while True:
             others = self._owner_sessions.get(owner_key(identity), set()) - {key}
