@@ -9,12 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from amqtt.contexts import Action
-from amqtt.plugins.base import BaseTopicPlugin
-from amqtt.session import Session
-
 from .audit import audit, topic_hint
 from .identity import identity_of
+from .mqtt.amqtt_api import Action, BaseTopicPlugin, Session
 from .topics import device_may_use, service_may_use
 
 

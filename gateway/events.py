@@ -18,12 +18,11 @@ import functools
 import logging
 import time
 
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-
 from registry import Registry
 
-from .broker import GatewayBroker
-from .identity import identity_of
+from .mqtt.broker import GatewayBroker
+from .mqtt.connection import Connection
+from .mqtt.qos import Outgoing
 from .topics import events_topic
 
 log = logging.getLogger(__name__)
@@ -89,12 +88,7 @@ class EventDispatcher:
 
     def _tenants_with_a_service_session(self) -> set[str]:
         """One pass over the sessions, so tenants whose consumers are away cost no registry read."""
-        tenants = set()
-        for session, _ in self._broker.sessions.values():
-            identity = identity_of(session)
-            if identity is not None and identity.is_service and session.transitions.state == "connected":
-                tenants.add(identity.tenant_id)
-        return tenants
+        return {identity.tenant_id for identity in self._broker.connected_services()}
 
     def _finished(self, tenant_id: str, task: asyncio.Task[None]) -> None:
         if self._tenants.get(tenant_id) is task:
@@ -107,7 +101,7 @@ class EventDispatcher:
         limit = 1  # the head alone first: a tenant whose head nobody subscribed to costs one row a round
         while True:
             events = await self._registry.outbox.pending(tenant_id, limit)
-            consumers: dict[str, list[BrokerProtocolHandler]] = {}
+            consumers: dict[str, list[Connection]] = {}
             delivered: list[int] = []
             try:
                 for event in events:
@@ -124,10 +118,10 @@ class EventDispatcher:
             limit = self._batch
 
 
-async def _publish(consumers: list[BrokerProtocolHandler], topic: str, body: bytes) -> bool:
+async def _publish(consumers: list[Connection], topic: str, body: bytes) -> bool:
     """True when at least one consumer acknowledged (PUBACK) within DELIVERY_TIMEOUT."""
     results = await asyncio.gather(
-        *(asyncio.wait_for(h.mqtt_publish(topic, body, 1, retain=False), DELIVERY_TIMEOUT) for h in consumers),
+        *(asyncio.wait_for(c.flows.send(c, Outgoing(topic, body, 1), keep=False), DELIVERY_TIMEOUT) for c in consumers),
         return_exceptions=True,
     )
     return any(not isinstance(r, BaseException) for r in results)

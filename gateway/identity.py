@@ -4,14 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-
-from amqtt.session import Session
+from typing import Any
 
 from registry.models import AuthRecord, CredentialKind
 
 IDENTITY_ATTR = "gateway.identity"
 SERVICE = "service"
-CLIENT_ID_ATTR = "gateway.client_id"
 RETRY_LATER_ATTR = "gateway.retry_later"
 """Set by authentication when it refused for the gateway's own reasons: CONNACK 3 instead of 5."""
 
@@ -53,7 +51,8 @@ class DeviceIdentity:
         )
 
 
-def identity_of(session: Session | None) -> DeviceIdentity | None:
+def identity_of(session: Any) -> DeviceIdentity | None:
+    """The identity authentication gave a session (ours, or amqtt's in a stock broker)."""
     if session is None:
         return None
     value = session.attributes.get(IDENTITY_ATTR)

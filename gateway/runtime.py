@@ -9,7 +9,6 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
 
 import uvicorn
 
@@ -20,14 +19,15 @@ from registry import Registry
 from .admin_token import ensure_admin_token
 from .api.app import create_app
 from .auth.hashing import PasswordHasher
-from .broker import GatewayBroker
-from .connection import CloseReason
 from .datadir import DataDirLock, claim
 from .events import EventDispatcher
 from .identity import DeviceIdentity
 from .kp1.epmp import Epmp
 from .kp1.whitelist import load_whitelist
 from .metrics import Metrics
+from .mqtt.broker import GatewayBroker
+from .mqtt.connection import CloseReason
+from .mqtt.listener import ListenerSpec
 from .services import GatewayServices
 from .settings import GatewaySettings
 from .trust import TrustedCas
@@ -59,10 +59,6 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.listen(128)
     sock.setblocking(False)
     return sock
-
-
-def _bind_address(host: str, port: int) -> str:
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 class Gateway:
@@ -106,31 +102,21 @@ class Gateway:
             )
         self.admin_token, self.admin_token_created = ensure_admin_token(s.admin_token_path)
         self.services.epmp = Epmp(self.registry, s, load_whitelist(s.epmx_whitelist))
-        # amqtt requires a listener named "default"; it is the plain MQTT one.
-        listeners: dict[str, Any] = {"default": {"type": "tcp", "bind": _bind_address(s.host, s.mqtt_port)}}
+        listeners = [ListenerSpec("mqtt", s.host, s.mqtt_port)]
         if s.tls_enabled:
             self.tls = await asyncio.to_thread(ensure_server_tls, s.tls_dir, _server_names(s.host))
             self.services.trust = TrustedCas(self.registry, self.tls.cert_path, self.tls.key_path)
             await self.services.trust.reload()
-            listeners["mqtts"] = {
-                "type": "tcp",
-                "bind": _bind_address(s.host, s.mqtts_port),
-                "ssl": True,
-                "certfile": str(self.tls.cert_path),
-                "keyfile": str(self.tls.key_path),
-            }
-        config = {"listeners": listeners, "plugins": PLUGINS, "session_expiry_interval": s.session_expiry_seconds}
-        self.broker = GatewayBroker(config, services=self.services, ssl_context_factory=self._server_ssl_context)
+            listeners.append(ListenerSpec("mqtts", s.host, s.mqtts_port, tls=self._server_ssl_context))
+        self.broker = GatewayBroker(self.services, PLUGINS)
         try:
-            await self.broker.start()
+            await self.broker.start(listeners)
         except Exception:
             await self.registry.close()
             raise
         self.events = EventDispatcher(self.broker, self.registry, retention_hours=s.event_retention_hours)
         self.events.start()
-        self.ports = {"mqtt": self.broker.bound_port("default")}
-        if "mqtts" in listeners:
-            self.ports["mqtts"] = self.broker.bound_port("mqtts")
+        self.ports = {spec.name: self.broker.bound_port(spec.name) for spec in listeners}
         try:
             await self._start_api()
         except Exception:

@@ -34,9 +34,8 @@ class GatewayServices:
         self.throttle = AuthThrottle.of(self.settings)
 
 
-def services_of(context: Any) -> GatewayServices:
-    """amqtt hands a plugin only its BrokerContext; the broker behind it carries our services."""
-    services = getattr(getattr(context, "_broker_instance", None), "services", None)
-    if not isinstance(services, GatewayServices):
-        raise RuntimeError("gateway plugins run only inside GatewayBroker")
-    return services
+def services_of(context: Any) -> GatewayServices | None:
+    """The services `mqtt-gateway serve` hands its plugins on their context (GatewayContext); None in
+    a stock amqtt broker, where a plugin opens its own (gateway/stock.py)."""
+    services = getattr(context, "services", None)
+    return services if isinstance(services, GatewayServices) else None

@@ -98,11 +98,18 @@ class DeviceStore:
         return await self.get(tenant_id, device_id)
 
     async def import_devices(
-        self, tenant_id: str, device_ids: list[str], *, app_version: str | None = None, with_tokens: bool = False
+        self,
+        tenant_id: str,
+        device_ids: list[str],
+        *,
+        app_version: str | None = None,
+        with_tokens: bool = False,
+        certificate_bound: bool = True,
     ) -> int:
         """Bulk registration in one transaction (fleet imports, benchmarks): each id gets a device and,
         with `with_tokens`, an inactive endpoint token equal to its id, bound to the device's certificate
-        (it names the device in topics; see design.md). All or nothing."""
+        (it names the device in topics; see design.md) unless `certificate_bound` is False (an
+        operator's token, as `issue_token` makes). All or nothing."""
         bad = [d for d in device_ids if not is_valid_id(d)]
         if bad:
             raise Invalid(f"invalid device id {bad[0]!r}", field="id")
@@ -117,8 +124,8 @@ class DeviceStore:
                 if with_tokens:
                     await tx.executemany(
                         "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, certificate_bound,"
-                        " created_at, updated_at) VALUES (?, ?, 'token', ?, 'inactive', 1, ?, ?)",
-                        [(tenant_id, d, d, now, now) for d in device_ids],
+                        " created_at, updated_at) VALUES (?, ?, 'token', ?, 'inactive', ?, ?, ?)",
+                        [(tenant_id, d, d, int(certificate_bound), now, now) for d in device_ids],
                     )
             except sqlite3.IntegrityError as exc:
                 raise Conflict(f"import refused, nothing written: {exc}") from None

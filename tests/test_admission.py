@@ -224,8 +224,8 @@ async def test_keepalive_zero_sessions_get_tcp_keepalive(gateway: Gateway, api: 
     try:
         await raw.send(connect_packet("zero", token, keepalive=0))
         assert await raw.read_packet() == ACCEPTED
-        _session, handler = next(iter(_broker(gateway).sessions.values()))
-        sock = handler.writer.stream.get_extra_info("socket")
+        live = next(iter(_broker(gateway).table.live.values()))
+        sock = live.connection.writer.get_extra_info("socket")
         assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
         assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 60
     finally:

@@ -12,6 +12,7 @@ import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -35,7 +36,8 @@ class Target:
     good: list[str]  # usernames of two devices that may connect
     bad: str  # a username that is refused
     topic: Callable[[int], str]  # a topic that device i owns
-    sessions: Callable[[], dict[str, tuple[object, object]]]
+    sessions: Callable[[], dict[str, Any]]  # session key -> session
+    offline: Callable[[Any], bool]  # a kept session whose client is away
 
 
 @pytest.fixture
@@ -52,6 +54,7 @@ async def target_gateway(gateway: Gateway, api: httpx.AsyncClient) -> Target:
         "no-such-token",
         lambda i: f"kp1/v1/dcx/{tokens[i]}/state",
         lambda: broker.sessions,
+        lambda session: not session.connected,
     )
 
 
@@ -85,7 +88,8 @@ async def target_stock(tmp_path: Path) -> AsyncIterator[Target]:
             ["good-a", "good-b"],
             "bad",
             lambda i: f"t/{i}/state",
-            lambda: broker.sessions,
+            lambda: {key: session for key, (session, _) in broker.sessions.items()},
+            lambda session: session.transitions.state != "connected",
         )
     finally:
         await broker.shutdown()
@@ -159,7 +163,7 @@ async def stale_tls_identity(t: Target) -> bool:
     plain = await RawClient.open(t.port)
     await plain.send(connect_packet("keep", t.good[0], clean=False))
     assert await plain.read_packet() == b"\x20\x02\x01\x00"  # session present
-    resumed = [s for key, (s, _) in t.sessions().items() if key.endswith("keep")]
+    resumed = [s for key, s in t.sessions().items() if key.endswith("keep")]
     stale = getattr(resumed[0], "ssl_object", None) is not None
     await plain.close()
     return stale
@@ -252,8 +256,8 @@ async def _open_sockets(gw: Gateway, n: int) -> bool:
 
 async def _offline(t: Target, client_id: str) -> bool:
     """The session with this client id is kept and no longer connected (stock and gateway alike)."""
-    sessions = [s for key, (s, _) in t.sessions().items() if key.endswith(client_id)]
-    return bool(sessions) and sessions[0].transitions.state != "connected"
+    sessions = [s for key, s in t.sessions().items() if key.endswith(client_id)]
+    return bool(sessions) and t.offline(sessions[0])
 
 
 async def test_resumed_session_is_reauthenticated(gateway: Gateway, api: httpx.AsyncClient) -> None:

@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from gateway.packet_checks import check_packet
+from gateway.mqtt.packet_checks import check_packet
 
 PUBLISH, PUBACK, PUBREL, SUBSCRIBE, UNSUBSCRIBE, PINGREQ = 3, 4, 6, 8, 10, 12
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from gateway.connection import QOS2_IDS_ATTR
 from gateway.runtime import Gateway
 
 from .conftest import connection, make_device, ok, wait_until
@@ -57,10 +56,9 @@ async def _resume(gateway: Gateway, token: str, count: int, *, then_silent: bool
         await back.close()
 
 
-def _session_state(gateway: Gateway, key: str) -> dict[str, object]:
+def _qos2_awaiting_pubrel(gateway: Gateway, key: str) -> set[int]:
     assert gateway.broker is not None
-    session, _handler = gateway.broker.sessions[key]
-    return session.attributes  # type: ignore[no-any-return]
+    return gateway.broker.sessions[key].qos2_awaiting_pubrel
 
 
 # -- incoming QoS 2 ---------------------------------------------------------------------------------------
@@ -77,7 +75,7 @@ async def test_unreleased_qos2_messages_are_bounded(gateway: Gateway, api: httpx
         for packet_id in range(1, 5):  # four messages, never released
             await publisher.send(publish_packet(topic, b"x" * 1000, packet_id=packet_id, qos=2))
             assert await publisher.read_packet() == ack_packet(5, packet_id)  # PUBREC
-        ids = _session_state(gateway, "acme/dev-1/publisher").get(QOS2_IDS_ATTR)
+        ids = _qos2_awaiting_pubrel(gateway, "acme/dev-1/publisher")
         assert ids == {1, 2, 3, 4}  # ids only: method B keeps no payload
         # a duplicate of a kept id is acknowledged again and not delivered twice
         await publisher.send(publish_packet(topic, b"x" * 1000, packet_id=2, qos=2, dup=True))
@@ -110,7 +108,7 @@ async def test_released_qos2_frees_its_id(gateway: Gateway, api: httpx.AsyncClie
             assert await publisher.read_packet() == ack_packet(5, packet_id)
             await publisher.send(ack_packet(6, packet_id))
             assert await publisher.read_packet() == ack_packet(7, packet_id)  # PUBCOMP
-        assert _session_state(gateway, "acme/dev-1/p").get(QOS2_IDS_ATTR) == set()
+        assert _qos2_awaiting_pubrel(gateway, "acme/dev-1/p") == set()
     finally:
         await publisher.close()
 
@@ -362,7 +360,9 @@ async def test_a_full_offline_queue_does_not_lock_its_session_out(gateway: Gatew
     assert await pub.read_packet() == ack_packet(4, 1)
     kept = await _client(gateway, token, "kept", clean=False)
     assert await _suback(kept, 1, [(topic, 1)]) == [1]
-    assert publish_fields(await kept.read_packet() or b"")[3] == b"retained"
+    _qos, _topic, packet_id, payload = publish_fields(await kept.read_packet() or b"")
+    assert payload == b"retained"
+    await kept.send(ack_packet(4, packet_id or 0))  # unacknowledged, it would be re-sent [MQTT-4.4.0-1]
     await kept.send(b"\xe0\x00")
     await kept.close()
     await wait_until(lambda: _kept_offline(gateway))

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from gateway.subscriptions import SubscriptionIndex, topic_matches, valid_filter
+from gateway.mqtt.subscriptions import SubscriptionIndex, topic_matches, valid_filter
 
 
 def _naive(topic: str, topic_filter: str) -> bool:

@@ -11,13 +11,10 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from amqtt.contexts import Action
-from amqtt.plugins.base import BaseAuthPlugin
-from amqtt.session import Session
-
 from ..acl import decide
 from ..audit import audit, secret_hint
 from ..identity import IDENTITY_ATTR, RETRY_LATER_ATTR
+from ..mqtt.amqtt_api import Action, BaseAuthPlugin, Session
 from ..services import GatewayServices, services_of
 from .outcome import AuthOutcome, Refusal
 from .password import authenticate_password, parse_username
@@ -99,12 +96,37 @@ RETRY_LATER = frozenset({Refusal.AUTH_BUSY, Refusal.REGISTRY_UNAVAILABLE})
 
 
 class DeviceAuthPlugin(BaseAuthPlugin):
+    """Inside `mqtt-gateway serve` the services come on the context; in a stock amqtt broker from
+    `registry` in the plugin's config (gateway/stock.py)."""
+
     @dataclass
     class Config:
-        pass
+        registry: str | None = None
+        """Path of the gateway's registry file; only for a stock amqtt broker."""
+
+    async def _services(self) -> GatewayServices:
+        services = services_of(self.context)
+        if services is not None:
+            return services
+        registry = getattr(self.context.config, "registry", None)
+        if not registry:
+            raise RuntimeError("DeviceAuthPlugin in a stock amqtt broker needs `registry: <path>` in its config")
+        from ..stock import stock_services  # only a stock broker needs it
+
+        return await stock_services(registry)
+
+    async def close(self) -> None:
+        if services_of(self.context) is None:
+            from ..stock import close_stock_services
+
+            await close_stock_services()
 
     async def authenticate(self, *, session: Session) -> bool:
-        services = services_of(self.context)
+        try:
+            services = await self._services()
+        except Exception:  # a stock broker pointed at no registry: refuse, and say why
+            log.exception("DeviceAuthPlugin cannot open the gateway registry")
+            return False
         outcome = await guarded_authenticate(services, session)
         identity = outcome.identity
         if identity is not None and session.will_flag:

@@ -6,8 +6,9 @@ import asyncio
 import logging
 import signal
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -44,13 +45,23 @@ def serve(
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(quiet)
     try:
-        asyncio.run(_run(settings))
+        run_loop(_run(settings))
     except DataDirInUse as exc:  # refused before touching anything: the other gateway serves on
         typer.echo(f"mqtt-gateway: {exc}; stop it or use --data-dir", err=True)
         raise typer.Exit(2) from None
     except Exception as exc:  # one clear line, not a traceback, for start-up failures
         typer.echo(f"mqtt-gateway: {exc}", err=True)
         raise typer.Exit(1) from None
+
+
+def run_loop(main: Coroutine[Any, Any, None]) -> None:
+    """On uvloop when it is installed (the `[fast]` extra), else on asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+        return
+    uvloop.run(main)
 
 
 def _reload(gateway: object) -> None:

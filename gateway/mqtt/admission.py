@@ -3,7 +3,7 @@ finished CONNECT. Both are counted from the moment a socket is accepted, before 
 so neither silent sockets nor slow handshakes can take every slot.
 
 The per-tenant count of connected device sessions is here too (TenantConnections); the per-device
-cap needs the session table and lives in gateway/broker.py.
+cap needs the session table and lives in gateway/mqtt/table.py.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""MQTT 3.1.1 rules on the raw bytes of a packet after CONNECT, checked before amqtt parses it.
+"""MQTT 3.1.1 rules on the raw bytes of a packet after CONNECT, checked before it is decoded.
 
 Each check returns None or the violation in words; the caller closes the connection ([MQTT-4.8.0-1]).
 amqtt's codecs accept things the standard forbids (QoS 3, wrong fixed-header flags, a SUBSCRIBE
@@ -7,17 +7,7 @@ without filters) and turn invalid UTF-8 into the text of a Python bytes literal.
 
 from __future__ import annotations
 
-from amqtt.mqtt.packet import (
-    DISCONNECT,
-    PINGREQ,
-    PUBACK,
-    PUBCOMP,
-    PUBLISH,
-    PUBREC,
-    PUBREL,
-    SUBSCRIBE,
-    UNSUBSCRIBE,
-)
+from .codec import DISCONNECT, PINGREQ, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBSCRIBE, UNSUBSCRIBE
 
 # Fixed-header flags each packet type must carry [MQTT-2.2.2-1/2]; PUBLISH's are its own.
 _REQUIRED_FLAGS = {

@@ -8,15 +8,15 @@ Every delivery passes the RECEIVE check of the topic ACL, decided from memory.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
-from amqtt.contexts import Action
-from amqtt.session import Session
-
-from .delivery import Delivery, DeliveryLimits, Outgoing
-from .identity import DeviceIdentity, identity_of, owner_key
-from .metrics import Metrics
+from ..identity import DeviceIdentity, identity_of, owner_key
+from ..metrics import Metrics
+from ..settings import GatewaySettings
+from .amqtt_api import Action
+from .delivery import Delivery, DeliveryLimits
+from .qos import Outgoing
 from .retained import Retained, RetainedLimits, RetainedStore
-from .settings import GatewaySettings
 from .subscriptions import SubscriptionIndex, valid_filter
 
 SUBSCRIBE_FAILURE = 0x80
@@ -24,7 +24,8 @@ SUBSCRIBE_FAILURE = 0x80
 MAX_FILTER_LEVELS = 32
 MAX_FILTER_BYTES = 1024
 
-Allowed = Callable[[Session | None, str, Action], bool]
+Allowed = Callable[[Any, str, Action], bool]
+"""The topic ACL: (session, topic, action) -> allowed."""
 
 
 class Router:
@@ -46,11 +47,11 @@ class Router:
             max_bytes=settings.max_queued_bytes,
             max_inflight=settings.max_inflight_messages,
         )
-        self._targets: dict[str, tuple[Session, Delivery]] = {}
+        self._targets: dict[str, tuple[Any, Delivery]] = {}
 
     # -- sessions ---------------------------------------------------------------------------------------
 
-    def delivery(self, key: str, session: Session, *, on_slow: Callable[[], None]) -> Delivery:
+    def delivery(self, key: str, session: Any, *, on_slow: Callable[[], None]) -> Delivery:
         """The session's delivery: kept (with what it queued) for a resumed persistent session, new
         otherwise."""
         persistent = not session.clean_session
@@ -77,7 +78,7 @@ class Router:
 
     # -- subscriptions ----------------------------------------------------------------------------------
 
-    def subscribe(self, key: str, session: Session, topic_filter: str, qos: int) -> int:
+    def subscribe(self, key: str, session: Any, topic_filter: str, qos: int) -> int:
         """The SUBACK return code for one filter: the granted QoS, or 0x80."""
         if len(topic_filter) > MAX_FILTER_BYTES or topic_filter.count("/") >= MAX_FILTER_LEVELS:
             self._metrics.limits_hit["max_filter_size"] += 1
@@ -109,7 +110,7 @@ class Router:
             reached += 1
         return reached
 
-    def retain(self, source: Session | None, topic: str, data: bytes, qos: int) -> None:
+    def retain(self, source: Any, topic: str, data: bytes, qos: int) -> None:
         identity = identity_of(source)
         owner = owner_key(identity) if identity is not None else ""
         refused = self.retained.put(Retained(topic, data, qos, owner, identity))

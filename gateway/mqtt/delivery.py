@@ -12,16 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from typing import Any
 
-from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
-
-from .audit import topic_hint
-from .connection import CloseReason, GatewayProtocolHandler
-from .metrics import Metrics
+from ..metrics import Metrics
+from .qos import Link, Outgoing, OutgoingFlows
 
 log = logging.getLogger(__name__)
 
@@ -31,19 +28,6 @@ class DeliveryLimits:
     max_messages: int
     max_bytes: int
     max_inflight: int
-
-
-@dataclass(frozen=True, slots=True)
-class Outgoing:
-    topic: str
-    data: bytes
-    qos: int
-    retain: bool = False
-
-    @property
-    def size(self) -> int:
-        """What the message holds: a topic can be 65,535 bytes, more than most payloads."""
-        return len(self.topic) + len(self.data)
 
 
 class Delivery:
@@ -58,9 +42,8 @@ class Delivery:
         self._bytes = 0
         self._ready = asyncio.Event()
         self._sender: asyncio.Task[None] | None = None
-        self._handler: BrokerProtocolHandler | None = None
-        self._unacked: dict[int, Outgoing] = {}
-        self._seq = itertools.count()
+        self._link: Link | None = None
+        self.flows = OutgoingFlows()
 
     @property
     def connected(self) -> bool:
@@ -98,56 +81,69 @@ class Delivery:
 
     # -- the sender, while a connection is attached ----------------------------------------------------
 
-    def attach(self, handler: BrokerProtocolHandler) -> None:
+    def attach(self, link: Link, on_ack_timeout: Callable[[], None]) -> None:
         self.detach()
-        self._handler = handler
-        self._sender = asyncio.create_task(self._send(handler))
+        self._link = link
+        self._sender = asyncio.create_task(self._send(link, on_ack_timeout))
         if self._queue:
             self._ready.set()
 
-    def detach_from(self, handler: BrokerProtocolHandler) -> None:
+    def detach_from(self, link: Link) -> None:
         """Detaches, unless another connection (a takeover) attached since."""
-        if self._handler is handler:
+        if self._link is link:
             self.detach()
 
     def detach(self) -> None:
-        """Stops sending. Unacknowledged QoS 1/2 messages go back to the front of the queue (in
-        order), so a persistent session gets them again when it returns."""
-        self._handler = None
+        """Stops sending. Unacknowledged QoS 1/2 messages stay in flight for a persistent session, which
+        is sent them again (same packet id) when it returns; an offline session keeps QoS 1/2 only."""
+        self._link = None
         if self._sender is not None:
             self._sender.cancel()
             self._sender = None
-        if self._unacked and self.persistent:
-            self._queue.extendleft(reversed(list(self._unacked.values())))
-            self._bytes += sum(m.size for m in self._unacked.values())
-        self._unacked.clear()
+        self.flows.detach()
         if not self.persistent:
+            self.flows.discard()
             self._queue.clear()
             self._bytes = 0
-        else:  # an offline session keeps QoS 1/2 only
+        else:
             kept = [m for m in self._queue if m.qos > 0]
             self._queue = collections.deque(kept)
             self._bytes = sum(m.size for m in kept)
 
-    async def _send(self, handler: BrokerProtocolHandler) -> None:
+    async def _send(self, link: Link, on_ack_timeout: Callable[[], None]) -> None:
         window = asyncio.Semaphore(self._limits.max_inflight)
         acks: set[asyncio.Task[None]] = set()
+
+        def start(flow: Coroutine[Any, Any, None]) -> None:
+            task = asyncio.create_task(self._acknowledged(flow, window, on_ack_timeout))
+            acks.add(task)
+            task.add_done_callback(acks.discard)
+
         try:
+            for flight in self.flows.in_flight():  # a resumed session: first what it never acknowledged
+                await window.acquire()
+                start(self.flows.resend(link, flight))
             while True:
                 while not self._queue:
                     self._ready.clear()
                     await self._ready.wait()
+                if self._queue[0].qos == 0:
+                    message = self._queue.popleft()
+                    self._bytes -= message.size
+                    await self.flows.send(link, message)
+                    continue
+                # a slot first, then off the queue: a sender cancelled while it waits loses nothing
+                await window.acquire()
+                if not self._queue:
+                    window.release()
+                    continue
                 message = self._queue.popleft()
                 self._bytes -= message.size
                 if message.qos == 0:
-                    await handler.mqtt_publish(message.topic, message.data, 0, message.retain)
+                    window.release()
+                    await self.flows.send(link, message)
                     continue
-                seq = next(self._seq)
-                self._unacked[seq] = message  # before waiting: a cancelled wait must not lose it
-                await window.acquire()
-                task = asyncio.create_task(self._acknowledged(handler, seq, message, window))
-                acks.add(task)
-                task.add_done_callback(acks.discard)
+                start(self.flows.send(link, message))
         except (ConnectionError, OSError):
             pass  # the connection is going; its reader reports why
         except asyncio.CancelledError:
@@ -159,21 +155,16 @@ class Delivery:
                 task.cancel()
 
     async def _acknowledged(
-        self, handler: BrokerProtocolHandler, seq: int, message: Outgoing, window: asyncio.Semaphore
+        self, flow: Coroutine[Any, Any, None], window: asyncio.Semaphore, on_ack_timeout: Callable[[], None]
     ) -> None:
         try:
-            await handler.mqtt_publish(message.topic, message.data, message.qos, message.retain)
-            self._unacked.pop(seq, None)
-        except TimeoutError:  # amqtt waits 5 s for PUBACK/PUBREC/PUBCOMP; MQTT 3.1.1 resends only on reconnect
-            # keep it unacknowledged and end the connection: detach() puts it back for a persistent
-            # session, which gets it again when it returns (a clean session loses it with the session)
+            await flow
+        except TimeoutError:  # no acknowledgement within ACK_TIMEOUT: the message stays in flight
             self._metrics.limits_hit["ack_timeout"] += 1
-            if isinstance(handler, GatewayProtocolHandler):  # this connection, not whichever holds the key now
-                handler.close(CloseReason.SLOW_CONSUMER, "no acknowledgement within amqtt's 5 s")
+            on_ack_timeout()
         except (ConnectionError, OSError):
-            pass  # stays unacknowledged: detach() puts it back for a persistent session
+            pass  # stays in flight for a persistent session
         except Exception as exc:
-            self._unacked.pop(seq, None)
-            log.warning("delivering %s failed: %r", topic_hint(message.topic), exc)
+            log.warning("delivering to a session failed: %r", exc)
         finally:
             window.release()

@@ -1,20 +1,36 @@
-"""Reading the first packet of a connection ourselves, before amqtt parses it.
+"""The first packet of a connection: read, checked and parsed here.
 
-amqtt 0.12.1 parses an MQTT 5 CONNECT as 3.1.1 and waits for bytes that never come; it also
-reads without a deadline. We read exactly one framed packet (bounded size, under the caller's
-timeout), check it is a CONNECT for protocol level 4, and only then hand the bytes to amqtt.
+amqtt 0.12.1 parses an MQTT 5 CONNECT as 3.1.1 and waits for bytes that never come, reads without
+a deadline and turns invalid UTF-8 into the text of a Python bytes literal. We read exactly one
+framed packet (bounded size, under the caller's timeout), check it is a well-formed CONNECT for
+protocol level 4 ([MQTT-3.1]), and parse its fields.
 """
 
 from __future__ import annotations
 
 import asyncio
-
-from amqtt.adapters import ReaderAdapter
+import uuid
+from dataclasses import dataclass
 
 CONNECT = 0x10
 MQTT_311 = 4
 MAX_CONNECT_BYTES = 65_536  # client id + will + username + password; far above any real CONNECT
 UNACCEPTABLE_PROTOCOL_VERSION = 0x01
+IDENTIFIER_REJECTED = 0x02
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectFields:
+    client_id: str
+    """As sent; one the gateway assigned when the client sent none (clean sessions only)."""
+    clean_session: bool
+    keep_alive: int
+    username: str | None
+    password: str | None
+    will_topic: str | None
+    will_message: bytes | None
+    will_qos: int
+    will_retain: bool
 
 
 class ConnectRejected(Exception):
@@ -26,18 +42,15 @@ class ConnectRejected(Exception):
         self.return_code = return_code
 
 
-async def _read(reader: ReaderAdapter, n: int) -> bytes:
+async def _read(reader: asyncio.StreamReader, n: int) -> bytes:
     try:
-        data: bytes = await reader.read(n)
+        return await reader.readexactly(n)
     except (asyncio.IncompleteReadError, ConnectionError) as exc:
         raise ConnectRejected("eof_before_connect") from exc
-    if len(data) != n:
-        raise ConnectRejected("eof_before_connect")
-    return data
 
 
-async def read_connect_packet(reader: ReaderAdapter) -> bytes:
-    """Returns the whole CONNECT packet (fixed header included). Raises ConnectRejected."""
+async def read_connect_packet(reader: asyncio.StreamReader) -> ConnectFields:
+    """The CONNECT's fields. Raises ConnectRejected."""
     first = await _read(reader, 1)
     if first[0] != CONNECT:
         raise ConnectRejected("first_packet_not_connect")
@@ -56,8 +69,7 @@ async def read_connect_packet(reader: ReaderAdapter) -> bytes:
         raise ConnectRejected("connect_too_large")
     body = await _read(reader, remaining)
     _check_protocol(body)
-    _check_strings(body)
-    return first + length_bytes + body
+    return _parse(body)
 
 
 def _check_protocol(body: bytes) -> None:
@@ -89,17 +101,19 @@ def _check_flags(flags: int) -> None:
         raise ConnectRejected("password_without_username")
 
 
-def _check_strings(body: bytes) -> None:
+def _parse(body: bytes) -> ConnectFields:
     """[MQTT-1.5.3-1/2]: client id, will topic and username must be UTF-8 without U+0000, or the
-    connection is closed. (amqtt would turn invalid bytes into the text of a Python bytes literal.)
-    The will topic is a topic name: no wildcards [MQTT-3.3.2-2]. Nothing may follow the last field."""
+    connection is closed. The will topic is a topic name: no wildcards [MQTT-3.3.2-2]. Nothing may
+    follow the last field. A password is binary data; one that is not UTF-8 cannot match any."""
     name_len = int.from_bytes(body[:2], "big")
     pos = 2 + name_len + 1
     if len(body) < pos + 3:
         raise ConnectRejected("malformed_connect")
     flags = body[pos]
     _check_flags(flags)
+    keep_alive = int.from_bytes(body[pos + 1 : pos + 3], "big")
     pos += 3  # flags, keep-alive
+    values: dict[str, bytes] = {}
     fields = ["client_id"]
     if flags & 0x04:
         fields += ["will_topic", "will_message"]
@@ -115,6 +129,7 @@ def _check_strings(body: bytes) -> None:
         if len(value) != size:
             raise ConnectRejected("malformed_connect")
         pos += 2 + size
+        values[field] = value
         if field in ("will_message", "password"):
             continue
         try:
@@ -127,3 +142,22 @@ def _check_strings(body: bytes) -> None:
             raise ConnectRejected("invalid_will_topic")
     if pos != len(body):
         raise ConnectRejected("trailing_bytes_in_connect")
+    clean = bool(flags & 0x02)
+    client_id = values["client_id"].decode("utf-8")
+    if not client_id:  # [MQTT-3.1.3-6/7/8]: the server assigns one, for a clean session only
+        if not clean:
+            raise ConnectRejected("empty_client_id_persistent", IDENTIFIER_REJECTED)
+        client_id = f"auto-{uuid.uuid4().hex}"
+    will = "will_topic" in values
+    password = values.get("password")
+    return ConnectFields(
+        client_id=client_id,
+        clean_session=clean,
+        keep_alive=keep_alive,
+        username=values["username"].decode("utf-8") if "username" in values else None,
+        password=password.decode("utf-8", errors="replace") if password is not None else None,
+        will_topic=values["will_topic"].decode("utf-8") if will else None,
+        will_message=values.get("will_message"),
+        will_qos=(flags >> 3) & 0x03 if will else 0,
+        will_retain=bool(flags & 0x20) if will else False,
+    )

@@ -1,0 +1,339 @@
+"""GatewayBroker: the gateway's MQTT 3.1.1 broker, one connection from accept to its recorded end.
+
+Our own session layer (this package) on amqtt's plugin API (amqtt_api.py). What differs from the
+stock amqtt 0.12.1 Broker (../shared/notes/amqtt-0.12.md), each with a regression test:
+1. Retained messages are replayed only for the new subscription, through the RECEIVE ACL
+   (stock: every filter anyone subscribed to, no ACL).
+2. Authentication runs on the incoming connection alone, before any existing session is touched
+   (stock: a failed CONNECT with a victim's client id wiped the victim's session).
+3. A second CONNECT with the same client id takes the session over: the first connection is
+   closed and its end recorded before the new one is bound (stock: left open and deaf).
+4. A resumed persistent session takes address, TLS object, credentials and identity from the new
+   connection, after authenticating it (stock: reused the previous connection's TLS identity).
+5. A silent socket is closed after `connect_timeout`; sockets over `max_connections` are closed
+   at once (stock: no timeout, and queued instead of refused). Keep-alive is enforced.
+6. An MQTT 5 (or 3.1) CONNECT gets CONNACK 0x01 at once (stock: the client hangs).
+Routing goes through a subscription index (router.py): a publish costs O(topic levels), not
+O(every subscription on the node).
+
+The rooms: listener.py (sockets, admission, TLS), connect_packet.py (the CONNECT), table.py (the
+session table and caps), connection.py (one connection's packets), qos.py (outgoing QoS flows),
+inbound.py (what a PUBLISH does), router.py / delivery.py / retained.py (where messages go).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from ..acl import TopicAccessPlugin
+from ..audit import audit
+from ..auth.outcome import Refusal
+from ..identity import RETRY_LATER_ATTR, DeviceIdentity, identity_of, owner_of, session_key
+from ..keyed_lock import KeyedLock
+from ..services import GatewayServices
+from . import codec
+from .admission import SocketAdmission, SocketTicket
+from .amqtt_api import Action, BaseAuthPlugin, BaseContext, BrokerEvents, PluginManager, as_plugin_session
+from .connect_packet import ConnectRejected, read_connect_packet
+from .connection import CloseReason, Connection
+from .delivery import Delivery
+from .inbound import Inbound
+from .listener import Listeners, ListenerSpec
+from .router import Router
+from .session import ClientSession
+from .table import SessionTable
+
+log = logging.getLogger(__name__)
+
+NOT_AUTHORIZED, SERVER_UNAVAILABLE = 0x05, 0x03
+# Refusals that are a configured limit, not a credential problem: counted in `limitsHit` too.
+LIMIT_REFUSALS = frozenset(
+    {"max_connections", "max_pending_connects_per_address", "max_sessions_per_device", "tenant_max_connections"}
+)
+SLOW_QUEUE = "its queue filled up with QoS 1/2 messages"
+
+
+class GatewayContext(BaseContext):
+    """What our plugins are handed: amqtt's context, plus the gateway's services."""
+
+    def __init__(self, services: GatewayServices, plugins: dict[str, Any]) -> None:
+        super().__init__()
+        self.services = services
+        self.config = {"plugins": plugins}
+
+
+class GatewayBroker:
+    def __init__(self, services: GatewayServices, plugins: dict[str, Any]) -> None:
+        self.services = services
+        settings = services.settings
+        self.plugins_manager: PluginManager[GatewayContext] = PluginManager(
+            "gateway.broker.plugins", GatewayContext(services, plugins)
+        )
+        self._auth = [p for p in self.plugins_manager.plugins if isinstance(p, BaseAuthPlugin)]
+        acl = [p for p in self.plugins_manager.plugins if isinstance(p, TopicAccessPlugin)]
+        if len(acl) != 1:
+            raise ValueError("GatewayBroker needs exactly one TopicAccessPlugin")
+        self._acl = acl[0]
+        self.router = Router(settings, services.metrics, self._allowed)
+        self.table = SessionTable(settings, services.metrics, self.router)
+        self.inbound = Inbound(services, self.router, self._allowed)
+        admission = SocketAdmission(settings.max_connections, settings.max_pending_connects_per_address)
+        self.listeners = Listeners(admission, settings.connect_timeout, self._serve, self._refused)
+        self._owner_locks = KeyedLock()  # CONNECTs of one device (or service account), one at a time
+        self._expiry: asyncio.Task[None] | None = None
+
+    async def start(self, listeners: list[ListenerSpec]) -> None:
+        await self.plugins_manager.fire_event(BrokerEvents.PRE_START, wait=True)
+        await self.listeners.start(listeners)
+        self._expiry = asyncio.create_task(self.table.expire())
+        await self.plugins_manager.fire_event(BrokerEvents.POST_START, wait=True)
+
+    async def shutdown(self) -> None:
+        await self.plugins_manager.fire_event(BrokerEvents.PRE_SHUTDOWN, wait=True)
+        self.listeners.close()
+        await self.close_sessions(lambda _: True, reason=CloseReason.SHUTDOWN)
+        if self.inbound.epmp_tasks:  # requests already read are answered (and written) before the registry closes
+            await asyncio.wait(self.inbound.epmp_tasks, timeout=5.0)
+        if self._expiry is not None:
+            self._expiry.cancel()
+        await self.plugins_manager.fire_event(BrokerEvents.POST_SHUTDOWN, wait=True)
+        await self.plugins_manager.close()
+
+    # -- what the rest of the gateway reads --------------------------------------------------------------
+
+    def bound_port(self, listener_name: str) -> int:
+        return self.listeners.bound_port(listener_name)
+
+    @property
+    def open_sockets(self) -> int:
+        """Sockets counted against `max_connections` right now (TLS ones from before the handshake)."""
+        return self.listeners.admission.open_sockets
+
+    @property
+    def sessions(self) -> dict[str, ClientSession]:
+        return self.table.sessions
+
+    def epmp_pending(self, owner: str) -> int:
+        """10/EPMP requests of a device (`<tenant>/<device>`) waiting to be answered."""
+        return self.inbound.epmp_pending(owner)
+
+    def connected_services(self) -> Iterator[DeviceIdentity]:
+        for session in self.table.connected():
+            identity = identity_of(session)
+            if identity is not None and identity.is_service:
+                yield identity
+
+    def event_consumers(self, tenant_id: str, topic: str) -> list[Connection]:
+        """Connections of the tenant's service accounts subscribed to `topic` (found through the
+        subscription index: the cost does not grow with the number of connected devices)."""
+        consumers: dict[str, Connection] = {}
+        for key, _qos, _filter in self.router.index.match(topic):
+            live = self.table.live.get(key)
+            if live is None or key in consumers:
+                continue
+            identity = identity_of(live.connection.session)
+            if identity is None or not identity.is_service or identity.tenant_id != tenant_id:
+                continue
+            if self._acl.allowed(live.connection.session, topic, Action.RECEIVE):
+                consumers[key] = live.connection
+        return list(consumers.values())
+
+    async def close_sessions(
+        self, match: Callable[[DeviceIdentity], bool], *, reason: str, detail: str | None = None
+    ) -> int:
+        closed = await self.table.close_matching(match, reason=reason, detail=detail)
+        self.services.metrics.sessions_kicked += closed
+        if reason == CloseReason.KICKED:
+            # A revoked or deleted identity's retained messages go too: a token given again later must
+            # not inherit what its previous holder left behind.
+            self.router.forget_retained(match)
+        return closed
+
+    # -- one connection, start to end -----------------------------------------------------------------------
+
+    async def _serve(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, ticket: SocketTicket, deadline: float
+    ) -> None:
+        peer = writer.get_extra_info("peername")
+        try:
+            async with asyncio.timeout_at(deadline):
+                connect = await read_connect_packet(reader)
+        except TimeoutError:
+            self._refused("connect_timeout", peer)
+            return
+        except ConnectRejected as exc:
+            self._refused(exc.reason, peer)
+            if exc.return_code is not None:
+                await _send_connack(writer, exc.return_code)
+            return
+        finally:
+            self.listeners.admission.connect_read(ticket)
+        incoming = ClientSession.of(connect, peer, writer.get_extra_info("ssl_object"))
+        if not await self._authenticate(incoming):
+            retry = incoming.attributes.get(RETRY_LATER_ATTR, False)
+            await _send_connack(writer, SERVER_UNAVAILABLE if retry else NOT_AUTHORIZED)
+            return
+        identity = identity_of(incoming)
+        assert identity is not None
+        key = session_key(identity, connect.client_id)
+        await self._run(key, identity, incoming, reader, writer)
+
+    async def _authenticate(self, session: ClientSession) -> bool:
+        """amqtt's rule: refused if any auth plugin says False, or none says anything."""
+        results = [await plugin.authenticate(session=as_plugin_session(session)) for plugin in self._auth]
+        answers = [r for r in results if r is not None]
+        return bool(answers) and all(answers) and identity_of(session) is not None
+
+    async def _run(
+        self,
+        key: str,
+        identity: DeviceIdentity,
+        incoming: ClientSession,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        counted = False  # in the tenant's connected sessions (until the session is over)
+        tenants = self.table.tenant_connected
+        try:
+            async with self._owner_locks.hold(owner_of(key)):
+                await self.table.end_connection(key, CloseReason.TAKEN_OVER)
+                limit = await self.table.make_room(key, identity)
+                if limit is not None:
+                    self._refused(limit, writer.get_extra_info("peername"), identity=identity)
+                    await _send_connack(writer, SERVER_UNAVAILABLE)
+                    return
+                if not identity.is_service:
+                    tenants.add(identity.tenant_id)
+                    counted = True
+                session = self.table.adopt(key, incoming)
+                delivery = self.router.delivery(key, session, on_slow=lambda: self.table.close_slow(key, SLOW_QUEUE))
+                connection = Connection(reader, writer, session, delivery.flows, self.inbound, self.services.settings)
+                self.table.bind(session, connection)
+                # Re-validated inside the registry transaction: a revocation that committed while we
+                # authenticated refuses here; one that commits later finds this session to close.
+                recorded = await self._record_connect(session, identity)
+            if not recorded:
+                self._refused(Refusal.SESSION_REVOKED.value, writer.get_extra_info("peername"), identity=identity)
+                self.table.unbind(session, connection, discard=True)
+                await _send_connack(writer, NOT_AUTHORIZED)
+                return
+            try:
+                await self._connected(session, connection, delivery)
+            finally:
+                delivery.detach_from(connection)
+                if counted:  # over before its disconnect is written to the registry
+                    tenants.remove(identity.tenant_id)
+                    counted = False
+                await self._finish(session, identity, connection)
+        finally:
+            if counted:
+                tenants.remove(identity.tenant_id)
+
+    async def _connected(self, session: ClientSession, connection: Connection, delivery: Delivery) -> None:
+        self.services.metrics.connects_accepted += 1
+        audit(
+            "connected",
+            tenant=identity.tenant_id if (identity := identity_of(session)) else None,
+            device=identity.device_id if identity else None,
+            client_id=session.client_id,
+            remote=session.peer,
+            resumed=session.resumed,
+        )
+        connection.write(codec.encode_connack(session.resumed, 0))
+        await self.plugins_manager.fire_event(
+            BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session
+        )
+        # What a persistent session queued while offline goes first. Retained messages are sent when a
+        # subscription is made [MQTT-3.3.1-6], not again on every resume.
+        delivery.attach(
+            connection, lambda: connection.close(CloseReason.SLOW_CONSUMER, "no acknowledgement within 5 s")
+        )
+        await connection.run()
+
+    async def _finish(self, session: ClientSession, identity: DeviceIdentity, connection: Connection) -> None:
+        """Runs however the connection ended: will, unbind, record why."""
+        connection.writer.transport.abort()
+        reason = connection.close_reason or CloseReason.SOCKET_ERROR
+        if reason != CloseReason.CLIENT_DISCONNECT:
+            self.inbound.publish_will(session)  # [MQTT-3.1.2-8]; not after DISCONNECT [MQTT-3.1.2-10]
+        self.table.unbind(session, connection, discard=session.clean_session or connection.discard_session)
+        self.services.metrics.disconnects[reason] += 1
+        audit(
+            "disconnected",
+            tenant=identity.tenant_id,
+            device=identity.device_id,
+            client_id=session.client_id,
+            reason=reason,
+            detail=connection.close_detail,
+        )
+        await self.plugins_manager.fire_event(
+            BrokerEvents.CLIENT_DISCONNECTED, client_id=session.client_id, client_session=session
+        )
+        if identity.is_service:
+            return
+        try:
+            await self.services.registry.connections.record_disconnect(
+                session_key=session.key, reason=reason, detail=connection.close_detail
+            )
+        except Exception:
+            log.exception("could not record the disconnect of %s", session.key)
+
+    async def _record_connect(self, session: ClientSession, identity: DeviceIdentity) -> bool:
+        try:
+            if identity.is_service:  # not a device: no presence; still re-checked against a deletion
+                account = await self.services.registry.service_accounts.find(identity.tenant_id, identity.device_id)
+                return account is not None
+            return await self.services.registry.connections.record_connect(
+                session_key=session.key,
+                tenant_id=identity.tenant_id,
+                device_id=identity.device_id,
+                node=self.services.settings.node_id,
+                client_id=session.client_id,
+                remote_address=session.remote_address,
+                credential_id=identity.credential_id,
+                credential_version=identity.credential_version,
+            )
+        except Exception:
+            log.exception("could not record the connect of %s", session.key)
+            return False
+
+    def _refused(
+        self,
+        reason: str,
+        peer: tuple[str, int] | None,
+        detail: str | None = None,
+        *,
+        identity: DeviceIdentity | None = None,
+    ) -> None:
+        self.services.metrics.connects_refused[reason] += 1
+        if reason in LIMIT_REFUSALS:
+            self.services.metrics.limits_hit[reason] += 1
+        audit(
+            "connect_refused",
+            logging.WARNING,
+            reason=reason,
+            remote=f"{peer[0]}:{peer[1]}" if peer else None,
+            tenant=identity.tenant_id if identity else None,
+            device=identity.device_id if identity else None,
+            detail=detail,
+        )
+
+    def _allowed(self, session: Any, topic: str, action: Action) -> bool:
+        allowed = self._acl.allowed(session, topic, action)
+        if not allowed:
+            if action == Action.PUBLISH:
+                self.services.metrics.publishes_denied += 1
+            elif action == Action.SUBSCRIBE:
+                self.services.metrics.subscriptions_denied += 1
+        return allowed
+
+
+async def _send_connack(writer: asyncio.StreamWriter, return_code: int) -> None:
+    with contextlib.suppress(Exception):
+        writer.write(codec.encode_connack(False, return_code))
+        async with asyncio.timeout(2):
+            await writer.drain()
