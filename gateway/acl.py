@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 from .audit import audit, topic_hint
 from .identity import identity_of
+from .kp1.topic import device_may_use
 from .mqtt.amqtt_api import Action, BaseTopicPlugin, Session
-from .topics import device_may_use, service_may_use
+from .topics import service_may_use
 
 
 def decide(session: Session | None, topic: str | None, action: Action) -> bool:

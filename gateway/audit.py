@@ -6,7 +6,7 @@ import hashlib
 import logging
 from collections.abc import Collection
 
-from .topics import KP1
+from .kp1.topic import KP1
 
 log = logging.getLogger("gateway.audit")
 _TOKEN_LEVEL = 3  # kp1/<app version>/<extension>/<endpoint token>/...

@@ -24,6 +24,7 @@ from .events import EventDispatcher
 from .identity import DeviceIdentity
 from .kp1.epmp import Epmp
 from .kp1.whitelist import load_whitelist
+from .management import Management
 from .metrics import Metrics
 from .mqtt.broker import GatewayBroker
 from .mqtt.connection import CloseReason
@@ -71,6 +72,8 @@ class Gateway:
             hasher=PasswordHasher(settings.password_hash_workers),
             metrics=Metrics(),
         )
+        self.manage = Management(self)
+        """Management writes with their side effects (closing sessions, reloading trust)."""
         self.broker: GatewayBroker | None = None
         self.events: EventDispatcher | None = None
         self.tls: ServerTls | None = None

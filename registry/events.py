@@ -14,7 +14,7 @@ from .models import now_ms
 async def emit(tx: aiosqlite.Connection, tenant_id: str, subject: str, node: str, **fields: Any) -> None:
     """Every event carries correlationId, timestamp (ms) and originatorReplicaId (the node)."""
     now = now_ms()
-    payload = {"correlationId": str(uuid.uuid4()), "timestamp": now, "originatorReplicaId": node, **fields}
+    payload = {"correlationId": uuid.uuid4().hex, "timestamp": now, "originatorReplicaId": node, **fields}
     await tx.execute(
         "INSERT INTO outbox (tenant_id, subject, payload, created_at) VALUES (?, ?, ?, ?)",
         (tenant_id, subject, json.dumps(payload, separators=(",", ":")), now),

@@ -11,6 +11,8 @@ import json
 import sqlite3
 from dataclasses import dataclass
 
+import aiosqlite
+
 from .credentials import AUTH_SELECT, auth_record
 from .database import Database
 from .events import emit
@@ -60,6 +62,10 @@ class ProvisioningStore:
         )
         return bool(cleared)
 
+    async def check(self, req: ProvisioningRequest) -> None:
+        """The dry run of `provision`: raises what it would refuse with, writes nothing."""
+        await _check(self._db.reader, req)
+
     async def provision(self, req: ProvisioningRequest) -> tuple[AuthRecord, bool]:
         """Returns (the x509 credential's auth record, created_now). Raises ProvisioningRefused."""
         now = now_ms()
@@ -68,33 +74,7 @@ class ProvisioningStore:
                 row = await cur.fetchone()
             if row is not None:  # a concurrent first connect won the race
                 return auth_record(row), False
-            async with tx.execute(
-                "SELECT 1 FROM tombstones WHERE tenant_id = ? AND fingerprint = ?", (req.tenant_id, req.fingerprint)
-            ) as cur:
-                if await cur.fetchone() is not None:
-                    raise ProvisioningRefused("deleted", "this certificate's device was deleted by an operator")
-            async with tx.execute("SELECT enabled, max_devices FROM tenants WHERE id = ?", (req.tenant_id,)) as cur:
-                tenant = await cur.fetchone()
-            if tenant is None or not tenant["enabled"]:
-                raise ProvisioningRefused("tenant_disabled", "tenant is disabled or gone")
-            if tenant["max_devices"] is not None:
-                async with tx.execute("SELECT count(*) FROM devices WHERE tenant_id = ?", (req.tenant_id,)) as cur:
-                    count = (await cur.fetchone() or (0,))[0]
-                if count >= tenant["max_devices"]:
-                    raise ProvisioningRefused("device_quota", f"tenant has reached its limit of {count} devices")
-            async with tx.execute(
-                "SELECT 1 FROM devices WHERE tenant_id = ? AND id = ?", (req.tenant_id, req.device_id)
-            ) as cur:
-                if await cur.fetchone() is not None:
-                    raise ProvisioningRefused(
-                        "device_id_taken", f"device {req.device_id!r} exists and does not own this certificate"
-                    )
-            async with tx.execute(
-                "SELECT 1 FROM credentials WHERE kind = 'token' AND auth_id = ?", (req.device_id,)
-            ) as cur:
-                if await cur.fetchone() is not None:
-                    # not echoed: the id is another device's live token
-                    raise ProvisioningRefused("token_taken", "the device id is already another device's endpoint token")
+            await _check(tx, req)
             try:
                 await tx.execute(
                     "INSERT INTO devices (tenant_id, id, grp, app_version, attributes, state, enabled,"
@@ -147,3 +127,35 @@ def _tombstone(row: object) -> Tombstone:
         ca_id=r["ca_id"],  # type: ignore[index]
         deleted_at=from_ms(r["deleted_at"]),  # type: ignore[index]
     )
+
+
+async def _check(conn: aiosqlite.Connection, req: ProvisioningRequest) -> None:
+    """Everything that refuses a provisioning, in one place: the CONNECT path runs it inside the
+    writing transaction, the dry-run API on the reader. Raises ProvisioningRefused."""
+    async with conn.execute(
+        "SELECT 1 FROM tombstones WHERE tenant_id = ? AND fingerprint = ?", (req.tenant_id, req.fingerprint)
+    ) as cur:
+        if await cur.fetchone() is not None:
+            raise ProvisioningRefused(
+                "deleted", "this certificate's device was deleted by an operator; clear its tombstone to allow it"
+            )
+    async with conn.execute("SELECT enabled, max_devices FROM tenants WHERE id = ?", (req.tenant_id,)) as cur:
+        tenant = await cur.fetchone()
+    if tenant is None or not tenant["enabled"]:
+        raise ProvisioningRefused("tenant_disabled", "tenant is disabled or gone")
+    if tenant["max_devices"] is not None:
+        async with conn.execute("SELECT count(*) FROM devices WHERE tenant_id = ?", (req.tenant_id,)) as cur:
+            count = (await cur.fetchone() or (0,))[0]
+        if count >= tenant["max_devices"]:
+            raise ProvisioningRefused("device_quota", f"tenant has reached its limit of {count} devices")
+    async with conn.execute(
+        "SELECT 1 FROM devices WHERE tenant_id = ? AND id = ?", (req.tenant_id, req.device_id)
+    ) as cur:
+        if await cur.fetchone() is not None:
+            raise ProvisioningRefused(
+                "device_id_taken", f"device {req.device_id!r} exists and does not own this certificate"
+            )
+    async with conn.execute("SELECT 1 FROM credentials WHERE kind = 'token' AND auth_id = ?", (req.device_id,)) as cur:
+        if await cur.fetchone() is not None:
+            # not echoed: the id is another device's live token
+            raise ProvisioningRefused("token_taken", "the device id is already another device's endpoint token")

@@ -192,3 +192,22 @@ async def test_events_survive_kill_9(tmp_path: Path) -> None:
         await wait_until(all_marked)
     finally:
         await gw.stop()
+
+
+async def test_every_event_has_one_correlation_id_format(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """Events made in Python (registered) and by the registry's SQL triggers (connected, disconnected)
+    carry correlationId in one format: 32 lowercase hex digits."""
+    token = await make_device(api)
+    async with mqtt(gateway, token):
+        pass
+    await wait_until(lambda: _has(gateway, "disconnected"))
+    events = await outbox_events(gateway, "acme")
+    subjects = {e["subject"].rsplit("/", 1)[-1] for e in events}
+    assert {"registered", "connected", "disconnected"} <= subjects, subjects
+    ids = [e["payload"]["correlationId"] for e in events]
+    assert all(len(i) == 32 and set(i) <= set("0123456789abcdef") for i in ids), ids
+    assert len(set(ids)) == len(ids)
+
+
+async def _has(gateway: Gateway, suffix: str) -> bool:
+    return any(e["subject"].endswith(suffix) for e in await outbox_events(gateway, "acme"))

@@ -1,12 +1,10 @@
 """/v1/tenants/{tenant}/devices/{device}/tokens, /passwords and /certificates.
 
-Every change that can invalidate a credential (a state other than active/inactive, a deletion, a new
-password) closes the sessions it opened, in one place: `_close_sessions_of`.
+What a change does to live sessions is gateway/management.py's (`Credentials`), not the handlers'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, Response
@@ -14,7 +12,6 @@ from fastapi import APIRouter, Body, Response
 from registry.errors import NotFound
 from registry.models import Credential, CredentialKind
 
-from ..identity import DeviceIdentity
 from .deps import GatewayDep
 from .schemas import CertificateOut, PasswordIn, PasswordOut, StateIn, TokenIn, TokenOut
 
@@ -30,34 +27,15 @@ async def _device_of_token(gw: GatewayDep, tenant: str, token: str) -> str:
     return record.device_id
 
 
-def _opened_by(tenant: str, kind: CredentialKind, auth_id: str) -> Callable[[DeviceIdentity], bool]:
-    """Sessions that depend on the credential: for a token, every session that may use it in topics
-    (a password session of the same device too); otherwise the sessions it authenticated."""
-    if kind == CredentialKind.TOKEN:
-        return lambda i: i.tenant_id == tenant and auth_id in i.tokens
-    return lambda i: i.tenant_id == tenant and i.credential_kind == kind and i.auth_id == auth_id
-
-
-async def _close_sessions_of(gw: GatewayDep, tenant: str, kind: CredentialKind, auth_id: str, detail: str) -> None:
-    await gw.kick(_opened_by(tenant, kind, auth_id), detail)
-
-
 async def _set_state(
     gw: GatewayDep, tenant: str, device: str, kind: CredentialKind, auth_id: str, body: StateIn
 ) -> Credential:
-    credential = await gw.registry.credentials.set_state(tenant, device, kind, auth_id, body.state)
-    if not credential.state.usable:
-        await _close_sessions_of(gw, tenant, kind, auth_id, f"{_NAMES[kind]} {credential.state.value}")
-    return credential
+    return await gw.manage.credentials.set_state(tenant, device, kind, auth_id, body.state)
 
 
 async def _delete(gw: GatewayDep, tenant: str, device: str, kind: CredentialKind, auth_id: str) -> Response:
-    await gw.registry.credentials.delete(tenant, device, kind, auth_id)
-    await _close_sessions_of(gw, tenant, kind, auth_id, f"{_NAMES[kind]} deleted")
+    await gw.manage.credentials.delete(tenant, device, kind, auth_id)
     return Response(status_code=204)
-
-
-_NAMES = {CredentialKind.TOKEN: "token", CredentialKind.PASSWORD: "password", CredentialKind.X509: "certificate"}
 
 
 # -- tokens ---------------------------------------------------------------------------------------------
@@ -108,10 +86,7 @@ async def set_tenant_token_state(tenant: str, token: str, body: StateIn, gw: Gat
 @router.put("/passwords/{auth_id}")
 async def set_password(tenant: str, device: str, auth_id: str, body: PasswordIn, gw: GatewayDep) -> PasswordOut:
     """Creates the password, or rotates it: sessions opened with the old one are closed."""
-    password_hash = await gw.services.hasher.hash(body.password)
-    credential = await gw.registry.credentials.set_password(tenant, device, auth_id, password_hash)
-    await _close_sessions_of(gw, tenant, CredentialKind.PASSWORD, auth_id, "password changed")
-    return PasswordOut.of(credential)
+    return PasswordOut.of(await gw.manage.credentials.set_password(tenant, device, auth_id, body.password))
 
 
 @router.get("/passwords")

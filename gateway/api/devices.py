@@ -58,18 +58,15 @@ async def get_device(tenant: str, device: str, gw: GatewayDep) -> DeviceOut:
 @router.patch("/{device}")
 async def patch_device(tenant: str, device: str, body: DevicePatch, gw: GatewayDep) -> DeviceOut:
     kwargs = {"app_version": body.app_version} if "app_version" in body.model_fields_set else {}
-    updated = await gw.registry.devices.update(
+    updated = await gw.manage.devices.update(
         tenant, device, group=body.group, attributes=body.attributes, enabled=body.enabled, **kwargs
     )
-    if body.enabled is False:
-        await gw.kick(lambda i: i.tenant_id == tenant and i.device_id == device, "device disabled")
     return DeviceOut.of(updated)
 
 
 @router.delete("/{device}", status_code=204)
 async def delete_device(tenant: str, device: str, gw: GatewayDep) -> Response:
-    await gw.registry.devices.delete(tenant, device, node=gw.settings.node_id)
-    await gw.kick(lambda i: i.tenant_id == tenant and i.device_id == device, "device deleted")
+    await gw.manage.devices.delete(tenant, device)
     return Response(status_code=204)
 
 

@@ -30,8 +30,5 @@ async def list_service_accounts(tenant: str, gw: GatewayDep) -> list[ServiceAcco
 
 @router.delete("/{account}", status_code=204)
 async def delete_service_account(tenant: str, account: str, gw: GatewayDep) -> Response:
-    await gw.registry.service_accounts.delete(tenant, account)
-    await gw.kick(
-        lambda i: i.is_service and i.tenant_id == tenant and i.device_id == account, "service account deleted"
-    )
+    await gw.manage.service_accounts.delete(tenant, account)
     return Response(status_code=204)

@@ -32,17 +32,10 @@ async def get_tenant(tenant: str, gw: GatewayDep) -> TenantOut:
 async def patch_tenant(tenant: str, body: TenantPatch, gw: GatewayDep) -> TenantOut:
     fields = body.model_fields_set
     kwargs = {name: getattr(body, name) for name in ("max_devices", "max_connections") if name in fields}
-    updated = await gw.registry.tenants.update(tenant, enabled=body.enabled, **kwargs)
-    if body.enabled is not None:
-        await gw.reload_trust()  # a disabled tenant's CAs are trusted no more
-    if body.enabled is False:
-        await gw.kick(lambda i: i.tenant_id == tenant, "tenant disabled")
-    return TenantOut.of(updated)
+    return TenantOut.of(await gw.manage.tenants.update(tenant, enabled=body.enabled, **kwargs))
 
 
 @router.delete("/{tenant}", status_code=204)
 async def delete_tenant(tenant: str, gw: GatewayDep) -> Response:
-    await gw.registry.tenants.delete(tenant)
-    await gw.reload_trust()
-    await gw.kick(lambda i: i.tenant_id == tenant, "tenant deleted")
+    await gw.manage.tenants.delete(tenant)
     return Response(status_code=204)

@@ -43,7 +43,7 @@ async def add_trusted_ca(tenant: str, body: TrustedCaIn, gw: GatewayDep) -> Trus
     except CertificateRejected as exc:
         raise BadRequest(str(exc), "cert") from None
     now = from_ms(now_ms())
-    ca = await gw.registry.trusted_cas.create(
+    ca = await gw.manage.trusted_cas.create(
         TrustedCa(
             id="",
             tenant_id=tenant,
@@ -65,7 +65,6 @@ async def add_trusted_ca(tenant: str, body: TrustedCaIn, gw: GatewayDep) -> Trus
             updated_at=now,
         )
     )
-    await gw.reload_trust()
     return TrustedCaOut.of(ca)
 
 
@@ -84,7 +83,7 @@ async def check_certificate(tenant: str, body: CertificateCheckIn, gw: GatewayDe
         raise BadRequest(str(exc), "cert") from None
     if gw.services.trust is None:
         raise HTTPException(409, "TLS is disabled on this gateway: no certificate can authenticate")
-    result = await assess(gw.registry, gw.services.trust, leaf, gw.settings.node_id)
+    result = await assess(gw.registry, gw.services.trust, leaf, gw.settings.node_id, dry_run=True)
     facts = CertificateFacts(
         subject_dn=leaf.subject.rfc4514_string(),
         issuer_dn=leaf.issuer.rfc4514_string(),
@@ -131,18 +130,12 @@ async def get_trusted_ca(tenant: str, ca_id: str, gw: GatewayDep) -> TrustedCaOu
 async def patch_trusted_ca(tenant: str, ca_id: str, body: TrustedCaPatch, gw: GatewayDep) -> TrustedCaOut:
     _check_templates(body)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
-    ca = await gw.registry.trusted_cas.update(tenant, ca_id, **changes)
-    await gw.reload_trust()
-    if not ca.enabled:
-        await gw.kick(lambda i: i.ca_id == ca_id, "trusted CA disabled")
-    return TrustedCaOut.of(ca)
+    return TrustedCaOut.of(await gw.manage.trusted_cas.update(tenant, ca_id, **changes))
 
 
 @router.delete("/trusted-cas/{ca_id}", status_code=204)
 async def delete_trusted_ca(tenant: str, ca_id: str, gw: GatewayDep) -> Response:
-    await gw.registry.trusted_cas.delete(tenant, ca_id)
-    await gw.reload_trust()
-    await gw.kick(lambda i: i.ca_id == ca_id, "trusted CA removed")
+    await gw.manage.trusted_cas.delete(tenant, ca_id)
     return Response(status_code=204)
 
 

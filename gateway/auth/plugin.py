@@ -1,4 +1,4 @@
-"""The amqtt authentication plugin: picks the credential kind from the CONNECT and wires it in.
+"""The amqtt authentication plugin: the CONNECT's credentials (credentials.py) through the verifier chain.
 
 Every attempt first reserves its tokens in the failure throttle (throttle.py): an empty bucket
 refuses it before any lookup or hashing. A wrong or unknown secret keeps the tokens; anything else
@@ -8,6 +8,7 @@ gives them back. A password login from an address where the same username succee
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass
 
@@ -16,10 +17,9 @@ from ..audit import audit, secret_hint
 from ..identity import IDENTITY_ATTR, RETRY_LATER_ATTR
 from ..mqtt.amqtt_api import Action, BaseAuthPlugin, Session
 from ..services import GatewayServices, services_of
+from .credentials import ConnectCredentials, Verifier, verifier_chain, verify
 from .outcome import AuthOutcome, Refusal
-from .password import authenticate_password, parse_username
-from .token import authenticate_token
-from .x509 import authenticate_certificate
+from .password import parse_username
 
 log = logging.getLogger(__name__)
 
@@ -36,39 +36,20 @@ GUESSES = frozenset(
 )
 
 
-async def authenticate(services: GatewayServices, session: Session, *, urgent: bool = False) -> AuthOutcome:
-    """Handlers in a fixed order, as Hono does: certificate, then token or password."""
-    username, password = session.username, session.password
-    leaf_der = session.ssl_object.getpeercert(binary_form=True) if session.ssl_object is not None else None
-    if leaf_der and services.trust is not None:
-        return await authenticate_certificate(
-            services.registry, services.trust, leaf_der, username, services.settings.node_id
-        )
-    if not username:
-        return AuthOutcome.refuse(Refusal.NO_USERNAME)
-    if "@" in username:
-        return await authenticate_password(
-            services.registry,
-            services.hasher,
-            username,
-            password,
-            queue_deadline=services.settings.password_queue_deadline,
-            urgent=urgent,
-        )
-    return await authenticate_token(services.registry, username, password)
-
-
-async def guarded_authenticate(services: GatewayServices, session: Session) -> AuthOutcome:
-    """`authenticate` inside the failure throttle, with the returning-device lane for passwords."""
-    address = session.remote_address
-    username = session.username if session.username and parse_username(session.username) else None
-    returning = username is not None and services.recent_logins.knows(username, address)
+async def guarded_authenticate(
+    services: GatewayServices, chain: tuple[Verifier, ...], credentials: ConnectCredentials
+) -> AuthOutcome:
+    """The verifier chain inside the failure throttle, with the returning-device lane for passwords."""
+    address = credentials.address
+    username = credentials.username if credentials.username and parse_username(credentials.username) else None
+    if username is not None and services.recent_logins.knows(username, address):
+        credentials = dataclasses.replace(credentials, returning=True)
     attempt = services.throttle.reserve(address, username)
     if attempt.throttled_by is not None:
         services.metrics.limits_hit[attempt.throttled_by] += 1
         return AuthOutcome.refuse(Refusal.THROTTLED)
     try:
-        outcome = await authenticate(services, session, urgent=returning)
+        outcome = await verify(chain, credentials)
     except Exception:  # the registry failing must refuse, never crash the listener
         log.exception("authentication failed on a registry error")
         outcome = AuthOutcome.refuse(Refusal.REGISTRY_UNAVAILABLE)
@@ -127,7 +108,7 @@ class DeviceAuthPlugin(BaseAuthPlugin):
         except Exception:  # a stock broker pointed at no registry: refuse, and say why
             log.exception("DeviceAuthPlugin cannot open the gateway registry")
             return False
-        outcome = await guarded_authenticate(services, session)
+        outcome = await guarded_authenticate(services, verifier_chain(services), ConnectCredentials.of(session))
         identity = outcome.identity
         if identity is not None and session.will_flag:
             # A will is a publish made later on the device's behalf: the ACL applies now.

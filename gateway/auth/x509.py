@@ -43,8 +43,16 @@ class Assessment:
 
 
 async def assess(
-    registry: Registry, trust: TrustedCas, leaf: x509.Certificate, node: str, now: dt.datetime | None = None
+    registry: Registry,
+    trust: TrustedCas,
+    leaf: x509.Certificate,
+    node: str,
+    now: dt.datetime | None = None,
+    *,
+    dry_run: bool = False,
 ) -> Assessment:
+    """What the certificate gets. A new device's registry checks (tombstone, quota, taken ids) are
+    `registry.provisioning`'s alone: run in the provisioning transaction, or here as a dry run."""
     result = Assessment(decision="refused", fingerprint=cert_sha256(leaf))
     try:
         anchor = trust.store.identify_certificate(leaf, now)
@@ -66,8 +74,6 @@ async def assess(
     result.auth_id = render(ca.auth_id_template, leaf)
     if not ca.auto_provisioning_enabled:
         return result.refuse(Refusal.UNKNOWN_CERTIFICATE, "unknown certificate and the CA does not auto-provision")
-    if await registry.provisioning.tombstone(anchor.tenant_id, result.fingerprint) is not None:
-        return result.refuse(Refusal.DELETED, "this certificate's device was deleted; clear its tombstone to allow it")
     if not is_valid_id(result.device_id):
         return result.refuse(
             Refusal.INVALID_TEMPLATE_RESULT,
@@ -87,6 +93,11 @@ async def assess(
         attributes={"subjectDn": leaf.subject.rfc4514_string()[:1024], "provisionedBy": anchor.ca_id},
         node=node,
     )
+    if dry_run:
+        try:
+            await registry.provisioning.check(result.request)
+        except ProvisioningRefused as exc:
+            return result.refuse(Refusal(exc.reason), exc.detail)
     result.decision = "provisioned"
     return result
 

@@ -1,0 +1,149 @@
+"""What a management write does besides its registry write, one class per entity: the sessions it
+closes and the trust it reloads. The HTTP API calls these (and so will the CLI's batch jobs), so
+"a state change closes sessions" is written once per entity, not in each handler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from registry import Registry
+from registry.models import Credential, CredentialKind, CredentialState, Device, Tenant, TrustedCa
+
+from .identity import DeviceIdentity
+from .services import GatewayServices
+
+Match = Callable[[DeviceIdentity], bool]
+
+
+class Node(Protocol):
+    """The running gateway, as seen from here (gateway/runtime.py)."""
+
+    registry: Registry
+    services: GatewayServices
+
+    async def kick(self, match: Match, detail: str) -> int: ...
+
+    async def reload_trust(self) -> None: ...
+
+
+class Tenants:
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def update(self, tenant_id: str, **changes: Any) -> Tenant:
+        updated = await self._node.registry.tenants.update(tenant_id, **changes)
+        if changes.get("enabled") is not None:
+            await self._node.reload_trust()  # a disabled tenant's CAs are trusted no more
+        if changes.get("enabled") is False:
+            await self._node.kick(lambda i: i.tenant_id == tenant_id, "tenant disabled")
+        return updated
+
+    async def delete(self, tenant_id: str) -> None:
+        await self._node.registry.tenants.delete(tenant_id)
+        await self._node.reload_trust()
+        await self._node.kick(lambda i: i.tenant_id == tenant_id, "tenant deleted")
+
+
+class Devices:
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def update(self, tenant_id: str, device_id: str, **changes: Any) -> Device:
+        updated = await self._node.registry.devices.update(tenant_id, device_id, **changes)
+        if changes.get("enabled") is False:
+            await self._node.kick(_device(tenant_id, device_id), "device disabled")
+        return updated
+
+    async def delete(self, tenant_id: str, device_id: str) -> None:
+        await self._node.registry.devices.delete(tenant_id, device_id, node=self._node.services.settings.node_id)
+        await self._node.kick(_device(tenant_id, device_id), "device deleted")
+
+
+_NAMES = {CredentialKind.TOKEN: "token", CredentialKind.PASSWORD: "password", CredentialKind.X509: "certificate"}
+
+
+class Credentials:
+    """Every change that can invalidate a credential (a state other than active/inactive, a deletion,
+    a new password) closes the sessions it opened."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def set_state(
+        self, tenant_id: str, device_id: str, kind: CredentialKind, auth_id: str, state: CredentialState
+    ) -> Credential:
+        credential = await self._node.registry.credentials.set_state(tenant_id, device_id, kind, auth_id, state)
+        if not credential.state.usable:
+            await self._close(tenant_id, kind, auth_id, f"{_NAMES[kind]} {credential.state.value}")
+        return credential
+
+    async def delete(self, tenant_id: str, device_id: str, kind: CredentialKind, auth_id: str) -> None:
+        await self._node.registry.credentials.delete(tenant_id, device_id, kind, auth_id)
+        await self._close(tenant_id, kind, auth_id, f"{_NAMES[kind]} deleted")
+
+    async def set_password(self, tenant_id: str, device_id: str, auth_id: str, password: str) -> Credential:
+        """Creates the password, or rotates it: sessions opened with the old one are closed."""
+        password_hash = await self._node.services.hasher.hash(password)
+        credential = await self._node.registry.credentials.set_password(tenant_id, device_id, auth_id, password_hash)
+        await self._close(tenant_id, CredentialKind.PASSWORD, auth_id, "password changed")
+        return credential
+
+    async def _close(self, tenant_id: str, kind: CredentialKind, auth_id: str, detail: str) -> None:
+        await self._node.kick(_opened_by(tenant_id, kind, auth_id), detail)
+
+
+class TrustedCas:
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def create(self, ca: TrustedCa) -> TrustedCa:
+        created = await self._node.registry.trusted_cas.create(ca)
+        await self._node.reload_trust()
+        return created
+
+    async def update(self, tenant_id: str, ca_id: str, **changes: Any) -> TrustedCa:
+        ca = await self._node.registry.trusted_cas.update(tenant_id, ca_id, **changes)
+        await self._node.reload_trust()
+        if not ca.enabled:
+            await self._node.kick(lambda i: i.ca_id == ca_id, "trusted CA disabled")
+        return ca
+
+    async def delete(self, tenant_id: str, ca_id: str) -> None:
+        await self._node.registry.trusted_cas.delete(tenant_id, ca_id)
+        await self._node.reload_trust()
+        await self._node.kick(lambda i: i.ca_id == ca_id, "trusted CA removed")
+
+
+class ServiceAccounts:
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def delete(self, tenant_id: str, account_id: str) -> None:
+        await self._node.registry.service_accounts.delete(tenant_id, account_id)
+        await self._node.kick(
+            lambda i: i.is_service and i.tenant_id == tenant_id and i.device_id == account_id,
+            "service account deleted",
+        )
+
+
+class Management:
+    def __init__(self, node: Node) -> None:
+        self.tenants = Tenants(node)
+        self.devices = Devices(node)
+        self.credentials = Credentials(node)
+        self.trusted_cas = TrustedCas(node)
+        self.service_accounts = ServiceAccounts(node)
+
+
+def _device(tenant_id: str, device_id: str) -> Match:
+    return lambda i: i.tenant_id == tenant_id and i.device_id == device_id
+
+
+def _opened_by(tenant_id: str, kind: CredentialKind, auth_id: str) -> Match:
+    """Sessions that depend on the credential: for a token, every session that may use it in topics
+    (a password session of the same device too); otherwise the sessions it authenticated."""
+    if kind == CredentialKind.TOKEN:
+        return lambda i: i.tenant_id == tenant_id and auth_id in i.tokens
+    return lambda i: i.tenant_id == tenant_id and i.credential_kind == kind and i.auth_id == auth_id
