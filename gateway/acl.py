@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .audit import audit, topic_hint
+from .audit import audit, audit_enabled, topic_hint
 from .identity import identity_of
 from .kp1.topic import device_may_use
 from .mqtt.amqtt_api import Action, BaseTopicPlugin, Session
@@ -35,7 +35,7 @@ class TopicAccessPlugin(BaseTopicPlugin):
 
     def allowed(self, session: Session | None, topic: str | None, action: Action) -> bool:
         ok = decide(session, topic, action)
-        if not ok and action != Action.RECEIVE:
+        if not ok and action != Action.RECEIVE and audit_enabled(logging.WARNING):
             identity = identity_of(session)
             audit(
                 "publish_denied" if action == Action.PUBLISH else "subscribe_denied",

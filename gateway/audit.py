@@ -20,6 +20,11 @@ def _quote(value: object) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
 
 
+def audit_enabled(level: int = logging.INFO) -> bool:
+    """For callers whose fields cost something to compute (a topic hint hashes): skip them when off."""
+    return log.isEnabledFor(level)
+
+
 def audit(event: str, level: int = logging.INFO, **fields: object) -> None:
     if not log.isEnabledFor(level):
         return

@@ -103,6 +103,11 @@ class GatewaySettings(BaseSettings):
     max_retained_messages: int = Field(100_000, ge=0, description="retained messages on this node in total")
     max_retained_bytes: int = Field(67_108_864, ge=0, description="their payload bytes in total")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio",
+        description="uvloop (the [fast] extra) speeds plain CONNECTs ~10-20% but slows TLS handshakes 2.5-20x"
+        " (docs/benchmarks.md)",
+    )
 
     @classmethod
     def settings_customise_sources(

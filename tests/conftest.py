@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import ssl
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -192,3 +195,45 @@ async def served_ports(data_dir: Path, proc: subprocess.Popen[bytes]) -> dict[st
 def admin_http(data_dir: Path, ports: dict[str, int]) -> httpx.AsyncClient:
     admin = (data_dir / "admin-token").read_text().strip()
     return httpx.AsyncClient(base_url=f"http://127.0.0.1:{ports['api']}", headers={"Authorization": f"Bearer {admin}"})
+
+
+# -- a gateway process that is killed with SIGKILL, and its restart: the flow every crash test shares ----------
+
+
+@dataclass
+class ServedGateway:
+    proc: subprocess.Popen[bytes]
+    data_dir: Path
+    ports: dict[str, int]
+
+    def api(self) -> httpx.AsyncClient:
+        return admin_http(self.data_dir, self.ports)
+
+    async def kill_9(self) -> None:
+        """SIGKILL, reaped; its ports.json is removed (a restart writes its own)."""
+        self.proc.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(self.proc.wait, 10)
+        (self.data_dir / "ports.json").unlink(missing_ok=True)
+
+
+@contextlib.asynccontextmanager
+async def served_gateway(data_dir: Path, node_id: str, **env: str) -> AsyncIterator[ServedGateway]:
+    """`mqtt-gateway serve` as a real process until the block ends; killed and reaped whatever happens."""
+    proc = spawn_gateway(data_dir, node_id, **env)
+    try:
+        yield ServedGateway(proc, data_dir, await served_ports(data_dir, proc))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            await asyncio.to_thread(proc.wait, 10)
+
+
+@contextlib.asynccontextmanager
+async def restarted_gateway(data_dir: Path, node_id: str) -> AsyncIterator[Gateway]:
+    """The same data directory and node id, in this process: what the crashed one left behind."""
+    gw = Gateway(test_settings(data_dir, node_id=node_id))
+    await gw.start()
+    try:
+        yield gw
+    finally:
+        await gw.stop()

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import signal
 import socket
 import sqlite3
 import stat
@@ -20,7 +19,7 @@ import pytest
 from gateway.datadir import DataDirInUse
 from gateway.runtime import Gateway
 
-from .conftest import admin_http, connection, make_device, served_ports, spawn_gateway, test_settings
+from .conftest import admin_http, connection, make_device, served_gateway, served_ports, spawn_gateway, test_settings
 from .wire import RawClient, connect_packet
 
 CONNACK_OK = b"\x20\x02\x00\x00"
@@ -143,26 +142,15 @@ async def test_a_second_serve_on_the_data_dir_refuses_and_leaves_the_first_alone
 
 async def test_after_kill_9_a_new_serve_takes_the_data_dir_and_closes_stale_sessions(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    crashed = spawn_gateway(data_dir, "node-a")
-    try:
-        ports = await served_ports(data_dir, crashed)
-        async with admin_http(data_dir, ports) as api:
-            raw = await _connected_device(api, ports["mqtt"])
-        crashed.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(crashed.wait, 10)
+    async with served_gateway(data_dir, "node-a") as crashed:
+        async with crashed.api() as api:
+            raw = await _connected_device(api, crashed.ports["mqtt"])
+        await crashed.kill_9()
         await raw.close()
-    finally:
-        _stop(crashed)
-    (data_dir / "ports.json").unlink()  # the dead one's; served_ports waits for the new one's
-    restarted = spawn_gateway(data_dir, "node-a")
-    try:
-        ports = await served_ports(data_dir, restarted)
-        async with admin_http(data_dir, ports) as api:
-            status = await connection(api, "acme", "dev-1")
+    async with served_gateway(data_dir, "node-a") as restarted, restarted.api() as api:
+        status = await connection(api, "acme", "dev-1")
         assert status["connected"] is False and status["log"][0]["reason"] == "gateway_restart"
-        assert (data_dir / "gateway.lock").read_text().strip() == str(restarted.pid)
-    finally:
-        _stop(restarted)
+        assert (data_dir / "gateway.lock").read_text().strip() == str(restarted.proc.pid)
 
 
 async def test_a_second_in_process_gateway_on_the_data_dir_is_refused(gateway: Gateway, api: httpx.AsyncClient) -> None:

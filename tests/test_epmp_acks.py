@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +13,7 @@ import pytest
 
 from gateway.runtime import Gateway
 
-from .conftest import admin_http, make_device, ok, served_ports, spawn_gateway, test_settings, wait_until
+from .conftest import make_device, ok, restarted_gateway, served_gateway, wait_until
 from .wire import RawClient, ack_packet, connect_packet, publish_fields, publish_packet, subscribe_packet
 
 ACCEPTED = b"\x20\x02\x00\x00"
@@ -23,13 +22,11 @@ ACCEPTED = b"\x20\x02\x00\x00"
 async def test_every_acknowledged_request_survives_kill_9(tmp_path: Path) -> None:
     """QoS 1 writes are PUBACKed only after they commit: kill -9 right after a PUBACK loses none."""
     data_dir = tmp_path / "data"
-    proc = spawn_gateway(data_dir, "durable-node")
     acked: list[int] = []
-    try:
-        ports = await served_ports(data_dir, proc)
-        async with admin_http(data_dir, ports) as api:
+    async with served_gateway(data_dir, "durable-node") as served:
+        async with served.api() as api:
             token = await make_device(api, app_version="v1")
-        raw = await RawClient.open(ports["mqtt"])
+        raw = await RawClient.open(served.ports["mqtt"])
         await raw.send(connect_packet("d", token))
         assert await raw.read_packet() == ACCEPTED
         topic = f"kp1/v1/epmx/{token}/update/keys"
@@ -41,21 +38,13 @@ async def test_every_acknowledged_request_survives_kill_9(tmp_path: Path) -> Non
             reply = await raw.read_packet(timeout=10)
             assert reply is not None and reply[0] == 0x40, reply
             acked.append(int.from_bytes(reply[2:4], "big"))
-        proc.send_signal(signal.SIGKILL)
-        await asyncio.to_thread(proc.wait, 5)
+        await served.kill_9()
         await raw.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    gw = Gateway(test_settings(data_dir, node_id="durable-node"))
-    await gw.start()
-    try:
+    async with restarted_gateway(data_dir, "durable-node") as gw:
         stored = await gw.registry.metadata.get("acme", "dev-1")
         lost = [i for i in acked if stored.get(f"k{i}") != i]
         assert lost == [], f"acknowledged but lost: {lost}"
         assert len(stored) >= len(acked)
-    finally:
-        await gw.stop()
 
 
 @pytest.mark.gateway_settings(epmp_max_pending=1)

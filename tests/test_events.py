@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import signal
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +15,12 @@ import pytest
 from gateway.runtime import Gateway
 
 from .conftest import (
-    admin_http,
     make_device,
     mqtt,
     ok,
     outbox_events,
-    served_ports,
-    spawn_gateway,
-    test_settings,
+    restarted_gateway,
+    served_gateway,
     wait_until,
 )
 from .wire import RawClient, connect_packet, subscribe_packet
@@ -161,25 +158,16 @@ async def test_deleting_a_service_account_closes_its_session(gateway: Gateway, a
 async def test_events_survive_kill_9(tmp_path: Path) -> None:
     """Committed events not yet delivered when the gateway dies are delivered after the restart."""
     data_dir = tmp_path / "data"
-    proc = spawn_gateway(data_dir, "crashy")
-    try:
-        ports = await served_ports(data_dir, proc)
-        async with admin_http(data_dir, ports) as api:
-            account = await service_account(api)
-            token = await make_device(api, "acme", "kettle-1", app_version="v1")
-            raw = await RawClient.open(ports["mqtt"])
-            await raw.send(connect_packet("k", token))
-            assert await raw.read_packet() == b"\x20\x02\x00\x00"
-            # no consumer yet: registered + connected are committed but undelivered
-            proc.send_signal(signal.SIGKILL)
-            proc.wait(5)
-            await raw.close()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    gw = Gateway(test_settings(data_dir, node_id="crashy"))
-    await gw.start()
-    try:
+    async with served_gateway(data_dir, "crashy") as served, served.api() as api:
+        account = await service_account(api)
+        token = await make_device(api, "acme", "kettle-1", app_version="v1")
+        raw = await RawClient.open(served.ports["mqtt"])
+        await raw.send(connect_packet("k", token))
+        assert await raw.read_packet() == b"\x20\x02\x00\x00"
+        # no consumer yet: registered + connected are committed but undelivered
+        await served.kill_9()
+        await raw.close()
+    async with restarted_gateway(data_dir, "crashy") as gw:
         async with mqtt(gw, account["username"], account["password"], client_id="svc") as svc:
             await svc.subscribe(EVENTS, qos=1)
             events = await collect(svc, 3)
@@ -190,8 +178,6 @@ async def test_events_survive_kill_9(tmp_path: Path) -> None:
             return await gw.registry.outbox.pending("acme") == []
 
         await wait_until(all_marked)
-    finally:
-        await gw.stop()
 
 
 async def test_every_event_has_one_correlation_id_format(gateway: Gateway, api: httpx.AsyncClient) -> None:

@@ -8,6 +8,7 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
+from pki.templates import DEFAULT_AUTH_ID_TEMPLATE, DEFAULT_DEVICE_ID_TEMPLATE
 from registry.identifiers import APP_VERSION_PATTERN, AUTH_ID_PATTERN, ID_PATTERN, TOKEN_PATTERN
 from registry.models import (
     ConnectionStatus,
@@ -237,8 +238,8 @@ class TrustedCaIn(Body):
     cert: CertText
     enabled: bool = True
     auto_provisioning_enabled: bool = False
-    device_id_template: Template = "{{subject-cn}}"
-    auth_id_template: Template = "{{subject-dn}}"
+    device_id_template: Template = DEFAULT_DEVICE_ID_TEMPLATE
+    auth_id_template: Template = DEFAULT_AUTH_ID_TEMPLATE
     group: Id = "default"
     app_version: AppVersion | None = None
     provisioning_rate_per_minute: RatePerMinute | None = None

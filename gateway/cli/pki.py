@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from pki.devca import write_ca, write_device_cert
+from pki.templates import DEFAULT_AUTH_ID_TEMPLATE, DEFAULT_DEVICE_ID_TEMPLATE
 
 from .admin import JsonOption, _print
 from .client import run
@@ -39,8 +40,8 @@ def ca_add(
     tenant_id: TenantArg,
     cert: Annotated[Path, typer.Argument(metavar="CA.pem")],
     auto_provision: Annotated[bool, typer.Option("--auto-provision", help="provision unknown devices")] = False,
-    device_id_template: Annotated[str, typer.Option("--device-id-template")] = "{{subject-cn}}",
-    auth_id_template: Annotated[str, typer.Option("--auth-id-template")] = "{{subject-dn}}",
+    device_id_template: Annotated[str, typer.Option("--device-id-template")] = DEFAULT_DEVICE_ID_TEMPLATE,
+    auth_id_template: Annotated[str, typer.Option("--auth-id-template")] = DEFAULT_AUTH_ID_TEMPLATE,
     group: Annotated[str, typer.Option("--group")] = "default",
     app_version: Annotated[str | None, typer.Option("--app-version")] = None,
     rate: Annotated[int | None, typer.Option("--rate-per-minute", help="provisionings per minute")] = None,

@@ -45,7 +45,7 @@ def serve(
     for noisy in ("amqtt", "transitions"):
         logging.getLogger(noisy).setLevel(quiet)
     try:
-        run_loop(_run(settings))
+        run_loop(_run(settings), settings.event_loop)
     except DataDirInUse as exc:  # refused before touching anything: the other gateway serves on
         typer.echo(f"mqtt-gateway: {exc}; stop it or use --data-dir", err=True)
         raise typer.Exit(2) from None
@@ -54,13 +54,17 @@ def serve(
         raise typer.Exit(1) from None
 
 
-def run_loop(main: Coroutine[Any, Any, None]) -> None:
-    """On uvloop when it is installed (the `[fast]` extra), else on asyncio's own loop."""
+def run_loop(main: Coroutine[Any, Any, None], event_loop: str = "asyncio") -> None:
+    """asyncio's loop, or uvloop (`event_loop = "uvloop"`, the `[fast]` extra installed). Not uvloop by
+    default: measured here it makes TLS handshakes 2.5-20x slower (docs/benchmarks.md)."""
+    if event_loop != "uvloop":
+        asyncio.run(main)
+        return
     try:
         import uvloop
     except ImportError:
-        asyncio.run(main)
-        return
+        main.close()
+        raise RuntimeError("event_loop = uvloop needs the [fast] extra: pip install 'mqtt-gateway[fast]'") from None
     uvloop.run(main)
 
 

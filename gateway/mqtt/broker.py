@@ -18,7 +18,8 @@ O(every subscription on the node).
 
 The rooms: listener.py (sockets, admission, TLS), connect_packet.py (the CONNECT), table.py (the
 session table and caps), connection.py (one connection's packets), qos.py (outgoing QoS flows),
-inbound.py (what a PUBLISH does), router.py / delivery.py / retained.py (where messages go).
+inbound.py (what a PUBLISH does), router.py / delivery.py / retained.py (where messages go),
+presence.py (what the registry and the audit log learn of a connection), amqtt_api.py (the seam).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..acl import TopicAccessPlugin
-from ..audit import audit
 from ..auth.outcome import Refusal
 from ..identity import RETRY_LATER_ATTR, DeviceIdentity, identity_of, owner_of, session_key
 from ..keyed_lock import KeyedLock
@@ -43,6 +43,7 @@ from .connection import CloseReason, Connection
 from .delivery import Delivery
 from .inbound import Inbound
 from .listener import Listeners, ListenerSpec
+from .presence import Presence
 from .router import Router
 from .session import ClientSession
 from .table import SessionTable
@@ -50,10 +51,6 @@ from .table import SessionTable
 log = logging.getLogger(__name__)
 
 NOT_AUTHORIZED, SERVER_UNAVAILABLE = 0x05, 0x03
-# Refusals that are a configured limit, not a credential problem: counted in `limitsHit` too.
-LIMIT_REFUSALS = frozenset(
-    {"max_connections", "max_pending_connects_per_address", "max_sessions_per_device", "tenant_max_connections"}
-)
 SLOW_QUEUE = "its queue filled up with QoS 1/2 messages"
 
 
@@ -82,7 +79,8 @@ class GatewayBroker:
         self.table = SessionTable(settings, services.metrics, self.router)
         self.inbound = Inbound(services, self.router, self._allowed)
         admission = SocketAdmission(settings.max_connections, settings.max_pending_connects_per_address)
-        self.listeners = Listeners(admission, settings.connect_timeout, self._serve, self._refused)
+        self.presence = Presence(services)
+        self.listeners = Listeners(admission, settings.connect_timeout, self._serve, self.presence.refused)
         self._owner_locks = KeyedLock()  # CONNECTs of one device (or service account), one at a time
         self._expiry: asyncio.Task[None] | None = None
 
@@ -95,9 +93,14 @@ class GatewayBroker:
     async def shutdown(self) -> None:
         await self.plugins_manager.fire_event(BrokerEvents.PRE_SHUTDOWN, wait=True)
         self.listeners.close()
+        # 10,000 sessions ending are one UPDATE, not 10,000 writes queued behind one another
+        self.presence.shutting_down = True
         await self.close_sessions(lambda _: True, reason=CloseReason.SHUTDOWN)
-        if self.inbound.epmp_tasks:  # requests already read are answered (and written) before the registry closes
-            await asyncio.wait(self.inbound.epmp_tasks, timeout=5.0)
+        node = self.services.settings.node_id
+        await self.services.registry.connections.recover_node(node, reason=CloseReason.SHUTDOWN)
+        pending = self.inbound.epmp_tasks | self.listeners.tasks
+        if pending:  # requests already read are answered (and written) before the registry closes
+            await asyncio.wait(pending, timeout=5.0)
         if self._expiry is not None:
             self._expiry.cancel()
         await self.plugins_manager.fire_event(BrokerEvents.POST_SHUTDOWN, wait=True)
@@ -163,10 +166,10 @@ class GatewayBroker:
             async with asyncio.timeout_at(deadline):
                 connect = await read_connect_packet(reader)
         except TimeoutError:
-            self._refused("connect_timeout", peer)
+            self.presence.refused("connect_timeout", peer)
             return
         except ConnectRejected as exc:
-            self._refused(exc.reason, peer)
+            self.presence.refused(exc.reason, peer)
             if exc.return_code is not None:
                 await _send_connack(writer, exc.return_code)
             return
@@ -203,7 +206,7 @@ class GatewayBroker:
                 await self.table.end_connection(key, CloseReason.TAKEN_OVER)
                 limit = await self.table.make_room(key, identity)
                 if limit is not None:
-                    self._refused(limit, writer.get_extra_info("peername"), identity=identity)
+                    self.presence.refused(limit, writer.get_extra_info("peername"), identity=identity)
                     await _send_connack(writer, SERVER_UNAVAILABLE)
                     return
                 if not identity.is_service:
@@ -215,9 +218,11 @@ class GatewayBroker:
                 self.table.bind(session, connection)
                 # Re-validated inside the registry transaction: a revocation that committed while we
                 # authenticated refuses here; one that commits later finds this session to close.
-                recorded = await self._record_connect(session, identity)
+                recorded = await self.presence.record_connect(session, identity)
             if not recorded:
-                self._refused(Refusal.SESSION_REVOKED.value, writer.get_extra_info("peername"), identity=identity)
+                self.presence.refused(
+                    Refusal.SESSION_REVOKED.value, writer.get_extra_info("peername"), identity=identity
+                )
                 self.table.unbind(session, connection, discard=True)
                 await _send_connack(writer, NOT_AUTHORIZED)
                 return
@@ -234,16 +239,9 @@ class GatewayBroker:
                 tenants.remove(identity.tenant_id)
 
     async def _connected(self, session: ClientSession, connection: Connection, delivery: Delivery) -> None:
-        self.services.metrics.connects_accepted += 1
-        audit(
-            "connected",
-            tenant=identity.tenant_id if (identity := identity_of(session)) else None,
-            device=identity.device_id if identity else None,
-            client_id=session.client_id,
-            remote=session.peer,
-            resumed=session.resumed,
-        )
-        connection.write(codec.encode_connack(session.resumed, 0))
+        self.presence.connected(session)
+        with contextlib.suppress(ConnectionError):  # gone already: the reader sees EOF and ends
+            connection.write(codec.encode_connack(session.resumed, 0))
         await self.plugins_manager.fire_event(
             BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session
         )
@@ -261,66 +259,10 @@ class GatewayBroker:
         if reason != CloseReason.CLIENT_DISCONNECT:
             self.inbound.publish_will(session)  # [MQTT-3.1.2-8]; not after DISCONNECT [MQTT-3.1.2-10]
         self.table.unbind(session, connection, discard=session.clean_session or connection.discard_session)
-        self.services.metrics.disconnects[reason] += 1
-        audit(
-            "disconnected",
-            tenant=identity.tenant_id,
-            device=identity.device_id,
-            client_id=session.client_id,
-            reason=reason,
-            detail=connection.close_detail,
-        )
         await self.plugins_manager.fire_event(
             BrokerEvents.CLIENT_DISCONNECTED, client_id=session.client_id, client_session=session
         )
-        if identity.is_service:
-            return
-        try:
-            await self.services.registry.connections.record_disconnect(
-                session_key=session.key, reason=reason, detail=connection.close_detail
-            )
-        except Exception:
-            log.exception("could not record the disconnect of %s", session.key)
-
-    async def _record_connect(self, session: ClientSession, identity: DeviceIdentity) -> bool:
-        try:
-            if identity.is_service:  # not a device: no presence; still re-checked against a deletion
-                account = await self.services.registry.service_accounts.find(identity.tenant_id, identity.device_id)
-                return account is not None
-            return await self.services.registry.connections.record_connect(
-                session_key=session.key,
-                tenant_id=identity.tenant_id,
-                device_id=identity.device_id,
-                node=self.services.settings.node_id,
-                client_id=session.client_id,
-                remote_address=session.remote_address,
-                credential_id=identity.credential_id,
-                credential_version=identity.credential_version,
-            )
-        except Exception:
-            log.exception("could not record the connect of %s", session.key)
-            return False
-
-    def _refused(
-        self,
-        reason: str,
-        peer: tuple[str, int] | None,
-        detail: str | None = None,
-        *,
-        identity: DeviceIdentity | None = None,
-    ) -> None:
-        self.services.metrics.connects_refused[reason] += 1
-        if reason in LIMIT_REFUSALS:
-            self.services.metrics.limits_hit[reason] += 1
-        audit(
-            "connect_refused",
-            logging.WARNING,
-            reason=reason,
-            remote=f"{peer[0]}:{peer[1]}" if peer else None,
-            tenant=identity.tenant_id if identity else None,
-            device=identity.device_id if identity else None,
-            detail=detail,
-        )
+        await self.presence.disconnected(session, identity, reason, connection.close_detail)
 
     def _allowed(self, session: Any, topic: str, action: Action) -> bool:
         allowed = self._acl.allowed(session, topic, action)

@@ -12,6 +12,7 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from .admission import SocketAdmission, SocketTicket, enable_tcp_keepalive
 
@@ -38,6 +39,8 @@ class Listeners:
         self._refused = refused
         self._running: dict[str, asyncio.Server] = {}
         self.closing = False
+        self.tasks: set[asyncio.Task[Any]] = set()
+        """One per accepted socket until it is closed: shutdown waits for them."""
 
     async def start(self, specs: list[ListenerSpec]) -> None:
         for spec in specs:
@@ -58,6 +61,10 @@ class Listeners:
             server.close()
 
     async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, spec: ListenerSpec) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
         peer = writer.get_extra_info("peername")
         ticket = "shutting_down" if self.closing else self.admission.admit(str(peer[0]) if peer else "")
         if isinstance(ticket, str):
