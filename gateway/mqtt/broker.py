@@ -125,9 +125,9 @@ class GatewayBroker:
         return self.inbound.epmp_pending(owner)
 
     def connected_services(self) -> Iterator[DeviceIdentity]:
-        for session in self.table.connected():
-            identity = identity_of(session)
-            if identity is not None and identity.is_service:
+        for live in self.table.live.values():
+            identity = identity_of(live.connection.session)
+            if identity is not None and identity.is_service and live.connection.connack_sent:
                 yield identity
 
     def event_consumers(self, tenant_id: str, topic: str) -> list[Connection]:
@@ -136,7 +136,7 @@ class GatewayBroker:
         consumers: dict[str, Connection] = {}
         for key, _qos, _filter in self.router.index.match(topic):
             live = self.table.live.get(key)
-            if live is None or key in consumers:
+            if live is None or key in consumers or not live.connection.connack_sent:  # [MQTT-3.2.0-1]
                 continue
             identity = identity_of(live.connection.session)
             if identity is None or not identity.is_service or identity.tenant_id != tenant_id:
@@ -203,6 +203,10 @@ class GatewayBroker:
         tenants = self.table.tenant_connected
         try:
             async with self._owner_locks.hold(owner_of(key)):
+                if self.listeners.closing:  # shutdown has closed (or is closing) every session
+                    self.presence.refused("shutting_down", writer.get_extra_info("peername"), identity=identity)
+                    await _send_connack(writer, SERVER_UNAVAILABLE)
+                    return
                 await self.table.end_connection(key, CloseReason.TAKEN_OVER)
                 limit = await self.table.make_room(key, identity)
                 if limit is not None:
@@ -219,12 +223,13 @@ class GatewayBroker:
                 # Re-validated inside the registry transaction: a revocation that committed while we
                 # authenticated refuses here; one that commits later finds this session to close.
                 recorded = await self.presence.record_connect(session, identity)
-            if not recorded:
-                self.presence.refused(
-                    Refusal.SESSION_REVOKED.value, writer.get_extra_info("peername"), identity=identity
-                )
-                self.table.unbind(session, connection, discard=True)
-                await _send_connack(writer, NOT_AUTHORIZED)
+            if recorded is not True:
+                # False: revoked meanwhile (CONNACK 5, the session goes). None: the registry failed, which
+                # says nothing about the credential (CONNACK 3, a persistent session and its queue stay).
+                reason = Refusal.SESSION_REVOKED if recorded is False else Refusal.REGISTRY_UNAVAILABLE
+                self.presence.refused(reason.value, writer.get_extra_info("peername"), identity=identity)
+                self.table.unbind(session, connection, discard=recorded is False or session.clean_session)
+                await _send_connack(writer, NOT_AUTHORIZED if recorded is False else SERVER_UNAVAILABLE)
                 return
             try:
                 await self._connected(session, connection, delivery)
@@ -242,6 +247,7 @@ class GatewayBroker:
         self.presence.connected(session)
         with contextlib.suppress(ConnectionError):  # gone already: the reader sees EOF and ends
             connection.write(codec.encode_connack(session.resumed, 0))
+            connection.connack_sent = True
         await self.plugins_manager.fire_event(
             BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session
         )
@@ -256,7 +262,7 @@ class GatewayBroker:
         """Runs however the connection ended: will, unbind, record why."""
         connection.writer.transport.abort()
         reason = connection.close_reason or CloseReason.SOCKET_ERROR
-        if reason != CloseReason.CLIENT_DISCONNECT:
+        if not connection.disconnect_received:
             self.inbound.publish_will(session)  # [MQTT-3.1.2-8]; not after DISCONNECT [MQTT-3.1.2-10]
         self.table.unbind(session, connection, discard=session.clean_session or connection.discard_session)
         await self.plugins_manager.fire_event(

@@ -45,7 +45,7 @@ class ConnectRejected(Exception):
 async def _read(reader: asyncio.StreamReader, n: int) -> bytes:
     try:
         return await reader.readexactly(n)
-    except (asyncio.IncompleteReadError, ConnectionError) as exc:
+    except (asyncio.IncompleteReadError, OSError) as exc:  # OSError: a reset, or a bad TLS record
         raise ConnectRejected("eof_before_connect") from exc
 
 

@@ -96,6 +96,9 @@ class Connection:
         self._max_filters = max(1000, settings.max_subscriptions_per_session)
         self.close_reason: str | None = None
         self.close_detail: str | None = None
+        self.disconnect_received = False
+        """The client said DISCONNECT: its will is not published [MQTT-3.1.2-10], however it then ended."""
+        self.connack_sent = False
         self.discard_session = False
         self.stray_acks = 0
         self.reader_done = asyncio.Event()
@@ -127,6 +130,10 @@ class Connection:
         self.writer.transport.abort()
 
     @property
+    def closing(self) -> bool:
+        return self.writer.transport.is_closing()
+
+    @property
     def ending(self) -> bool:
         return self.close_reason is not None or self.reader_done.is_set()
 
@@ -137,7 +144,7 @@ class Connection:
         keep_alive = self.session.keep_alive * 1.5 or None
         running: collections.deque[asyncio.Future[Any]] = collections.deque()
         try:
-            while True:
+            while self.close_reason is None:  # closed by us: what the client sent after is not read
                 while running and (running[0].done() or len(running) >= MAX_UNFINISHED_PACKETS):
                     await asyncio.wait({running[0]})  # back-pressure: read on once the oldest is done
                     _retrieve(running.popleft())
@@ -161,6 +168,7 @@ class Connection:
                     self.close(CloseReason.PROTOCOL_ERROR, violation)
                     break
                 if header.packet_type == codec.DISCONNECT:
+                    self.disconnect_received = True
                     if running:  # the client closes right after it; its earlier packets count
                         await asyncio.wait(running, timeout=WRITER_CLOSE_TIMEOUT)
                     if self.close_reason is None:

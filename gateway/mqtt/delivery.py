@@ -114,19 +114,25 @@ class Delivery:
         window = asyncio.Semaphore(self._limits.max_inflight)
         acks: set[asyncio.Task[None]] = set()
 
+        sender = asyncio.current_task()
+
         def start(flow: Coroutine[Any, Any, None]) -> None:
-            task = asyncio.create_task(self._acknowledged(flow, window, on_ack_timeout))
+            task = asyncio.create_task(self._acknowledged(flow, window, on_ack_timeout, sender))
             acks.add(task)
             task.add_done_callback(acks.discard)
 
         try:
             for flight in self.flows.in_flight():  # a resumed session: first what it never acknowledged
                 await window.acquire()
+                if link.closing:
+                    return
                 start(self.flows.resend(link, flight))
             while True:
                 while not self._queue:
                     self._ready.clear()
                     await self._ready.wait()
+                if link.closing:  # what is left stays queued, within the bounds, for a persistent session
+                    return
                 if self._queue[0].qos == 0:
                     message = self._queue.popleft()
                     self._bytes -= message.size
@@ -134,6 +140,8 @@ class Delivery:
                     continue
                 # a slot first, then off the queue: a sender cancelled while it waits loses nothing
                 await window.acquire()
+                if link.closing:
+                    return
                 if not self._queue:
                     window.release()
                     continue
@@ -155,16 +163,24 @@ class Delivery:
                 task.cancel()
 
     async def _acknowledged(
-        self, flow: Coroutine[Any, Any, None], window: asyncio.Semaphore, on_ack_timeout: Callable[[], None]
+        self,
+        flow: Coroutine[Any, Any, None],
+        window: asyncio.Semaphore,
+        on_ack_timeout: Callable[[], None],
+        sender: asyncio.Task[Any] | None,
     ) -> None:
+        """One QoS 1/2 flow. A failed one stays in flight (resent on resume) and keeps its window slot:
+        so at most `max_inflight` messages are ever in flight, however often the link drops."""
         try:
             await flow
-        except TimeoutError:  # no acknowledgement within ACK_TIMEOUT: the message stays in flight
+        except TimeoutError:  # no acknowledgement within ACK_TIMEOUT: the connection is closed
             self._metrics.limits_hit["ack_timeout"] += 1
             on_ack_timeout()
+            return
         except (ConnectionError, OSError):
-            pass  # stays in flight for a persistent session
+            if sender is not None:
+                sender.cancel()  # the link is gone: nothing more is taken off the queue
+            return
         except Exception as exc:
             log.warning("delivering to a session failed: %r", exc)
-        finally:
-            window.release()
+        window.release()

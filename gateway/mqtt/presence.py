@@ -24,7 +24,9 @@ class Presence:
         self.shutting_down = False
         """Set by shutdown: every session's end is then written at once (`recover_node`), not one by one."""
 
-    async def record_connect(self, session: ClientSession, identity: DeviceIdentity) -> bool:
+    async def record_connect(self, session: ClientSession, identity: DeviceIdentity) -> bool | None:
+        """True: recorded. False: the credential, device or tenant was revoked since it was verified.
+        None: the registry failed (logged)."""
         try:
             if identity.is_service:  # not a device: no presence; still re-checked against a deletion
                 account = await self._services.registry.service_accounts.find(identity.tenant_id, identity.device_id)
@@ -41,7 +43,7 @@ class Presence:
             )
         except Exception:
             log.exception("could not record the connect of %s", session.key)
-            return False
+            return None
 
     def refused(
         self,

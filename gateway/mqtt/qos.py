@@ -44,6 +44,9 @@ class InFlight:
 class Link(Protocol):
     """The connection a flow writes to (gateway/mqtt/connection.py)."""
 
+    @property
+    def closing(self) -> bool: ...
+
     def write(self, data: bytes) -> None: ...
 
     async def drain(self) -> None: ...
@@ -111,14 +114,14 @@ class OutgoingFlows:
             await link.drain()
             await self._acknowledged(packet_id, waiter)
             if message.qos == 1:
-                del self._in_flight[packet_id]
+                self._in_flight.pop(packet_id, None)  # a clean session's discard() may have gone first
                 return
             flight.released = True
         waiter = self._expect(PUBCOMP, packet_id)
         link.write(encode_ack(PUBREL, packet_id))
         await link.drain()
         await self._acknowledged(packet_id, waiter)
-        del self._in_flight[packet_id]
+        self._in_flight.pop(packet_id, None)
 
     def _expect(self, packet_type: int, packet_id: int) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -14,6 +14,7 @@ from .connect_packet import ConnectFields
 
 # fields a resumed persistent session takes from the new CONNECT (everything but its state)
 _FROM_CONNECT = (
+    "clean_session",
     "username",
     "password",
     "remote_address",

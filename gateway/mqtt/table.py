@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,9 +41,6 @@ class SessionTable:
         self._owner_sessions: dict[str, set[str]] = {}  # owner -> its session keys, connected or kept
         self._offline_since: dict[str, float] = {}  # kept persistent sessions: since when (monotonic)
         self.tenant_connected = TenantConnections()
-
-    def connected(self) -> Iterator[ClientSession]:
-        return (self.sessions[key] for key in self.live)
 
     # -- binding a session to its connection ------------------------------------------------------------
 

@@ -1,0 +1,173 @@
+"""Regressions found by attacking the gateway's own session layer (gateway/mqtt/): in-flight messages
+bounded however often the link drops, no will after DISCONNECT, no stray warnings for an ordinary
+PUBACK + DISCONNECT, and a registry failure at CONNECT that keeps the persistent session."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+
+import httpx
+import pytest
+
+from gateway.mqtt import qos
+from gateway.mqtt.delivery import Delivery, DeliveryLimits
+from gateway.mqtt.qos import Outgoing
+from gateway.runtime import Gateway
+
+from .conftest import make_device
+from .wire import RawClient, ack_packet, connect_packet, publish_fields, publish_packet, subscribe_packet
+
+ACCEPTED = b"\x20\x02\x00\x00"
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.limits_hit: Counter[str] = Counter()
+        self.messages_dropped = 0
+
+
+class _Link:
+    """A connection whose client never acknowledges; closing it makes every write fail, as a real one."""
+
+    def __init__(self) -> None:
+        self.closing = False
+
+    def write(self, data: bytes) -> None:
+        if self.closing:
+            raise ConnectionResetError("closed")
+
+    async def drain(self) -> None:
+        await asyncio.sleep(0)
+
+
+async def test_in_flight_messages_stay_within_the_window_however_often_the_link_drops(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A sender that went on after its link closed moved the whole queue, and all new traffic, into the
+    in-flight set, which no bound covered: 300 more per reconnect, up to 65,535 packet ids."""
+    monkeypatch.setattr(qos, "ACK_TIMEOUT", 0.05)
+    delivery = Delivery(DeliveryLimits(100, 8_000_000, 8), _Metrics(), persistent=True, on_slow=lambda: None)  # type: ignore[arg-type]
+    for _cycle in range(5):
+        link = _Link()
+        delivery.attach(link, lambda link=link: setattr(link, "closing", True))  # type: ignore[misc]
+        for _ in range(300):  # traffic while connected; the client never acknowledges
+            delivery.offer(Outgoing("a/b", b"x" * 10, 1))
+            await asyncio.sleep(0.001)
+        while not link.closing:
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0)
+        delivery.detach_from(link)
+        assert len(delivery.flows) <= 8
+        assert len(delivery) <= 100
+
+
+async def test_an_acknowledged_message_then_disconnect_logs_nothing(
+    gateway: Gateway, api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """PUBACK and DISCONNECT in one read: the clean session's flows were discarded before the ack task
+    resumed, which then failed on its own bookkeeping (a KeyError warning per disconnect)."""
+    token = await make_device(api)
+    topic = f"kp1/v1/dcx/{token}/t"
+    for i in range(5):
+        sub = await RawClient.open(gateway.ports["mqtt"])
+        await sub.send(connect_packet(f"s{i}", token) + subscribe_packet(1, topic, qos=1))
+        assert await sub.read_packet() == ACCEPTED
+        assert (await sub.read_packet() or b"")[0] == 0x90
+        pub = await RawClient.open(gateway.ports["mqtt"])
+        await pub.send(connect_packet(f"p{i}", token) + publish_packet(topic, b"m", packet_id=1, qos=1))
+        assert await pub.read_packet() == ACCEPTED
+        message = await sub.read_packet()
+        assert message is not None
+        with caplog.at_level(logging.WARNING, logger="gateway"):
+            await sub.send(ack_packet(4, publish_fields(message)[2] or 0) + b"\xe0\x00")
+            assert await sub.closed_by_peer(2.0)
+        await sub.close()
+        await pub.close()
+    await asyncio.sleep(0.1)
+    assert [r.getMessage() for r in caplog.records if "failed" in r.getMessage()] == []
+
+
+async def test_no_will_after_disconnect_even_when_taken_over_while_finishing(
+    gateway: Gateway, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The will was suppressed only when the close reason was `client_disconnect`; a takeover while
+    the reader finished a request read before DISCONNECT replaced that reason, and the will went out."""
+    token = await make_device(api, app_version="v1")
+    will_topic = f"kp1/v1/dcx/{token}/will"
+    assert gateway.services.epmp is not None
+    epmp = gateway.services.epmp
+    handle, started, release = epmp.handle, asyncio.Event(), asyncio.Event()
+
+    async def gated(*args: object) -> object:  # the 10/EPMP request in progress when DISCONNECT arrives
+        started.set()
+        await release.wait()
+        return await handle(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(epmp, "handle", gated)
+    watcher = await RawClient.open(gateway.ports["mqtt"])
+    await watcher.send(connect_packet("watcher", token) + subscribe_packet(1, will_topic))
+    assert await watcher.read_packet() == ACCEPTED
+    assert (await watcher.read_packet() or b"")[0] == 0x90
+    first = await RawClient.open(gateway.ports["mqtt"])
+    await first.send(connect_packet("x", token, will=(will_topic, b"gone")))
+    assert await first.read_packet() == ACCEPTED
+    request = publish_packet(f"kp1/v1/epmx/{token}/update/keys", b'{"k": 1}', packet_id=1)
+    await first.send(request + b"\xe0\x00")
+    await asyncio.wait_for(started.wait(), 5)
+    await asyncio.sleep(0.1)  # DISCONNECT read: the reader now waits for the request
+    second = await RawClient.open(gateway.ports["mqtt"])
+    await second.send(connect_packet("x", token))  # takes the session over while the first finishes
+    await asyncio.sleep(0.2)
+    release.set()
+    assert await second.read_packet(timeout=10) == ACCEPTED
+    assert await watcher.silent_for(1.0), "the will was published"
+    for client in (first, second, watcher):
+        await client.close()
+
+
+async def test_a_registry_failure_at_connect_is_retry_later_and_keeps_the_session(
+    gateway: Gateway, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A registry error while recording the CONNECT gave CONNACK 5 (final, to many clients) and threw
+    the persistent session away with its queue. Now: CONNACK 3, and the session stays."""
+    token = await make_device(api)
+    topic = f"kp1/v1/dcx/{token}/q"
+    kept = await RawClient.open(gateway.ports["mqtt"])
+    await kept.send(connect_packet("kept", token, clean=False) + subscribe_packet(1, topic, qos=1))
+    assert await kept.read_packet() == ACCEPTED
+    assert (await kept.read_packet() or b"")[0] == 0x90
+    await kept.send(b"\xe0\x00")
+    await kept.close()
+    assert gateway.broker is not None
+    broker = gateway.broker
+
+    async def offline() -> bool:
+        return "acme/dev-1/kept" in broker.sessions and not broker.sessions["acme/dev-1/kept"].connected
+
+    for _ in range(100):
+        if await offline():
+            break
+        await asyncio.sleep(0.02)
+    pub = await RawClient.open(gateway.ports["mqtt"])
+    await pub.send(connect_packet("pub", token) + publish_packet(topic, b"queued", packet_id=1, qos=1))
+    assert await pub.read_packet() == ACCEPTED
+    assert await pub.read_packet() == ack_packet(4, 1)
+    await pub.close()
+
+    async def failing(**_: object) -> bool:
+        raise OSError("disk I/O error")
+
+    monkeypatch.setattr(gateway.registry.connections, "record_connect", failing)
+    back = await RawClient.open(gateway.ports["mqtt"])
+    await back.send(connect_packet("kept", token, clean=False))
+    assert await back.read_packet() == b"\x20\x02\x00\x03"  # server unavailable: come back later
+    await back.close()
+    monkeypatch.undo()
+    back = await RawClient.open(gateway.ports["mqtt"])
+    await back.send(connect_packet("kept", token, clean=False))
+    assert await back.read_packet() == b"\x20\x02\x01\x00"  # the session is still there
+    message = await back.read_packet()
+    assert message is not None and publish_fields(message)[3] == b"queued"
+    await back.close()
