@@ -1,7 +1,8 @@
 """Topic authorization: every PUBLISH, SUBSCRIBE and delivery decided from the session's identity.
 
-No I/O here: amqtt checks RECEIVE for every subscriber on every delivery, inside its one
-broadcast loop, so a decision must be a dictionary lookup and a string split.
+No I/O here: RECEIVE is checked for every subscriber on every delivery (by our router, and by a
+stock amqtt broker inside its one broadcast loop), so a decision must be a dictionary lookup and a
+string split.
 """
 
 from __future__ import annotations

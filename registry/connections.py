@@ -47,21 +47,28 @@ class ConnectionStore:
         remote_address: str | None,
         credential_id: int,
         credential_version: int,
+        connected_at: int | None = None,
     ) -> bool:
         """Records a session about to get CONNACK 0, re-checking its credential, device and tenant in
         the same statement. False: the credential changed (a new password, a state change), or it,
-        the device or the tenant was revoked or deleted since it was verified: the caller refuses."""
+        the device or the tenant was revoked or deleted since it was verified: the caller refuses.
+        `connected_at` (ms, default now) names this connection to `record_disconnect`."""
         del tenant_id, device_id  # taken from the credential row itself, so they cannot disagree
+        at = now_ms() if connected_at is None else connected_at
         written = await self._db.write(
-            _OPEN_SESSION, (session_key, node, client_id, remote_address, now_ms(), credential_id, credential_version)
+            _OPEN_SESSION, (session_key, node, client_id, remote_address, at, credential_id, credential_version)
         )
         return len(written) == 1
 
-    async def record_disconnect(self, *, session_key: str, reason: str, detail: str | None = None) -> None:
+    async def record_disconnect(
+        self, *, session_key: str, reason: str, detail: str | None = None, connected_at: int | None = None
+    ) -> None:
+        """With `connected_at`, only that connection's row: a late end of a connection that was taken
+        over must not close the one that took its session key."""
         await self._db.write(
             "UPDATE live_sessions SET closed_at = ?, close_reason = ?, close_detail = ?"
-            " WHERE session_key = ? AND closed_at IS NULL RETURNING session_key",
-            (now_ms(), reason, detail, session_key),
+            " WHERE session_key = ? AND closed_at IS NULL AND (? IS NULL OR connected_at = ?) RETURNING session_key",
+            (now_ms(), reason, detail, session_key, connected_at, connected_at),
         )
 
     async def recover_node(self, node: str, *, reason: str = "gateway_restart") -> int:

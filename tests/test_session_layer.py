@@ -171,3 +171,34 @@ async def test_a_registry_failure_at_connect_is_retry_later_and_keeps_the_sessio
     message = await back.read_packet()
     assert message is not None and publish_fields(message)[3] == b"queued"
     await back.close()
+
+
+async def test_a_late_end_of_a_taken_over_connection_does_not_close_its_successor(
+    gateway: Gateway, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A takeover gives the old connection TAKEOVER_WAIT to record its end, then binds the new one. An
+    end recorded later closed the registry row of the session key, which was by then the new one's:
+    the device showed as not connected while it was."""
+    from gateway.mqtt import table
+
+    monkeypatch.setattr(table, "TAKEOVER_WAIT", 0.2)
+    token = await make_device(api)
+    connections = gateway.registry.connections
+    record_disconnect = connections.record_disconnect
+
+    async def slow(**kwargs: object) -> None:  # the old connection's end, recorded after the takeover
+        await asyncio.sleep(0.6)
+        await record_disconnect(**kwargs)  # type: ignore[arg-type]
+
+    first = await RawClient.open(gateway.ports["mqtt"])
+    await first.send(connect_packet("x", token))
+    assert await first.read_packet() == ACCEPTED
+    monkeypatch.setattr(connections, "record_disconnect", slow)
+    second = await RawClient.open(gateway.ports["mqtt"])
+    await second.send(connect_packet("x", token))
+    assert await second.read_packet(timeout=5) == ACCEPTED
+    await asyncio.sleep(1.0)  # the first connection's end is written by now
+    status = (await api.get("/v1/tenants/acme/devices/dev-1/connection")).json()
+    assert status["connected"] is True, status
+    await first.close()
+    await second.close()

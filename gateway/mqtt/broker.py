@@ -222,7 +222,7 @@ class GatewayBroker:
                 self.table.bind(session, connection)
                 # Re-validated inside the registry transaction: a revocation that committed while we
                 # authenticated refuses here; one that commits later finds this session to close.
-                recorded = await self.presence.record_connect(session, identity)
+                recorded = await self.presence.record_connect(session, identity, connection.connected_at)
             if recorded is not True:
                 # False: revoked meanwhile (CONNACK 5, the session goes). None: the registry failed, which
                 # says nothing about the credential (CONNACK 3, a persistent session and its queue stay).
@@ -268,7 +268,7 @@ class GatewayBroker:
         await self.plugins_manager.fire_event(
             BrokerEvents.CLIENT_DISCONNECTED, client_id=session.client_id, client_session=session
         )
-        await self.presence.disconnected(session, identity, reason, connection.close_detail)
+        await self.presence.disconnected(session, identity, reason, connection.close_detail, connection.connected_at)
 
     def _allowed(self, session: Any, topic: str, action: Action) -> bool:
         allowed = self._acl.allowed(session, topic, action)

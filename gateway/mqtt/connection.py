@@ -17,6 +17,8 @@ import logging
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
+from registry.models import now_ms
+
 from ..settings import GatewaySettings
 from . import codec
 from .codec import FixedHeader, Publish
@@ -99,6 +101,8 @@ class Connection:
         self.disconnect_received = False
         """The client said DISCONNECT: its will is not published [MQTT-3.1.2-10], however it then ended."""
         self.connack_sent = False
+        self.connected_at = now_ms()
+        """Names this connection's row in the registry (a takeover's late end must not close the next)."""
         self.discard_session = False
         self.stray_acks = 0
         self.reader_done = asyncio.Event()

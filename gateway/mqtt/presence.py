@@ -24,7 +24,7 @@ class Presence:
         self.shutting_down = False
         """Set by shutdown: every session's end is then written at once (`recover_node`), not one by one."""
 
-    async def record_connect(self, session: ClientSession, identity: DeviceIdentity) -> bool | None:
+    async def record_connect(self, session: ClientSession, identity: DeviceIdentity, connected_at: int) -> bool | None:
         """True: recorded. False: the credential, device or tenant was revoked since it was verified.
         None: the registry failed (logged)."""
         try:
@@ -40,6 +40,7 @@ class Presence:
                 remote_address=session.remote_address,
                 credential_id=identity.credential_id,
                 credential_version=identity.credential_version,
+                connected_at=connected_at,
             )
         except Exception:
             log.exception("could not record the connect of %s", session.key)
@@ -79,7 +80,7 @@ class Presence:
         )
 
     async def disconnected(
-        self, session: ClientSession, identity: DeviceIdentity, reason: str, detail: str | None
+        self, session: ClientSession, identity: DeviceIdentity, reason: str, detail: str | None, connected_at: int
     ) -> None:
         self._services.metrics.disconnects[reason] += 1
         audit(
@@ -94,7 +95,7 @@ class Presence:
             return
         try:
             await self._services.registry.connections.record_disconnect(
-                session_key=session.key, reason=reason, detail=detail
+                session_key=session.key, reason=reason, detail=detail, connected_at=connected_at
             )
         except Exception:
             log.exception("could not record the disconnect of %s", session.key)

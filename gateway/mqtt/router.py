@@ -1,7 +1,7 @@
 """Where a publish goes: the subscription index, each session's bounded delivery, retained messages.
 
 The broker hands every publish here (devices' own, wills, 10/EPMP replies); nothing here waits on a
-client: `route` only queues, and each session's sender does the writing (gateway/delivery.py).
+client: `route` only queues, and each session's sender does the writing (delivery.py).
 Every delivery passes the RECEIVE check of the topic ACL, decided from memory.
 """
 
