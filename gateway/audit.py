@@ -11,6 +11,7 @@ from .kp1.topic import KP1
 log = logging.getLogger("gateway.audit")
 _TOKEN_LEVEL = 3  # kp1/<app version>/<extension>/<endpoint token>/...
 _NOT_SECRET = ("", "+", "#")
+MAX_TOPIC_HINT = 256  # characters of a topic a log line shows: a 65,535-byte topic must not become one
 
 
 def _quote(value: object) -> str:
@@ -48,4 +49,5 @@ def topic_hint(topic: str, tokens: Collection[str] = ()) -> str:
             continue
         if level in tokens or (index == _TOKEN_LEVEL and levels[0] == KP1):
             levels[index] = f"[sha256:{secret_hint(level)}]"
-    return "/".join(levels)
+    hint = "/".join(levels)
+    return hint if len(hint) <= MAX_TOPIC_HINT else f"{hint[:MAX_TOPIC_HINT]}...({len(topic)} chars)"

@@ -202,3 +202,82 @@ async def test_a_late_end_of_a_taken_over_connection_does_not_close_its_successo
     assert status["connected"] is True, status
     await first.close()
     await second.close()
+
+
+async def test_overlapping_filters_deliver_one_copy(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """Each matching filter got its own copy: 100 overlapping filters turned one publish into 100
+    deliveries to one session, and a flood of them stalled every other client for seconds."""
+    token = await make_device(api)
+    base = f"kp1/v1/dcx/{token}"
+    sub = await RawClient.open(gateway.ports["mqtt"])
+    filters = [f"{base}/a/b", f"{base}/+/b", f"{base}/a/+", f"{base}/#", f"{base}/+/#"]
+    await sub.send(
+        connect_packet("s", token) + b"".join(subscribe_packet(i + 1, f, qos=i % 2) for i, f in enumerate(filters))
+    )
+    assert await sub.read_packet() == ACCEPTED
+    for _ in filters:
+        assert (await sub.read_packet() or b"")[0] == 0x90
+    pub = await RawClient.open(gateway.ports["mqtt"])
+    await pub.send(connect_packet("p", token) + publish_packet(f"{base}/a/b", b"once", packet_id=1, qos=1))
+    assert await pub.read_packet() == ACCEPTED
+    message = await sub.read_packet()
+    assert message is not None and publish_fields(message)[0] == 1  # the highest QoS granted
+    await sub.send(ack_packet(4, publish_fields(message)[2] or 0))
+    assert await sub.silent_for(0.5)
+    await sub.close()
+    await pub.close()
+
+
+async def test_epmp_counters_do_not_grow_with_the_paths_devices_invent(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    """The 10/EPMP request counter was keyed by the client's own resource path: 3,000 unknown
+    60 KB paths held 180 MB and made GET /v1/metrics 180 MB long."""
+    token = await make_device(api, app_version="v1")
+    raw = await RawClient.open(gateway.ports["mqtt"])
+    await raw.send(connect_packet("d", token))
+    assert await raw.read_packet() == ACCEPTED
+    await raw.send(b"".join(publish_packet(f"kp1/v1/epmx/{token}/x{i}-{'z' * 1000}", b"{}") for i in range(200)))
+    await raw.send(publish_packet(f"kp1/v1/epmx/{token}/get/1", b"{}", packet_id=1, qos=1))
+    while (reply := await raw.read_packet(timeout=5)) is not None and reply[0] != 0x40:
+        pass
+    await raw.close()
+    counters = (await api.get("/v1/metrics")).json()["epmpRequests"]
+    assert set(counters) <= {"/get", "(unknown)"} and counters.get("(unknown)") == 200, counters
+
+
+async def test_a_denied_publish_to_a_huge_topic_logs_a_short_line(
+    gateway: Gateway, api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 60 KB topic became a 60 KB WARNING line, one per publish: the log was the amplifier."""
+    token = await make_device(api)
+    raw = await RawClient.open(gateway.ports["mqtt"])
+    await raw.send(connect_packet("d", token))
+    assert await raw.read_packet() == ACCEPTED
+    with caplog.at_level(logging.WARNING, logger="gateway.audit"):
+        await raw.send(publish_packet("kp1/v1/dcx/someone-else/" + "t" * 60_000, b"x", packet_id=1, qos=1))
+        assert await raw.read_packet() == ack_packet(4, 1)  # acknowledged, not delivered
+    await raw.close()
+    denied = [r.getMessage() for r in caplog.records if "publish_denied" in r.getMessage()]
+    assert len(denied) == 1 and len(denied[0]) < 1000, [len(d) for d in denied]
+
+
+@pytest.mark.gateway_settings(max_pending_connects_per_address=3, max_sessions_per_device=1)
+async def test_connects_queued_behind_a_device_cap_count_as_pending(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """A socket stopped counting as pending once its CONNECT was read, while CONNECTs of one device
+    queue one at a time behind its session cap (1 s each): one token held every socket slot."""
+    token = await make_device(api)
+    held = await RawClient.open(gateway.ports["mqtt"])
+    await held.send(connect_packet("held", token))
+    assert await held.read_packet() == ACCEPTED
+    queued = []
+    for i in range(3):
+        raw = await RawClient.open(gateway.ports["mqtt"])
+        await raw.send(connect_packet(f"q{i}", token))
+        queued.append(raw)
+    await asyncio.sleep(0.2)
+    fourth = await RawClient.open(gateway.ports["mqtt"])
+    assert await fourth.closed_by_peer(1.0)  # refused at accept: its address has 3 sockets pending
+    assert gateway.services.metrics.limits_hit["max_pending_connects_per_address"] >= 1
+    for raw in [*queued, fourth, held]:
+        await raw.close()

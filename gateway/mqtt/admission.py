@@ -22,7 +22,7 @@ TCP_KEEPALIVE_PROBES = 6
 
 @dataclass(slots=True)
 class SocketTicket:
-    """One admitted socket. `pending` until its CONNECT has been read (or it failed)."""
+    """One admitted socket. `pending` until it got CONNACK 0 (or it failed)."""
 
     address: str
     pending: bool = True

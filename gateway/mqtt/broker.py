@@ -173,8 +173,6 @@ class GatewayBroker:
             if exc.return_code is not None:
                 await _send_connack(writer, exc.return_code)
             return
-        finally:
-            self.listeners.admission.connect_read(ticket)
         incoming = ClientSession.of(connect, peer, writer.get_extra_info("ssl_object"))
         if not await self._authenticate(incoming):
             retry = incoming.attributes.get(RETRY_LATER_ATTR, False)
@@ -183,7 +181,7 @@ class GatewayBroker:
         identity = identity_of(incoming)
         assert identity is not None
         key = session_key(identity, connect.client_id)
-        await self._run(key, identity, incoming, reader, writer)
+        await self._run(key, identity, incoming, reader, writer, ticket)
 
     async def _authenticate(self, session: ClientSession) -> bool:
         """amqtt's rule: refused if any auth plugin says False, or none says anything."""
@@ -198,6 +196,7 @@ class GatewayBroker:
         incoming: ClientSession,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
+        ticket: SocketTicket,
     ) -> None:
         counted = False  # in the tenant's connected sessions (until the session is over)
         tenants = self.table.tenant_connected
@@ -232,7 +231,7 @@ class GatewayBroker:
                 await _send_connack(writer, NOT_AUTHORIZED if recorded is False else SERVER_UNAVAILABLE)
                 return
             try:
-                await self._connected(session, connection, delivery)
+                await self._connected(session, connection, delivery, ticket)
             finally:
                 delivery.detach_from(connection)
                 if counted:  # over before its disconnect is written to the registry
@@ -243,11 +242,16 @@ class GatewayBroker:
             if counted:
                 tenants.remove(identity.tenant_id)
 
-    async def _connected(self, session: ClientSession, connection: Connection, delivery: Delivery) -> None:
+    async def _connected(
+        self, session: ClientSession, connection: Connection, delivery: Delivery, ticket: SocketTicket
+    ) -> None:
         self.presence.connected(session)
         with contextlib.suppress(ConnectionError):  # gone already: the reader sees EOF and ends
             connection.write(codec.encode_connack(session.resumed, 0))
             connection.connack_sent = True
+        # Pending (per address) until here, not until its CONNECT was read: CONNECTs queued behind one
+        # device's lock and session cap must not hold every socket slot of the node.
+        self.listeners.admission.connect_read(ticket)
         await self.plugins_manager.fire_event(
             BrokerEvents.CLIENT_CONNECTED, client_id=session.client_id, client_session=session
         )

@@ -35,6 +35,9 @@ MAX_UNFINISHED_PACKETS = 64
 # Bytes written to a client and not yet taken by its socket, beyond which the reader waits (a client
 # that sends and never reads must not grow our buffer with its acknowledgements).
 WRITE_HIGH_WATER = 65_536
+# Packets handled from one connection's buffer before the reader lets the others run: a client that
+# pipelines a flood must not hold the event loop (reads from a full buffer never wait).
+PACKETS_PER_TURN = 32
 _CLIENT_PACKETS = frozenset(
     {
         codec.PUBLISH,
@@ -147,6 +150,7 @@ class Connection:
         """Reads and handles packets until the client leaves, breaks the protocol or is closed."""
         keep_alive = self.session.keep_alive * 1.5 or None
         running: collections.deque[asyncio.Future[Any]] = collections.deque()
+        handled = 0
         try:
             while self.close_reason is None:  # closed by us: what the client sent after is not read
                 while running and (running[0].done() or len(running) >= MAX_UNFINISHED_PACKETS):
@@ -181,6 +185,9 @@ class Connection:
                 pending = self._handle(header, body)
                 if pending is not None:
                     running.append(asyncio.ensure_future(pending))
+                handled += 1
+                if handled % PACKETS_PER_TURN == 0:
+                    await asyncio.sleep(0)
                 if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                     await self.drain()
         except asyncio.CancelledError:

@@ -15,7 +15,7 @@ from collections.abc import Awaitable
 from ..identity import DeviceIdentity, identity_of, owner_key
 from ..keyed_lock import KeyedLock
 from ..kp1 import topic as kp1_topic
-from ..kp1.epmp import Epmp
+from ..kp1.epmp import RESOURCES, Epmp
 from ..services import GatewayServices
 from .amqtt_api import Action
 from .codec import Publish
@@ -124,7 +124,9 @@ class Inbound:
             async with self._device_order.hold(owner):
                 reply = await epmp.handle(identity, request, payload)
                 _resolve(committed)  # committed (or refused): now the PUBACK / PUBREC may go
-                self._services.metrics.epmp_requests[request.path or "(empty)"] += 1
+                # by resource, never by the client's own path: that would be a key per request
+                resource = request.path if request.path in RESOURCES else "(unknown)"
+                self._services.metrics.epmp_requests[resource] += 1
                 if reply is not None:
                     # Through the router: only sessions holding this token may receive it.
                     self._router.route(reply.topic, reply.payload, qos)

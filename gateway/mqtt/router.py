@@ -99,10 +99,16 @@ class Router:
     # -- publishing -------------------------------------------------------------------------------------
 
     def route(self, topic: str, data: bytes, qos: int) -> int:
-        """Queues the message for every session subscribed to `topic` and allowed to receive it, at
-        the lower of the publish QoS and the subscription's. Returns how many got it."""
-        reached = 0
+        """Queues the message once for every session subscribed to `topic` and allowed to receive it,
+        at the lower of the publish QoS and the subscription's. Returns how many got it."""
+        granted_to: dict[str, int] = {}
         for key, granted, _filter in self.index.match(topic):
+            # one copy per session, at the highest QoS its matching filters granted: overlapping
+            # filters (100 per session allowed) must not multiply a publish 100-fold
+            if granted_to.get(key, -1) < granted:
+                granted_to[key] = granted
+        reached = 0
+        for key, granted in granted_to.items():
             target = self._targets.get(key)
             if target is None or not self._allowed(target[0], topic, Action.RECEIVE):
                 continue
