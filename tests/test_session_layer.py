@@ -281,3 +281,36 @@ async def test_connects_queued_behind_a_device_cap_count_as_pending(gateway: Gat
     assert gateway.services.metrics.limits_hit["max_pending_connects_per_address"] >= 1
     for raw in [*queued, fourth, held]:
         await raw.close()
+
+
+async def test_a_resent_qos2_request_is_acknowledged_only_once_the_original_commits(
+    gateway: Gateway, api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The DUP of a QoS 2 10/EPMP request got PUBREC at once (its id was already awaiting PUBREL),
+    before the original's write had committed: a crash then would lose an acknowledged write."""
+    token = await make_device(api, app_version="v1")
+    assert gateway.services.epmp is not None
+    epmp = gateway.services.epmp
+    handle, started, release = epmp.handle, asyncio.Event(), asyncio.Event()
+
+    async def gated(*args: object) -> object:  # the original request, not yet committed
+        started.set()
+        await release.wait()
+        return await handle(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(epmp, "handle", gated)
+    request = publish_packet(f"kp1/v1/epmx/{token}/update/keys", b'{"k": 1}', packet_id=7, qos=2)
+    first = await RawClient.open(gateway.ports["mqtt"])
+    await first.send(connect_packet("p", token, clean=False) + request)
+    assert await first.read_packet() == ACCEPTED
+    await asyncio.wait_for(started.wait(), 5)
+    second = await RawClient.open(gateway.ports["mqtt"])  # the link dropped; the client resends with DUP
+    await second.send(connect_packet("p", token, clean=False))
+    assert await second.read_packet(timeout=10) == b"\x20\x02\x01\x00"
+    await second.send(publish_packet(f"kp1/v1/epmx/{token}/update/keys", b'{"k": 1}', packet_id=7, qos=2, dup=True))
+    assert await second.silent_for(0.5), "PUBREC before the write committed"
+    release.set()
+    assert await second.read_packet(timeout=5) == ack_packet(5, 7)  # PUBREC, now that it is durable
+    assert (await gateway.registry.metadata.get("acme", "dev-1")) == {"k": 1}
+    for client in (first, second):
+        await client.close()

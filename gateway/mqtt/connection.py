@@ -252,6 +252,9 @@ class Connection:
         if publish.qos == 2:
             awaiting = self.session.qos2_awaiting_pubrel
             if publish.packet_id in awaiting:
+                original = self.session.qos2_processing.get(publish.packet_id)
+                if original is not None:  # still being committed: PUBREC once it is, not before
+                    return self._acknowledge_when(original, publish)
                 self.write(codec.encode_ack(codec.PUBREC, publish.packet_id))
                 return None
             if len(awaiting) >= self._max_qos2:
@@ -259,6 +262,10 @@ class Connection:
                 return None
             awaiting.add(publish.packet_id)
         processed = self._handler.received(self, publish)
+        if publish.qos == 2 and isinstance(processed, asyncio.Future) and not processed.done():
+            processing, packet_id = self.session.qos2_processing, publish.packet_id
+            processing[packet_id] = processed
+            processed.add_done_callback(lambda _: processing.pop(packet_id, None))
         if publish.qos == 0:
             return processed
         if processed is None:
@@ -267,7 +274,9 @@ class Connection:
         return self._acknowledge_when(processed, publish)
 
     async def _acknowledge_when(self, processed: Awaitable[None], publish: Publish) -> None:
-        await processed
+        # shielded: this connection ending (a takeover) cancels the wait, not the processing itself,
+        # which a duplicate from the next connection may still be waiting for
+        await asyncio.shield(processed)
         self._acknowledge(publish)
 
     def _acknowledge(self, publish: Publish) -> None:

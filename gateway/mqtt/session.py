@@ -6,6 +6,7 @@ cost). It carries the fields of amqtt's Session that plugins read (amqtt_api.SES
 
 from __future__ import annotations
 
+import asyncio
 import ssl
 from dataclasses import dataclass, field
 from typing import Any
@@ -51,6 +52,9 @@ class ClientSession:
     connected: bool = False
     qos2_awaiting_pubrel: set[int] = field(default_factory=set)
     """Incoming QoS 2 packet ids received and not yet released (method B of [MQTT-4.3.3])."""
+    qos2_processing: dict[int, asyncio.Future[None]] = field(default_factory=dict)
+    """Those of them still being processed (a 10/EPMP write not yet committed): a duplicate PUBLISH
+    is acknowledged only when the original is, whichever connection sent it."""
 
     @classmethod
     def of(
