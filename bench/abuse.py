@@ -36,7 +36,7 @@ async def _connected(port: int, client_id: str, username: str) -> RawClient:
 
 def _topic(server: Server, i: int) -> str:
     token = server.info["tokens"][i]
-    return f"kp1/v1/dcx/{token}/x" if server.kind == "gateway" else f"t/{i}/x"
+    return f"kp1/v1/app/{token}/x" if server.kind == "gateway" else f"t/{i}/x"
 
 
 async def unreleased_qos2(server: Server, messages: int) -> float:

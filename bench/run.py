@@ -32,6 +32,7 @@ from rich.table import Table
 
 from tests.wire import RawClient, connect_packet, publish_packet, subscribe_packet
 
+from .data_commands import command_trips, data_rate
 from .fleet import round_trips, storm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -139,15 +140,15 @@ async def publish_rate(s: Server, seconds: float, idle_sessions: int = 0) -> flo
         tok = tokens[1 + i % (len(tokens) - 1)]
         await c.send(connect_packet(f"idle{i}", tok))
         await c.read_packet()
-        await c.send(subscribe_packet(1, f"kp1/v1/dcx/{tok}/#"))
+        await c.send(subscribe_packet(1, f"kp1/v1/app/{tok}/#"))
         await c.read_packet()
         idle.append(c)
     token = tokens[0]
-    topic = f"kp1/v1/dcx/{token}/data"
+    topic = f"kp1/v1/app/{token}/data"
     sub = await RawClient.open(s.info["mqtt"])
     await sub.send(connect_packet("sub", token))
     await sub.read_packet()
-    await sub.send(subscribe_packet(1, f"kp1/v1/dcx/{token}/#"))
+    await sub.send(subscribe_packet(1, f"kp1/v1/app/{token}/#"))
     await sub.read_packet()
     pub = await RawClient.open(s.info["mqtt"])
     await pub.send(connect_packet("pub", token))
@@ -285,6 +286,17 @@ async def measure(kind: str, o: Options) -> dict[str, tuple[float, float, float]
         def trips() -> Awaitable[float]:
             return round_trips(s.info["mqtt"], tokens, seconds, epmp=epmp)
 
+        data_devices = min(1_000, len(fleet_tokens))
+        await run(
+            f"8. data samples -> 1 application, {data_devices:,} devices /s",
+            lambda: data_rate(s.info, seconds, data_devices, gateway=epmp),
+        )
+        await run("9. command round trips, MQTT, 10 devices /s", lambda: command_trips(s.info, seconds, gateway=epmp))
+        if kind == "gateway":
+            await run(
+                "9. command round trips, REST, 10 devices /s",
+                lambda: command_trips(s.info, seconds, gateway=True, rest=True),
+            )
         small, _ = await storm(s.info["mqtt"], fleet_tokens[:100], limit_seconds=o.storm_limit)
         await run("3. round trips, 10 devices, 100 idle /s", trips)
         await small.close()

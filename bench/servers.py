@@ -31,6 +31,8 @@ async def _gateway(data_dir: Path, fleet: int) -> tuple[dict[str, Any], Any]:
             node_id="bench",
             log_level="WARNING",
             max_connections=fleet + 10_000,  # the fleet, and the workloads' clients beside it
+            data_messages_per_second=10_000,  # workload 8 measures the node, not one device's allowance
+            data_burst=10_000,
         )
     )
     await gw.start()
@@ -43,6 +45,8 @@ async def _gateway(data_dir: Path, fleet: int) -> tuple[dict[str, Any], Any]:
     for start in range(0, fleet, 100_000):
         ids = [f"f{i}" for i in range(start, min(fleet, start + 100_000))]
         await reg.devices.import_devices("bench", ids, app_version="v1", with_tokens=True, certificate_bound=False)
+    app_password = "bench-app-secret"
+    await reg.service_accounts.create("bench", "app", await gw.services.hasher.hash(app_password))
     await reg.devices.create("bench", "pw")
     await reg.credentials.set_password("bench", "pw", "pw", await gw.services.hasher.hash("secret"))
     info = {
@@ -53,6 +57,8 @@ async def _gateway(data_dir: Path, fleet: int) -> tuple[dict[str, Any], Any]:
         "tokens": tokens,
         "password_user": "pw@bench",
         "password": "secret",
+        "app_user": "app@bench",
+        "app_password": app_password,
         "ca": str(gw.tls.ca_path if gw.tls else ""),
         "fleet": [f"f{i}" for i in range(min(fleet, 20_000))],
     }

@@ -21,8 +21,8 @@ def decide(session: Session | None, topic: str | None, action: Action) -> bool:
     identity = identity_of(session)
     if identity is None or not topic:
         return False
-    if identity.is_service:  # reads its tenant's events, publishes nothing
-        return action != Action.PUBLISH and service_may_use(identity.tenant_id, topic)
+    if identity.is_service:  # reads below its tenant's `$gateway/...` roots, publishes command invocations
+        return service_may_use(identity.tenant_id, topic, publish=action == Action.PUBLISH)
     return device_may_use(identity.tokens, topic)
 
 

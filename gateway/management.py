@@ -32,8 +32,14 @@ class Tenants:
     def __init__(self, node: Node) -> None:
         self._node = node
 
+    async def create(self, tenant_id: str, **fields: Any) -> Tenant:
+        created = await self._node.registry.tenants.create(tenant_id, **fields)
+        self._forwarding(created)
+        return created
+
     async def update(self, tenant_id: str, **changes: Any) -> Tenant:
         updated = await self._node.registry.tenants.update(tenant_id, **changes)
+        self._forwarding(updated)
         if changes.get("enabled") is not None:
             await self._node.reload_trust()  # a disabled tenant's CAs are trusted no more
         if changes.get("enabled") is False:
@@ -42,8 +48,17 @@ class Tenants:
 
     async def delete(self, tenant_id: str) -> None:
         await self._node.registry.tenants.delete(tenant_id)
+        self._forget(tenant_id)
         await self._node.reload_trust()
         await self._node.kick(lambda i: i.tenant_id == tenant_id, "tenant deleted")
+
+    def _forget(self, tenant_id: str) -> None:
+        _forget_in_memory(self._node, tenant_id, None)
+
+    def _forwarding(self, tenant: Tenant) -> None:
+        """`forwardExtensions` applies at once to the tenant's sessions on this node (read from memory)."""
+        if self._node.services.data is not None:
+            self._node.services.data.set_forwarded(tenant.id, tenant.forward_extensions)
 
 
 class Devices:
@@ -59,6 +74,7 @@ class Devices:
     async def delete(self, tenant_id: str, device_id: str) -> None:
         await self._node.registry.devices.delete(tenant_id, device_id, node=self._node.services.settings.node_id)
         await self._node.kick(_device(tenant_id, device_id), "device deleted")
+        _forget_in_memory(self._node, tenant_id, device_id)
 
 
 _NAMES = {CredentialKind.TOKEN: "token", CredentialKind.PASSWORD: "password", CredentialKind.X509: "certificate"}
@@ -135,6 +151,15 @@ class Management:
         self.credentials = Credentials(node)
         self.trusted_cas = TrustedCas(node)
         self.service_accounts = ServiceAccounts(node)
+
+
+def _forget_in_memory(node: Node, tenant_id: str, device_id: str | None) -> None:
+    """What this node holds of a deleted device (or tenant) besides its sessions: its last data
+    sample, and REST calls waiting for its commands' results (answered 404 at once)."""
+    if node.services.data is not None:
+        node.services.data.forget(tenant_id, device_id)
+    if node.services.commands is not None:
+        node.services.commands.forget(tenant_id, device_id)
 
 
 def _device(tenant_id: str, device_id: str) -> Match:

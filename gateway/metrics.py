@@ -19,6 +19,16 @@ class Metrics:
     limits_hit: Counter[str] = field(default_factory=Counter)
     """Times each configured bound was reached, by setting name (what happened is in docs/security.md)."""
     messages_dropped: int = 0
+    data_messages: int = 0
+    data_samples: int = 0
+    data_refused: Counter[str] = field(default_factory=Counter)
+    """2/DCP messages refused, by 1/KP status code."""
+    data_forwarded: Counter[str] = field(default_factory=Counter)
+    commands_invoked: int = 0
+    commands_refused: Counter[str] = field(default_factory=Counter)
+    """Invocations that made no command, by HTTP status (MQTT ones too)."""
+    commands_finished: Counter[str] = field(default_factory=Counter)
+    """By final state: succeeded, failed, expired."""
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -32,4 +42,11 @@ class Metrics:
             "epmpDropped": self.epmp_dropped,
             "limitsHit": dict(self.limits_hit),
             "messagesDropped": self.messages_dropped,
+            "dataMessages": self.data_messages,
+            "dataSamples": self.data_samples,
+            "dataRefused": dict(self.data_refused),
+            "dataForwarded": dict(self.data_forwarded),
+            "commandsInvoked": self.commands_invoked,
+            "commandsRefused": dict(self.commands_refused),
+            "commandsFinished": dict(self.commands_finished),
         }

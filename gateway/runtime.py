@@ -19,6 +19,8 @@ from registry import Registry
 from .admin_token import ensure_admin_token
 from .api.app import create_app
 from .auth.hashing import PasswordHasher
+from .commands import CommandService
+from .data import DataCollection
 from .datadir import DataDirLock, claim
 from .events import EventDispatcher
 from .identity import DeviceIdentity
@@ -76,6 +78,7 @@ class Gateway:
         """Management writes with their side effects (closing sessions, reloading trust)."""
         self.broker: GatewayBroker | None = None
         self.events: EventDispatcher | None = None
+        self.commands: CommandService | None = None
         self.tls: ServerTls | None = None
         self.admin_token = ""
         self.admin_token_created = False
@@ -117,6 +120,12 @@ class Gateway:
         except Exception:
             await self.registry.close()
             raise
+        self.services.data = DataCollection(s, self.services.metrics, self.broker.router.route)
+        for tenant in await self.registry.tenants.list():
+            self.services.data.set_forwarded(tenant.id, tenant.forward_extensions)
+        self.commands = CommandService(self.registry, s, self.services.metrics, self.broker)
+        self.services.commands = self.commands
+        self.commands.start()
         self.events = EventDispatcher(self.broker, self.registry, retention_hours=s.event_retention_hours)
         self.events.start()
         self.ports = {spec.name: self.broker.bound_port(spec.name) for spec in listeners}
@@ -170,6 +179,8 @@ class Gateway:
         return await self.broker.close_sessions(match, reason=CloseReason.KICKED, detail=detail)
 
     async def stop(self) -> None:
+        if self.commands is not None:  # first: REST calls waiting for a result are answered (503) at once
+            await self.commands.stop()
         if self._api is not None and self._api_task is not None:
             self._api.should_exit = True
             with contextlib.suppress(Exception):

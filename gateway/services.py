@@ -15,6 +15,8 @@ from .settings import GatewaySettings
 from .trust import TrustedCas
 
 if TYPE_CHECKING:
+    from .commands import CommandService
+    from .data import DataCollection
     from .kp1.epmp import Epmp
 
 
@@ -26,6 +28,8 @@ class GatewayServices:
     metrics: Metrics
     trust: TrustedCas | None = None
     epmp: Epmp | None = None
+    data: DataCollection | None = None
+    commands: CommandService | None = None
     throttle: AuthThrottle = field(init=False)
     """Failed-CONNECT budgets per username and address, sized by the settings."""
     recent_logins: RecentLogins = field(init=False, default_factory=RecentLogins)

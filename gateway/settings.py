@@ -50,7 +50,10 @@ class GatewaySettings(BaseSettings):
     epmp_max_value_bytes: int = Field(16_384, ge=16, description="one metadata value, as compact JSON")
     epmp_max_key_length: int = Field(128, ge=1, le=4096)
     epmp_max_pending: int = Field(
-        100, ge=1, description="10/EPMP requests queued per device (all its connections); more get 429"
+        100,
+        ge=1,
+        description="10/EPMP and 11/CEP requests (and command invocations of one application) queued per device"
+        " or account, all its connections together; more get 429",
     )
     event_retention_hours: float = Field(168.0, gt=0, description="outbox events are kept this long")
     connection_log_limit: int = Field(100, ge=1, le=100_000, description="connection log rows kept per device")
@@ -102,6 +105,23 @@ class GatewaySettings(BaseSettings):
     max_retained_bytes_per_device: int = Field(1_048_576, ge=0, description="their payload bytes")
     max_retained_messages: int = Field(100_000, ge=0, description="retained messages on this node in total")
     max_retained_bytes: int = Field(67_108_864, ge=0, description="their payload bytes in total")
+    # -- device data (2/DCP) and commands (11/CEP) ---------------------------------------------------
+    data_max_payload_bytes: int = Field(65_536, ge=64, description="a larger 2/DCP data message gets 413")
+    data_max_samples: int = Field(1000, ge=1, description="samples in one data message; more get 413")
+    data_max_depth: int = Field(16, ge=1, le=32, description="JSON nesting of a data message; deeper gets 400")
+    data_messages_per_second: float = Field(
+        100.0, gt=0, description="data messages one device may send per second on average; beyond, 429"
+    )
+    data_burst: int = Field(200, ge=1, description="data messages one device may send in a burst")
+    data_last_samples_max_bytes: int = Field(
+        67_108_864, ge=0, description="memory for the last sample of each device (least recently updated go first)"
+    )
+    commands_max_outstanding: int = Field(
+        100, ge=1, le=100_000, description="pending or delivered commands per device; more get 429"
+    )
+    commands_max_payload_bytes: int = Field(
+        65_536, ge=64, description="a command's payload, or a device's result, as JSON; larger gets 413"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio",

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .commands import CommandStore
 from .connections import ConnectionStore
 from .credentials import CredentialStore
 from .database import Database
 from .devices import DeviceStore
-from .errors import Conflict, Invalid, NotFound, RegistryError
+from .errors import Conflict, Invalid, LimitReached, NotFound, RegistryError
 from .metadata import MetadataStore
 from .outbox import OutboxStore
 from .provisioning import ProvisioningStore
@@ -16,7 +17,7 @@ from .service_accounts import ServiceAccountStore
 from .tenants import TenantStore
 from .trusted_cas import TrustedCaStore
 
-__all__ = ["Conflict", "Invalid", "NotFound", "Registry", "RegistryError"]
+__all__ = ["Conflict", "Invalid", "LimitReached", "NotFound", "Registry", "RegistryError"]
 
 
 class Registry:
@@ -33,6 +34,7 @@ class Registry:
         self.metadata = MetadataStore(self.db)
         self.service_accounts = ServiceAccountStore(self.db)
         self.outbox = OutboxStore(self.db)
+        self.commands = CommandStore(self.db)
 
     async def open(self) -> Registry:
         await self.db.open()

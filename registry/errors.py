@@ -20,3 +20,7 @@ class Conflict(RegistryError):
 
 class Invalid(RegistryError):
     """A value breaks a registry rule (id pattern, limits)."""
+
+
+class LimitReached(RegistryError):
+    """A configured bound is reached (outstanding commands of a device): retry later."""

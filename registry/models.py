@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
@@ -41,6 +42,20 @@ class DeviceState(StrEnum):
     DELETED = "deleted"
 
 
+class CommandState(StrEnum):
+    PENDING = "pending"
+    """Invoked, not yet sent to the device."""
+    DELIVERED = "delivered"
+    """Sent to the device (pushed, or in its answer to a command request); no result yet."""
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+
+    @property
+    def outstanding(self) -> bool:
+        return self in (CommandState.PENDING, CommandState.DELIVERED)
+
+
 class Record(BaseModel):
     model_config = ConfigDict(frozen=True)
 
@@ -50,6 +65,7 @@ class Tenant(Record):
     enabled: bool
     max_devices: int | None
     max_connections: int | None
+    forward_extensions: list[str] = []
     created_at: datetime
     updated_at: datetime
 
@@ -65,6 +81,26 @@ class Device(Record):
     auto_provisioned: bool
     created_at: datetime
     updated_at: datetime
+
+
+class Command(Record):
+    """An 11/CEP command: `payload` and `result` are any JSON value."""
+
+    tenant_id: str
+    device_id: str
+    type: str
+    id: int
+    payload: Any
+    state: CommandState
+    status_code: int | None
+    reason_phrase: str | None
+    result: Any
+    origin: str
+    """`api`, or `service:<account id>` for an application's MQTT invocation."""
+    created_at: datetime
+    deadline: datetime
+    delivered_at: datetime | None
+    completed_at: datetime | None
 
 
 class Credential(Record):

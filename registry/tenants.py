@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import builtins
+import json
 import sqlite3
 from typing import Any
 
@@ -21,6 +23,7 @@ def _tenant(row: aiosqlite.Row) -> Tenant:
         enabled=bool(row["enabled"]),
         max_devices=row["max_devices"],
         max_connections=row["max_connections"],
+        forward_extensions=json.loads(row["forward_extensions"]),
         created_at=from_ms(row["created_at"]),
         updated_at=from_ms(row["updated_at"]),
     )
@@ -31,7 +34,12 @@ class TenantStore:
         self._db = db
 
     async def create(
-        self, tenant_id: str, *, max_devices: int | None = None, max_connections: int | None = None
+        self,
+        tenant_id: str,
+        *,
+        max_devices: int | None = None,
+        max_connections: int | None = None,
+        forward_extensions: list[str] | None = None,
     ) -> Tenant:
         if not is_valid_id(tenant_id):
             raise Invalid(f"invalid tenant id {tenant_id!r}", field="id")
@@ -39,9 +47,9 @@ class TenantStore:
         try:
             async with self._db.transaction() as tx:
                 await tx.execute(
-                    "INSERT INTO tenants (id, enabled, max_devices, max_connections, created_at, updated_at)"
-                    " VALUES (?, 1, ?, ?, ?, ?)",
-                    (tenant_id, max_devices, max_connections, now, now),
+                    "INSERT INTO tenants (id, enabled, max_devices, max_connections, forward_extensions,"
+                    " created_at, updated_at) VALUES (?, 1, ?, ?, ?, ?, ?)",
+                    (tenant_id, max_devices, max_connections, json.dumps(forward_extensions or []), now, now),
                 )
         except sqlite3.IntegrityError:
             raise Conflict(f"tenant {tenant_id!r} already exists", field="id") from None
@@ -65,6 +73,7 @@ class TenantStore:
         enabled: bool | None = None,
         max_devices: int | None = _UNSET,
         max_connections: int | None = _UNSET,
+        forward_extensions: builtins.list[str] | None = None,
     ) -> Tenant:
         sets: list[str] = ["updated_at = ?"]
         args: list[object] = [now_ms()]
@@ -77,6 +86,9 @@ class TenantStore:
         if max_connections is not _UNSET:
             sets.append("max_connections = ?")
             args.append(max_connections)
+        if forward_extensions is not None:
+            sets.append("forward_extensions = ?")
+            args.append(json.dumps(forward_extensions))
         async with self._db.transaction() as tx:
             cur = await tx.execute(f"UPDATE tenants SET {', '.join(sets)} WHERE id = ?", (*args, tenant_id))  # noqa: S608
             if cur.rowcount == 0:

@@ -29,7 +29,7 @@ async def test_token_connects_and_first_use_activates_it(gateway: Gateway, api: 
 async def test_token_over_tls(gateway: Gateway, api: httpx.AsyncClient) -> None:
     token = await make_device(api)
     async with mqtt(gateway, token, tls=True) as client:
-        await client.publish(f"kp1/v1/dcx/{token}/x", b"1")
+        await client.publish(f"kp1/v1/app/{token}/x", b"1")
         status = await connection(api, "acme", "dev-1")
         assert status["connected"] is True
 
@@ -44,7 +44,7 @@ async def test_password_authentication(gateway: Gateway, api: httpx.AsyncClient)
     await ok(api.put("/v1/tenants/acme/devices/dev-1/passwords/sensor.1", json={"password": "s3cret pass"}))
     async with mqtt(gateway, "sensor.1@acme", "s3cret pass") as client:
         # a password session may use the device's token in its topics
-        await client.subscribe(f"kp1/v1/dcx/{token}/#")
+        await client.subscribe(f"kp1/v1/app/{token}/#")
     creds = await ok(api.get("/v1/tenants/acme/devices/dev-1/passwords"))
     assert creds[0]["state"] == "active" and creds[0]["username"] == "sensor.1@acme"
     assert creds[0]["lastUsedAt"] is not None

@@ -52,7 +52,7 @@ async def target_gateway(gateway: Gateway, api: httpx.AsyncClient) -> Target:
         gateway.tls.ca_path,
         tokens,
         "no-such-token",
-        lambda i: f"kp1/v1/dcx/{tokens[i]}/state",
+        lambda i: f"kp1/v1/app/{tokens[i]}/state",
         lambda: broker.sessions,
         lambda session: not session.connected,
     )

@@ -163,7 +163,7 @@ async def test_ipv6_loopback(tmp_path: Path) -> None:
         import aiomqtt
 
         async with aiomqtt.Client("::1", gw.ports["mqtt"], username=token) as client:
-            await client.subscribe(f"kp1/v1/dcx/{token}/#")
+            await client.subscribe(f"kp1/v1/app/{token}/#")
     finally:
         await gw.stop()
 

@@ -65,8 +65,8 @@ async def test_denied_publishes_log_a_hint_not_the_token(
     raw = await device_session(gateway, mine)
     try:
         topics = [
-            f"kp1/v1/dcx/{other}/hello",  # another device's token: probing, or a leaked secret
-            f"kp1/v1/dcx/{mine}",  # its own token, but no resource path
+            f"kp1/v1/app/{other}/hello",  # another device's token: probing, or a leaked secret
+            f"kp1/v1/app/{mine}",  # its own token, but no resource path
             f"{mine}/hello",  # its own token outside any kp1 topic
         ]
         for packet_id, topic in enumerate(topics, 1):
@@ -78,8 +78,8 @@ async def test_denied_publishes_log_a_hint_not_the_token(
     found = lines(logs, "publish_denied")
     assert len(found) == 3, found
     assert all("tenant=acme device=dev-1 " in line for line in found), found
-    assert f"kp1/v1/dcx/[sha256:{secret_hint(other)}]/hello" in found[0]
-    assert f"kp1/v1/dcx/[sha256:{secret_hint(mine)}]" in found[1]
+    assert f"kp1/v1/app/[sha256:{secret_hint(other)}]/hello" in found[0]
+    assert f"kp1/v1/app/[sha256:{secret_hint(mine)}]" in found[1]
     assert f"[sha256:{secret_hint(mine)}]/hello" in found[2]
     assert_nowhere(logs, mine, other)
 
@@ -87,10 +87,10 @@ async def test_denied_publishes_log_a_hint_not_the_token(
 @pytest.mark.parametrize(
     ("topic_filter", "shown"),
     [
-        ("kp1/+/dcx/{mine}/#", "kp1/+/dcx/[sha256:{mine_hint}]/#"),  # a wildcard above its own token
-        ("kp1/v1/dcx/{other}/#", "kp1/v1/dcx/[sha256:{other_hint}]/#"),
+        ("kp1/+/app/{mine}/#", "kp1/+/app/[sha256:{mine_hint}]/#"),  # a wildcard above its own token
+        ("kp1/v1/app/{other}/#", "kp1/v1/app/[sha256:{other_hint}]/#"),
         ("kp1/v1/+/{other}/+/status", "kp1/v1/+/[sha256:{other_hint}]/+/status"),
-        ("kp1/v1/dcx/+/#", "kp1/v1/dcx/+/#"),  # a wildcard is no secret: shown as it is
+        ("kp1/v1/app/+/#", "kp1/v1/app/+/#"),  # a wildcard is no secret: shown as it is
     ],
 )
 async def test_denied_subscriptions_log_a_hint_not_the_token(
@@ -110,7 +110,7 @@ async def test_denied_subscriptions_log_a_hint_not_the_token(
     assert_nowhere(logs, mine, other)
 
 
-@pytest.mark.parametrize("topic", ["kp1/v1/dcx/{mine}/#", "$kp1/v1/dcx/{mine}/hello", "$x/{other}"])
+@pytest.mark.parametrize("topic", ["kp1/v1/app/{mine}/#", "$kp1/v1/app/{mine}/hello", "$x/{other}"])
 async def test_an_invalid_publish_topic_is_logged_without_the_token(
     gateway: Gateway, api: httpx.AsyncClient, logs: pytest.LogCaptureFixture, topic: str
 ) -> None:

@@ -38,14 +38,14 @@ async def test_bad_first_packet_closes_the_socket(
 ) -> None:
     token = await make_device(api)
     async with mqtt(gateway, token, client_id="bystander") as bystander:
-        await bystander.subscribe(f"kp1/v1/dcx/{token}/#")
+        await bystander.subscribe(f"kp1/v1/app/{token}/#")
         raw = await RawClient.open(gateway.ports["mqtt"])
         try:
             await raw.send(first_bytes)
             assert await raw.closed_by_peer(2.0)
         finally:
             await raw.close()
-        await bystander.publish(f"kp1/v1/dcx/{token}/still-alive", b"1")
+        await bystander.publish(f"kp1/v1/app/{token}/still-alive", b"1")
         assert (await next_message(bystander)) is not None
     metrics = await ok(api.get("/v1/metrics"))
     assert metrics["connectsRefused"].get(reason) == 1, metrics
@@ -54,7 +54,7 @@ async def test_bad_first_packet_closes_the_socket(
 async def test_garbage_after_connack_closes_only_that_connection(gateway: Gateway, api: httpx.AsyncClient) -> None:
     token = await make_device(api)
     async with mqtt(gateway, token, client_id="bystander") as bystander:
-        await bystander.subscribe(f"kp1/v1/dcx/{token}/#")
+        await bystander.subscribe(f"kp1/v1/app/{token}/#")
         raw = await RawClient.open(gateway.ports["mqtt"])
         try:
             await raw.send(connect_packet("bad", token))
@@ -63,7 +63,7 @@ async def test_garbage_after_connack_closes_only_that_connection(gateway: Gatewa
             assert await raw.closed_by_peer(2.0)
         finally:
             await raw.close()
-        await bystander.publish(f"kp1/v1/dcx/{token}/x", b"1")
+        await bystander.publish(f"kp1/v1/app/{token}/x", b"1")
         assert (await next_message(bystander)) is not None
 
 
@@ -73,7 +73,7 @@ async def test_publish_with_wildcard_topic_closes_the_connection(gateway: Gatewa
     try:
         await raw.send(connect_packet("c", token))
         assert await raw.read_packet() == b"\x20\x02\x00\x00"
-        topic = f"kp1/v1/dcx/{token}/#".encode()
+        topic = f"kp1/v1/app/{token}/#".encode()
         await raw.send(b"\x30" + bytes([2 + len(topic) + 1]) + struct.pack("!H", len(topic)) + topic + b"x")
         assert await raw.closed_by_peer(2.0)  # [MQTT-3.3.2-2]
     finally:

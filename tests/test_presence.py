@@ -183,11 +183,11 @@ async def test_publish_then_disconnect_in_one_write_is_delivered(gateway: Gatewa
 
     token = await make_device(api)
     async with mqtt(gateway, token, client_id="listener") as listener:
-        await listener.subscribe(f"kp1/v1/dcx/{token}/#")
+        await listener.subscribe(f"kp1/v1/app/{token}/#")
         for i in range(5):
             raw = await RawClient.open(gateway.ports["mqtt"])
             await raw.send(
-                connect_packet(f"burst{i}", token) + publish_packet(f"kp1/v1/dcx/{token}/m", b"%d" % i) + b"\xe0\x00"
+                connect_packet(f"burst{i}", token) + publish_packet(f"kp1/v1/app/{token}/m", b"%d" % i) + b"\xe0\x00"
             )
             await raw.close()
         got = []

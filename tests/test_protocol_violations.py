@@ -15,7 +15,7 @@ from .conftest import connection, make_device, ok
 from .wire import RawClient, ack_packet, connect_packet, packet, publish_fields, publish_packet, subscribe_packet
 
 ACCEPTED = b"\x20\x02\x00\x00"
-TOPIC = "kp1/v1/dcx/{token}/t"
+TOPIC = "kp1/v1/app/{token}/t"
 
 
 def _s(value: bytes) -> bytes:

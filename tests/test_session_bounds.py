@@ -67,7 +67,7 @@ def _qos2_awaiting_pubrel(gateway: Gateway, key: str) -> set[int]:
 @pytest.mark.gateway_settings(max_qos2_awaiting_pubrel=4)
 async def test_unreleased_qos2_messages_are_bounded(gateway: Gateway, api: httpx.AsyncClient) -> None:
     token = await make_device(api)
-    topic = f"kp1/v1/dcx/{token}/q2"
+    topic = f"kp1/v1/app/{token}/q2"
     listener = await _client(gateway, token, "listener")
     publisher = await _client(gateway, token, "publisher")
     try:
@@ -104,7 +104,7 @@ async def test_released_qos2_frees_its_id(gateway: Gateway, api: httpx.AsyncClie
     publisher = await _client(gateway, token, "p")
     try:
         for packet_id in range(1, 100):  # far more than the bound, each released
-            await publisher.send(publish_packet(f"kp1/v1/dcx/{token}/t", b"m", packet_id=packet_id, qos=2))
+            await publisher.send(publish_packet(f"kp1/v1/app/{token}/t", b"m", packet_id=packet_id, qos=2))
             assert await publisher.read_packet() == ack_packet(5, packet_id)
             await publisher.send(ack_packet(6, packet_id))
             assert await publisher.read_packet() == ack_packet(7, packet_id)  # PUBCOMP
@@ -122,7 +122,7 @@ async def test_a_subscriber_that_never_reads_is_bounded_and_then_closed(
 ) -> None:
     token = await make_device(api)
     other = await make_device(api, "globex", "g1")
-    topic = f"kp1/v1/dcx/{token}/stream"
+    topic = f"kp1/v1/app/{token}/stream"
     deaf = await _client(gateway, token, "deaf")
     assert await _suback(deaf, 1, [(topic, 0)]) == [0]
     publisher = await _client(gateway, token, "publisher")
@@ -139,7 +139,7 @@ async def test_a_subscriber_that_never_reads_is_bounded_and_then_closed(
         limits = gateway.services.metrics.limits_hit
         assert limits["max_queued_bytes"] + limits["max_queued_messages"] > 0
         # another tenant's device is served at once meanwhile
-        g_topic = f"kp1/v1/dcx/{other}/echo"
+        g_topic = f"kp1/v1/app/{other}/echo"
         assert await _suback(bystander, 1, [(g_topic, 0)]) == [0]
         await bystander.send(publish_packet(g_topic, b"ping"))
         echoed = await bystander.read_packet(timeout=2.0)
@@ -159,7 +159,7 @@ async def _slow_consumer_logged(api: httpx.AsyncClient) -> bool:
 @pytest.mark.gateway_settings(max_inflight_messages=3)
 async def test_outgoing_qos1_in_flight_is_bounded(gateway: Gateway, api: httpx.AsyncClient) -> None:
     token = await make_device(api)
-    topic = f"kp1/v1/dcx/{token}/q1"
+    topic = f"kp1/v1/app/{token}/q1"
     sub = await _client(gateway, token, "sub")
     pub = await _client(gateway, token, "pub")
     try:
@@ -186,18 +186,18 @@ async def test_subscriptions_per_session_are_capped(gateway: Gateway, api: httpx
     token = await make_device(api)
     raw = await _client(gateway, token, "many")
     try:
-        filters = [(f"kp1/v1/dcx/{token}/f{i}", 1) for i in range(7)]
+        filters = [(f"kp1/v1/app/{token}/f{i}", 1) for i in range(7)]
         assert await _suback(raw, 1, filters) == [1, 1, 1, 1, 1, 0x80, 0x80]
         # re-subscribing to a held filter replaces it (new QoS), even at the cap
         assert await _suback(raw, 2, [(filters[0][0], 0)]) == [0]
         # 1,000 more filters in ten packets: none is taken
         for n in range(10):
-            batch = [(f"kp1/v1/dcx/{token}/x{n}/{i}", 0) for i in range(100)]
+            batch = [(f"kp1/v1/app/{token}/x{n}/{i}", 0) for i in range(100)]
             assert set(await _suback(raw, 3 + n, batch)) == {0x80}
         # unsubscribing frees room
         await raw.send(unsubscribe_packet(14, [filters[1][0]]))
         assert (await raw.read_packet() or b"")[0] == 0xB0
-        assert await _suback(raw, 20, [(f"kp1/v1/dcx/{token}/new", 1)]) == [1]
+        assert await _suback(raw, 20, [(f"kp1/v1/app/{token}/new", 1)]) == [1]
     finally:
         await raw.close()
     assert gateway.services.metrics.limits_hit["max_subscriptions_per_session"] == 1002
@@ -213,29 +213,29 @@ async def test_retained_messages_are_bounded_per_device_and_in_total(gateway: Ga
     pub_a, pub_b = await _client(gateway, a, "pa"), await _client(gateway, b, "pb")
     try:
         for i in range(5):
-            await pub_a.send(publish_packet(f"kp1/v1/dcx/{a}/r{i}", b"v%d" % i, retain=True, packet_id=i + 1))
+            await pub_a.send(publish_packet(f"kp1/v1/app/{a}/r{i}", b"v%d" % i, retain=True, packet_id=i + 1))
             assert await pub_a.read_packet() == ack_packet(4, i + 1)
         assert gateway.broker is not None
         assert len(gateway.broker.router.retained) == 3  # r0..r2; r3, r4 refused
         # replacing one of its own topics is fine at the cap; clearing frees a slot
-        await pub_a.send(publish_packet(f"kp1/v1/dcx/{a}/r0", b"new", retain=True, packet_id=10))
-        await pub_a.send(publish_packet(f"kp1/v1/dcx/{a}/r1", b"", retain=True, packet_id=11))
-        await pub_a.send(publish_packet(f"kp1/v1/dcx/{a}/r3", b"v3", retain=True, packet_id=12))
+        await pub_a.send(publish_packet(f"kp1/v1/app/{a}/r0", b"new", retain=True, packet_id=10))
+        await pub_a.send(publish_packet(f"kp1/v1/app/{a}/r1", b"", retain=True, packet_id=11))
+        await pub_a.send(publish_packet(f"kp1/v1/app/{a}/r3", b"v3", retain=True, packet_id=12))
         for packet_id in (10, 11, 12):
             assert await pub_a.read_packet() == ack_packet(4, packet_id)
         # a payload over the device's byte budget is not retained (r0 keeps its message)
-        await pub_a.send(publish_packet(f"kp1/v1/dcx/{a}/r0", b"x" * 20_000, retain=True, packet_id=13))
+        await pub_a.send(publish_packet(f"kp1/v1/app/{a}/r0", b"x" * 20_000, retain=True, packet_id=13))
         assert await pub_a.read_packet() == ack_packet(4, 13)
         # device b: the node total (4) leaves it one
         for i in range(2):
-            await pub_b.send(publish_packet(f"kp1/v1/dcx/{b}/r{i}", b"b", retain=True, packet_id=i + 1))
+            await pub_b.send(publish_packet(f"kp1/v1/app/{b}/r{i}", b"b", retain=True, packet_id=i + 1))
             assert await pub_b.read_packet() == ack_packet(4, i + 1)
         assert len(gateway.broker.router.retained) == 4
         sub = await _client(gateway, a, "sa")
         try:
-            assert await _suback(sub, 1, [(f"kp1/v1/dcx/{a}/#", 0)]) == [0]
+            assert await _suback(sub, 1, [(f"kp1/v1/app/{a}/#", 0)]) == [0]
             got = {publish_fields(await sub.read_packet() or b"")[1:4:2] for _ in range(3)}
-            assert got == {(f"kp1/v1/dcx/{a}/r0", b"new"), (f"kp1/v1/dcx/{a}/r2", b"v2"), (f"kp1/v1/dcx/{a}/r3", b"v3")}
+            assert got == {(f"kp1/v1/app/{a}/r0", b"new"), (f"kp1/v1/app/{a}/r2", b"v2"), (f"kp1/v1/app/{a}/r3", b"v3")}
             assert await sub.silent_for(0.3)
         finally:
             await sub.close()
@@ -254,7 +254,7 @@ async def test_retained_messages_are_bounded_per_device_and_in_total(gateway: Ga
 @pytest.mark.gateway_settings(max_queued_messages=20)
 async def test_an_offline_persistent_session_keeps_a_bounded_queue(gateway: Gateway, api: httpx.AsyncClient) -> None:
     token = await make_device(api)
-    topic = f"kp1/v1/dcx/{token}/later"
+    topic = f"kp1/v1/app/{token}/later"
     kept = await _client(gateway, token, "kept", clean=False)
     assert await _suback(kept, 1, [(topic, 1)]) == [1]
     await kept.send(b"\xe0\x00")
@@ -285,7 +285,7 @@ async def _kept_offline(gateway: Gateway) -> bool:
 
 async def test_unacknowledged_messages_are_sent_again_on_resume(gateway: Gateway, api: httpx.AsyncClient) -> None:
     token = await make_device(api)
-    topic = f"kp1/v1/dcx/{token}/again"
+    topic = f"kp1/v1/app/{token}/again"
     kept = await _client(gateway, token, "kept", clean=False)
     assert await _suback(kept, 1, [(topic, 1)]) == [1]
     pub = await _client(gateway, token, "pub")
@@ -315,7 +315,7 @@ async def test_oversized_filters_are_refused_and_many_filters_in_one_packet_clos
     token = await make_device(api)
     raw = await _client(gateway, token, "deep")
     try:
-        base = f"kp1/v1/dcx/{token}"
+        base = f"kp1/v1/app/{token}"
         assert await _suback(raw, 1, [(base + "/" * 60, 0), (base + "/" + "x" * 2000, 0), (base + "/ok", 0)]) == [
             0x80,
             0x80,
@@ -333,7 +333,7 @@ async def test_nothing_is_lost_when_a_full_window_is_cut(gateway: Gateway, api: 
     """A message taken off the queue while the in-flight window was full was in neither the queue nor
     the unacknowledged set when the connection ended: it was lost."""
     token = await make_device(api)
-    topic = f"kp1/v1/dcx/{token}/w"
+    topic = f"kp1/v1/app/{token}/w"
     kept = await _client(gateway, token, "kept", clean=False)
     assert await _suback(kept, 1, [(topic, 1)]) == [1]
     pub = await _client(gateway, token, "pub")
@@ -354,7 +354,7 @@ async def test_a_full_offline_queue_does_not_lock_its_session_out(gateway: Gatew
     """Retained messages were replayed into the queue on every resume: with a full QoS 1 queue that
     closed the returning client as a slow consumer, every time."""
     token = await make_device(api)
-    topic = f"kp1/v1/dcx/{token}/full"
+    topic = f"kp1/v1/app/{token}/full"
     pub = await _client(gateway, token, "pub")
     await pub.send(publish_packet(topic, b"retained", retain=True, packet_id=1))
     assert await pub.read_packet() == ack_packet(4, 1)
@@ -380,7 +380,7 @@ async def test_a_full_offline_queue_does_not_lock_its_session_out(gateway: Gatew
 async def test_queued_bytes_count_the_topic_too(gateway: Gateway, api: httpx.AsyncClient) -> None:
     """A topic can be 65,535 bytes, more than most payloads: bounds on payload bytes alone held 58 MB."""
     token = await make_device(api)
-    long_topic = f"kp1/v1/dcx/{token}/" + "t" * 900
+    long_topic = f"kp1/v1/app/{token}/" + "t" * 900
     kept = await _client(gateway, token, "kept", clean=False)
     assert await _suback(kept, 1, [(long_topic, 1)]) == [1]
     await kept.send(b"\xe0\x00")
@@ -405,7 +405,7 @@ async def test_an_unacknowledged_message_is_kept_when_the_ack_never_comes(
     """amqtt gives up on a PUBACK after 5 s; the message used to be dropped then. Now the connection
     is closed (slow_consumer) and the message stays for the persistent session."""
     token = await make_device(api)
-    topic = f"kp1/v1/dcx/{token}/late"
+    topic = f"kp1/v1/app/{token}/late"
     kept = await _client(gateway, token, "kept", clean=False)
     assert await _suback(kept, 1, [(topic, 1)]) == [1]
     pub = await _client(gateway, token, "pub")

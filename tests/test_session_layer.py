@@ -69,7 +69,7 @@ async def test_an_acknowledged_message_then_disconnect_logs_nothing(
     """PUBACK and DISCONNECT in one read: the clean session's flows were discarded before the ack task
     resumed, which then failed on its own bookkeeping (a KeyError warning per disconnect)."""
     token = await make_device(api)
-    topic = f"kp1/v1/dcx/{token}/t"
+    topic = f"kp1/v1/app/{token}/t"
     for i in range(5):
         sub = await RawClient.open(gateway.ports["mqtt"])
         await sub.send(connect_packet(f"s{i}", token) + subscribe_packet(1, topic, qos=1))
@@ -95,7 +95,7 @@ async def test_no_will_after_disconnect_even_when_taken_over_while_finishing(
     """The will was suppressed only when the close reason was `client_disconnect`; a takeover while
     the reader finished a request read before DISCONNECT replaced that reason, and the will went out."""
     token = await make_device(api, app_version="v1")
-    will_topic = f"kp1/v1/dcx/{token}/will"
+    will_topic = f"kp1/v1/app/{token}/will"
     assert gateway.services.epmp is not None
     epmp = gateway.services.epmp
     handle, started, release = epmp.handle, asyncio.Event(), asyncio.Event()
@@ -133,7 +133,7 @@ async def test_a_registry_failure_at_connect_is_retry_later_and_keeps_the_sessio
     """A registry error while recording the CONNECT gave CONNACK 5 (final, to many clients) and threw
     the persistent session away with its queue. Now: CONNACK 3, and the session stays."""
     token = await make_device(api)
-    topic = f"kp1/v1/dcx/{token}/q"
+    topic = f"kp1/v1/app/{token}/q"
     kept = await RawClient.open(gateway.ports["mqtt"])
     await kept.send(connect_packet("kept", token, clean=False) + subscribe_packet(1, topic, qos=1))
     assert await kept.read_packet() == ACCEPTED
@@ -208,7 +208,7 @@ async def test_overlapping_filters_deliver_one_copy(gateway: Gateway, api: httpx
     """Each matching filter got its own copy: 100 overlapping filters turned one publish into 100
     deliveries to one session, and a flood of them stalled every other client for seconds."""
     token = await make_device(api)
-    base = f"kp1/v1/dcx/{token}"
+    base = f"kp1/v1/app/{token}"
     sub = await RawClient.open(gateway.ports["mqtt"])
     filters = [f"{base}/a/b", f"{base}/+/b", f"{base}/a/+", f"{base}/#", f"{base}/+/#"]
     await sub.send(
@@ -255,7 +255,7 @@ async def test_a_denied_publish_to_a_huge_topic_logs_a_short_line(
     await raw.send(connect_packet("d", token))
     assert await raw.read_packet() == ACCEPTED
     with caplog.at_level(logging.WARNING, logger="gateway.audit"):
-        await raw.send(publish_packet("kp1/v1/dcx/someone-else/" + "t" * 60_000, b"x", packet_id=1, qos=1))
+        await raw.send(publish_packet("kp1/v1/app/someone-else/" + "t" * 60_000, b"x", packet_id=1, qos=1))
         assert await raw.read_packet() == ack_packet(4, 1)  # acknowledged, not delivered
     await raw.close()
     denied = [r.getMessage() for r in caplog.records if "publish_denied" in r.getMessage()]

@@ -78,12 +78,12 @@ async def test_the_topic_plugin_keeps_a_device_below_its_own_token(api: httpx.As
     try:
         await client.send(connect_packet("c1", mine))
         assert await client.read_packet() == ACCEPTED
-        await client.send(subscribe_packet(1, f"kp1/v1/dcx/{other}/#"))
+        await client.send(subscribe_packet(1, f"kp1/v1/app/{other}/#"))
         assert await client.read_packet() == b"\x90\x03\x00\x01\x80"  # refused
-        await client.send(subscribe_packet(2, f"kp1/v1/dcx/{mine}/#"))
+        await client.send(subscribe_packet(2, f"kp1/v1/app/{mine}/#"))
         assert await client.read_packet() == b"\x90\x03\x00\x02\x00"
-        await client.send(publish_packet(f"kp1/v1/dcx/{other}/x", b"spoof"))
-        await client.send(publish_packet(f"kp1/v1/dcx/{mine}/x", b"mine"))
+        await client.send(publish_packet(f"kp1/v1/app/{other}/x", b"spoof"))
+        await client.send(publish_packet(f"kp1/v1/app/{mine}/x", b"mine"))
         message = await client.read_packet()
         assert message is not None and publish_fields(message)[3] == b"mine"  # the spoof went nowhere
     finally:

@@ -22,13 +22,13 @@ SUBACK_FAILURE = 0x80
         "kp1/#",
         "kp1/+/+/+/#",
         "kp1/v1/+/{token}/#",
-        "kp1/+/dcx/{token}/#",
-        "kp1/v1/dcx/+/#",
-        "kp1/v1/dcx/{other}/#",
-        "kp1/v1/dcx/{token}",
+        "kp1/+/app/{token}/#",
+        "kp1/v1/app/+/#",
+        "kp1/v1/app/{other}/#",
+        "kp1/v1/app/{token}",
         "$SYS/#",
         "$gateway/events/acme/#",
-        "kp2/v1/dcx/{token}/x",
+        "kp2/v1/app/{token}/x",
     ],
 )
 async def test_forbidden_subscriptions_get_0x80(gateway: Gateway, api: httpx.AsyncClient, topic_filter: str) -> None:
@@ -46,7 +46,7 @@ async def test_forbidden_subscriptions_get_0x80(gateway: Gateway, api: httpx.Asy
     assert metrics["subscriptionsDenied"] == 1
 
 
-@pytest.mark.parametrize("topic_filter", ["kp1/v1/dcx/{token}/#", "kp1/v1/dcx/{token}/+/status", "kp1/v2/x/{token}/a"])
+@pytest.mark.parametrize("topic_filter", ["kp1/v1/app/{token}/#", "kp1/v1/app/{token}/+/status", "kp1/v2/x/{token}/a"])
 async def test_own_subscriptions_are_granted(gateway: Gateway, api: httpx.AsyncClient, topic_filter: str) -> None:
     token = await make_device(api)
     raw = await RawClient.open(gateway.ports["mqtt"])
@@ -68,12 +68,12 @@ async def test_device_never_receives_another_devices_messages(gateway: Gateway, 
         mqtt(gateway, token_b, client_id="b") as b,
         mqtt(gateway, token_c, client_id="c") as c,
     ):
-        await a.subscribe(f"kp1/v1/dcx/{token_a}/#")
+        await a.subscribe(f"kp1/v1/app/{token_a}/#")
         # b and c try every way to reach a's topics; the broker drops each publish
         for client in (b, c):
-            await client.publish(f"kp1/v1/dcx/{token_a}/x", b"spoof", qos=1)
-            await client.publish("kp1/v1/dcx/+/x".replace("+", token_a), b"spoof2", qos=0)
-        await a.publish(f"kp1/v1/dcx/{token_a}/own", b"mine", qos=1)
+            await client.publish(f"kp1/v1/app/{token_a}/x", b"spoof", qos=1)
+            await client.publish("kp1/v1/app/+/x".replace("+", token_a), b"spoof2", qos=0)
+        await a.publish(f"kp1/v1/app/{token_a}/own", b"mine", qos=1)
         msg = await next_message(a)
         assert msg is not None and msg.payload == b"mine"
         assert await next_message(a, timeout=0.5) is None
@@ -87,21 +87,21 @@ async def test_publish_to_other_device_is_dropped_not_delivered_to_its_owner(
     token_a = await make_device(api, "acme", "dev-a")
     token_b = await make_device(api, "acme", "dev-b")
     async with mqtt(gateway, token_a, client_id="a") as a, mqtt(gateway, token_b, client_id="b") as b:
-        await b.subscribe(f"kp1/v1/dcx/{token_b}/#")
-        await a.publish(f"kp1/v1/dcx/{token_b}/cmd", b"from-a", qos=1)
+        await b.subscribe(f"kp1/v1/app/{token_b}/#")
+        await a.publish(f"kp1/v1/app/{token_b}/cmd", b"from-a", qos=1)
         assert await next_message(b, timeout=0.5) is None
 
 
 async def test_will_topic_of_another_device_is_refused_at_connect(gateway: Gateway, api: httpx.AsyncClient) -> None:
     token_a = await make_device(api, "acme", "dev-a")
     token_b = await make_device(api, "acme", "dev-b")
-    will = aiomqtt.Will(topic=f"kp1/v1/dcx/{token_b}/will", payload=b"x")
+    will = aiomqtt.Will(topic=f"kp1/v1/app/{token_b}/will", payload=b"x")
     with pytest.raises(aiomqtt.MqttCodeError):
         async with mqtt(gateway, token_a, will=will):
             pass
     metrics = await ok(api.get("/v1/metrics"))
     assert metrics["connectsRefused"] == {"will_topic_denied": 1}
-    own_will = aiomqtt.Will(topic=f"kp1/v1/dcx/{token_a}/will", payload=b"x")
+    own_will = aiomqtt.Will(topic=f"kp1/v1/app/{token_a}/will", payload=b"x")
     async with mqtt(gateway, token_a, will=own_will):
         pass
 
@@ -111,8 +111,8 @@ async def test_retained_message_is_not_replayed_to_other_devices(gateway: Gatewa
     token_a = await make_device(api, "acme", "dev-a")
     token_b = await make_device(api, "acme", "dev-b")
     async with mqtt(gateway, token_a, client_id="a") as a:
-        await a.subscribe(f"kp1/v1/dcx/{token_a}/#")
-        await a.publish(f"kp1/v1/dcx/{token_a}/state", b"secret-retained", retain=True, qos=1)
+        await a.subscribe(f"kp1/v1/app/{token_a}/#")
+        await a.publish(f"kp1/v1/app/{token_a}/state", b"secret-retained", retain=True, qos=1)
         assert (await next_message(a)) is not None
         raw = await RawClient.open(gateway.ports["mqtt"])
         try:
@@ -123,7 +123,7 @@ async def test_retained_message_is_not_replayed_to_other_devices(gateway: Gatewa
             await raw.close()
     # the owner still gets its own retained message when it subscribes again
     async with mqtt(gateway, token_a, client_id="a2") as a2:
-        await a2.subscribe(f"kp1/v1/dcx/{token_a}/state")
+        await a2.subscribe(f"kp1/v1/app/{token_a}/state")
         msg = await next_message(a2)
         assert msg is not None and msg.payload == b"secret-retained" and msg.retain
 
@@ -144,11 +144,11 @@ async def test_dollar_topics_cannot_be_published(gateway: Gateway, api: httpx.As
 async def test_retained_messages_do_not_outlive_their_device(gateway: Gateway, api: httpx.AsyncClient) -> None:
     token = await make_device(api, "acme", "old", token="reused-token")
     async with mqtt(gateway, token, client_id="old") as old:
-        await old.subscribe(f"kp1/v1/dcx/{token}/#")
-        await old.publish(f"kp1/v1/dcx/{token}/state", b"old owner's secret", retain=True, qos=1)
+        await old.subscribe(f"kp1/v1/app/{token}/#")
+        await old.publish(f"kp1/v1/app/{token}/state", b"old owner's secret", retain=True, qos=1)
         assert await next_message(old) is not None
     await ok(api.delete("/v1/tenants/acme/devices/old"), 204)
     await make_device(api, "acme", "new", token="reused-token")
     async with mqtt(gateway, token, client_id="new") as new:
-        await new.subscribe(f"kp1/v1/dcx/{token}/#")
+        await new.subscribe(f"kp1/v1/app/{token}/#")
         assert await next_message(new, timeout=0.7) is None

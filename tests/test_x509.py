@@ -176,8 +176,8 @@ async def test_first_connect_auto_provisions_in_one_go(
     import aiomqtt
 
     async with aiomqtt.Client("localhost", gateway.ports["mqtts"], tls_context=device_tls(gateway, device)) as c:
-        await c.subscribe("kp1/kettle_v1/dcx/kettle-42/#")
-        await c.publish("kp1/kettle_v1/dcx/kettle-42/hello", b"hi")
+        await c.subscribe("kp1/kettle_v1/app/kettle-42/#")
+        await c.publish("kp1/kettle_v1/app/kettle-42/hello", b"hi")
         async for message in c.messages:
             assert message.payload == b"hi"
             break

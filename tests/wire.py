@@ -170,3 +170,14 @@ async def connack(port: int, packet: bytes) -> bytes | None:
         return await client.read_packet()
     finally:
         await client.close()
+
+
+async def granted(raw: RawClient, filters: list[str]) -> list[bool]:
+    """Subscribes to each filter in turn (QoS 1): whether its SUBACK granted it (a code other than 0x80)."""
+    answers = []
+    for packet_id, topic_filter in enumerate(filters, start=1):
+        await raw.send(subscribe_packet(packet_id, topic_filter, qos=1))
+        reply = await raw.read_packet()
+        assert reply is not None and reply[0] == 0x90, topic_filter
+        answers.append(reply[-1] != 0x80)
+    return answers

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI
 
 from ..kp1.whitelist import WhitelistError
-from . import credentials, devices, errors, metadata, service_accounts, tenants, trusted_cas
+from . import commands, credentials, data, devices, errors, metadata, service_accounts, tenants, trusted_cas
 from .deps import GatewayDep, require_admin
 from .errors import BadRequest
 from .limits import BodySizeLimit
@@ -36,6 +36,8 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         metadata.router,
         service_accounts.router,
         devices.rendezvous,
+        commands.router,
+        data.router,
     )
     for router in routers:
         app.include_router(router, dependencies=guard)

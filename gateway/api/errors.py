@@ -9,9 +9,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from registry.errors import Conflict, Invalid, NotFound, RegistryError
+from registry.errors import Conflict, Invalid, LimitReached, NotFound, RegistryError
 
-_STATUS = {NotFound: (404, "not_found"), Conflict: (409, "conflict"), Invalid: (422, "invalid")}
+from ..commands import CommandRefused
+
+_STATUS = {
+    NotFound: (404, "not_found"),
+    Conflict: (409, "conflict"),
+    Invalid: (422, "invalid"),
+    LimitReached: (429, "too_many_requests"),
+}
 _CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -20,6 +27,8 @@ _CODES = {
     409: "conflict",
     413: "payload_too_large",
     422: "invalid",
+    429: "too_many_requests",
+    504: "timeout",
 }
 
 
@@ -32,12 +41,13 @@ class BadRequest(HTTPException):
 
 
 def error_response(
-    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None
+    status: int, message: str, field: str | None = None, headers: dict[str, str] | None = None, **extra: Any
 ) -> JSONResponse:
+    """`extra` adds fields a client acts on (the id of a command that timed out)."""
     body: dict[str, Any] = {"error": _CODES.get(status, "error"), "message": message}
     if field is not None:
         body["field"] = field
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse({**body, **extra}, status_code=status, headers=headers)
 
 
 def _field(loc: tuple[Any, ...]) -> str | None:
@@ -72,7 +82,13 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _command_refused(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, CommandRefused)
+    return error_response(exc.status, exc.message, exc.field)
+
+
 def install(app: FastAPI) -> None:
+    app.add_exception_handler(CommandRefused, _command_refused)
     app.add_exception_handler(RegistryError, _registry_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)

@@ -7,9 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
-from ..kp1.epmp import EpmpError, change_metadata
-from ..kp1.payload import PayloadError, UnrepresentableValue, parse_json
+from ..kp1.epmp import change_metadata
+from ..kp1.reply import Kp1Error
 from ..kp1.whitelist import KEY_PATTERN
+from .body import json_body
 from .deps import GatewayDep
 from .errors import BadRequest
 
@@ -17,12 +18,7 @@ router = APIRouter(prefix="/v1/tenants/{tenant}/devices/{device}/metadata", tags
 
 
 async def _object(request: Request) -> dict[str, Any]:
-    try:
-        value = parse_json(await request.body())
-    except UnrepresentableValue as exc:  # well-formed, but cannot be stored: NaN, Infinity, a lone surrogate
-        raise BadRequest(str(exc), exc.field, status=422) from None
-    except PayloadError as exc:
-        raise BadRequest(str(exc)) from None
+    value = await json_body(request)
     if not isinstance(value, dict):
         raise BadRequest("the body must be a JSON object of key -> value")
     _check_keys(list(value))
@@ -38,7 +34,7 @@ def _check_keys(keys: list[str]) -> None:
 async def _apply(gw: GatewayDep, tenant: str, device: str, mutate: Any) -> dict[str, Any]:
     try:
         await change_metadata(gw.registry, gw.settings, tenant, device, mutate)
-    except EpmpError as exc:
+    except Kp1Error as exc:
         raise BadRequest(exc.phrase, status=exc.status) from None
     return await gw.registry.metadata.get(tenant, device)
 

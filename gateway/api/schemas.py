@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
@@ -11,6 +11,8 @@ from pydantic.alias_generators import to_camel
 from pki.templates import DEFAULT_AUTH_ID_TEMPLATE, DEFAULT_DEVICE_ID_TEMPLATE
 from registry.identifiers import APP_VERSION_PATTERN, AUTH_ID_PATTERN, ID_PATTERN, TOKEN_PATTERN
 from registry.models import (
+    Command,
+    CommandState,
     ConnectionStatus,
     Credential,
     CredentialState,
@@ -19,6 +21,9 @@ from registry.models import (
     Tenant,
     TrustedCa,
 )
+
+from ..commands import result_message
+from ..data import RESERVED_EXTENSIONS
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 AppVersion = Annotated[str, StringConstraints(pattern=APP_VERSION_PATTERN)]
@@ -30,6 +35,19 @@ Attributes = Annotated[dict[AttrKey, AttrValue], Field(max_length=64)]
 # Every integer the API stores is bounded well inside SQLite's 64-bit INTEGER: beyond it, 500.
 MaxDevices = Annotated[int, Field(ge=0, le=10**9)]
 RatePerMinute = Annotated[int, Field(ge=1, le=1_000_000)]
+ExtensionName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._~-]{1,64}$")]
+ForwardExtensions = Annotated[list[ExtensionName], Field(max_length=16)]
+
+
+def _forwardable(value: list[str] | None) -> list[str] | None:
+    if value is None:
+        return None
+    reserved = sorted(set(value) & RESERVED_EXTENSIONS)
+    if reserved:
+        raise ValueError(f"{', '.join(reserved)} handled by the gateway itself; cannot be forwarded")
+    if len(set(value)) != len(value):
+        raise ValueError("an extension is listed twice")
+    return value
 
 
 class Body(BaseModel):
@@ -40,12 +58,20 @@ class TenantIn(Body):
     id: Id
     max_devices: MaxDevices | None = None
     max_connections: int | None = Field(None, ge=0, le=10_000_000)
+    forward_extensions: ForwardExtensions | None = Field(
+        None, description="1/KP extensions (besides dcx) whose device publishes reach the tenant's applications"
+    )
+
+    _forwardable = field_validator("forward_extensions")(_forwardable)
 
 
 class TenantPatch(Body):
     enabled: bool | None = None
     max_devices: MaxDevices | None = None
     max_connections: int | None = Field(None, ge=0, le=10_000_000)
+    forward_extensions: ForwardExtensions | None = None
+
+    _forwardable = field_validator("forward_extensions")(_forwardable)
 
 
 class TenantOut(Body):
@@ -53,6 +79,7 @@ class TenantOut(Body):
     enabled: bool
     max_devices: int | None
     max_connections: int | None
+    forward_extensions: list[str]
     created_at: datetime
     updated_at: datetime
 
@@ -63,6 +90,7 @@ class TenantOut(Body):
             enabled=t.enabled,
             max_devices=t.max_devices,
             max_connections=t.max_connections,
+            forward_extensions=t.forward_extensions,
             created_at=t.created_at,
             updated_at=t.updated_at,
         )
@@ -369,3 +397,71 @@ class ConnectedDevicesOut(Body):
     devices: list[ConnectedDeviceOut]
     next: str | None
     """Pass as `after` for the next page; null on the last page."""
+
+
+class CommandIn(Body):
+    payload: Any = Field(None, description="any JSON value, handed to the device as it is")
+    timeout_ms: int = Field(30_000, ge=1_000, le=300_000, description="the command expires unanswered after this")
+
+
+class CommandAccepted(Body):
+    id: int
+    state: CommandState
+
+
+class CommandResultOut(Body):
+    """A finished command: the device's status code, reason and result payload (504 when it expired)."""
+
+    id: int
+    state: CommandState
+    status_code: int | None
+    reason_phrase: str | None
+    payload: Any
+
+    @classmethod
+    def of(cls, c: Command) -> CommandResultOut:
+        return cls(**result_message(c))
+
+
+class CommandOut(Body):
+    id: int
+    type: str
+    state: CommandState
+    status_code: int | None
+    reason_phrase: str | None
+    payload: Any
+    """The device's result payload."""
+    command_payload: Any
+    origin: str
+    created_at: datetime
+    deadline: datetime
+    delivered_at: datetime | None
+    completed_at: datetime | None
+
+    @classmethod
+    def of(cls, c: Command) -> CommandOut:
+        return cls(
+            id=c.id,
+            type=c.type,
+            state=c.state,
+            status_code=c.status_code,
+            reason_phrase=c.reason_phrase,
+            payload=c.result,
+            command_payload=c.payload,
+            origin=c.origin,
+            created_at=c.created_at,
+            deadline=c.deadline,
+            delivered_at=c.delivered_at,
+            completed_at=c.completed_at,
+        )
+
+
+class LastDataOut(Body):
+    endpoint_id: str
+    app_version_name: str
+    received_at: datetime
+    sample: Any
+    """The last sample of the device's last data message."""
+    messages: int
+    """Data messages accepted from the device since this node started (or since its entry was evicted)."""
+    samples: int

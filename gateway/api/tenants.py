@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from .deps import GatewayDep
@@ -12,8 +14,11 @@ router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
 @router.post("", status_code=201)
 async def create_tenant(body: TenantIn, gw: GatewayDep) -> TenantOut:
-    tenant = await gw.registry.tenants.create(
-        body.id, max_devices=body.max_devices, max_connections=body.max_connections
+    tenant = await gw.manage.tenants.create(
+        body.id,
+        max_devices=body.max_devices,
+        max_connections=body.max_connections,
+        forward_extensions=body.forward_extensions,
     )
     return TenantOut.of(tenant)
 
@@ -31,7 +36,11 @@ async def get_tenant(tenant: str, gw: GatewayDep) -> TenantOut:
 @router.patch("/{tenant}")
 async def patch_tenant(tenant: str, body: TenantPatch, gw: GatewayDep) -> TenantOut:
     fields = body.model_fields_set
-    kwargs = {name: getattr(body, name) for name in ("max_devices", "max_connections") if name in fields}
+    kwargs: dict[str, Any] = {
+        name: getattr(body, name) for name in ("max_devices", "max_connections") if name in fields
+    }
+    if body.forward_extensions is not None:
+        kwargs["forward_extensions"] = body.forward_extensions
     return TenantOut.of(await gw.manage.tenants.update(tenant, enabled=body.enabled, **kwargs))
 
 

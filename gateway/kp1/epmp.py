@@ -10,33 +10,20 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 from registry import Registry
-from registry.errors import Conflict, NotFound
+from registry.errors import Conflict
 from registry.metadata import canonical
 
 from ..identity import DeviceIdentity
 from ..settings import GatewaySettings
 from .payload import PayloadError, parse_json
+from .reply import Kp1Error, Reply, answered, status_reply
 from .topic import Kp1Topic
 from .whitelist import KEY_PATTERN, AppVersionRefused, KeyAccess, Whitelist
 
 log = logging.getLogger(__name__)
-
-
-class EpmpError(Exception):
-    def __init__(self, status: int, phrase: str) -> None:
-        super().__init__(phrase)
-        self.status = status
-        self.phrase = phrase
-
-
-@dataclass(frozen=True)
-class Reply:
-    topic: str
-    payload: bytes
 
 
 Resource = Callable[["Epmp", DeviceIdentity, KeyAccess, bytes], Awaitable[bytes]]
@@ -44,11 +31,11 @@ Resource = Callable[["Epmp", DeviceIdentity, KeyAccess, bytes], Awaitable[bytes]
 
 def _keys_array(value: Any, what: str) -> list[str]:
     if not isinstance(value, list) or not value:
-        raise EpmpError(400, f"{what} must be a non-empty JSON array of key names")
+        raise Kp1Error(400, f"{what} must be a non-empty JSON array of key names")
     if not all(isinstance(k, str) for k in value):
-        raise EpmpError(400, f"{what} must contain only strings")
+        raise Kp1Error(400, f"{what} must contain only strings")
     if len(set(value)) != len(value):
-        raise EpmpError(400, f"{what} must not repeat a key")
+        raise Kp1Error(400, f"{what} must not repeat a key")
     for key in value:
         _check_key(key)
     return value
@@ -56,13 +43,13 @@ def _keys_array(value: Any, what: str) -> list[str]:
 
 def _check_key(key: str) -> None:
     if not KEY_PATTERN.fullmatch(key):
-        raise EpmpError(400, f"invalid key name {key!r}: letters, digits and '_' only")
+        raise Kp1Error(400, f"invalid key name {key!r}: letters, digits and '_' only")
 
 
 def _object(payload: bytes) -> dict[str, Any]:
     value = _json(payload)
     if not isinstance(value, dict) or not value:
-        raise EpmpError(400, "payload must be a JSON object with at least one property")
+        raise Kp1Error(400, "payload must be a JSON object with at least one property")
     for key in value:
         _check_key(key)
     return value
@@ -72,18 +59,18 @@ def _json(payload: bytes) -> Any:
     try:
         return parse_json(payload)
     except PayloadError as exc:
-        raise EpmpError(400, str(exc)) from None
+        raise Kp1Error(400, str(exc)) from None
 
 
 def check_limits(settings: GatewaySettings, metadata: dict[str, Any]) -> dict[str, Any]:
     """The configured limits on a device's whole metadata; 413 over any of them."""
     if len(metadata) > settings.epmp_max_keys:
-        raise EpmpError(413, f"more than {settings.epmp_max_keys} metadata keys")
+        raise Kp1Error(413, f"more than {settings.epmp_max_keys} metadata keys")
     for key, value in metadata.items():
         if len(key) > settings.epmp_max_key_length:
-            raise EpmpError(413, f"key {key[:32]!r}... longer than {settings.epmp_max_key_length} characters")
+            raise Kp1Error(413, f"key {key[:32]!r}... longer than {settings.epmp_max_key_length} characters")
         if len(canonical(value).encode()) > settings.epmp_max_value_bytes:
-            raise EpmpError(413, f"value of {key!r} over {settings.epmp_max_value_bytes} bytes")
+            raise Kp1Error(413, f"value of {key!r} over {settings.epmp_max_value_bytes} bytes")
     return metadata
 
 
@@ -103,7 +90,7 @@ async def change_metadata(
 def _forbid(keys: list[str] | dict[str, Any], allowed: Callable[[str], bool], verb: str) -> None:
     restricted = sorted(k for k in keys if not allowed(k))
     if restricted:
-        raise EpmpError(403, f"not allowed to {verb} key(s): {', '.join(restricted)}")
+        raise Kp1Error(403, f"not allowed to {verb} key(s): {', '.join(restricted)}")
 
 
 class Epmp:
@@ -113,31 +100,16 @@ class Epmp:
         self.whitelist = whitelist
 
     async def handle(self, identity: DeviceIdentity, request: Kp1Topic, payload: bytes) -> Reply | None:
-        try:
-            body = await self._serve(identity, request, payload)
-            reply = Reply(request.topic + "/status", body)
-        except EpmpError as exc:
-            reply = self.error_reply(request, exc.status, exc.phrase)
-        except NotFound:
-            reply = self.error_reply(request, 404, "unknown endpoint")
-        except Exception:
-            log.exception("10/EPMP request %s failed", request.path)
-            reply = self.error_reply(request, 500, "internal error")
-        return reply if request.request_id is not None else None
+        return await answered(request, self._serve(identity, request, payload), "10/EPMP")
 
-    @staticmethod
-    def error_reply(request: Kp1Topic, status: int, phrase: str) -> Reply:
-        body = json.dumps({"statusCode": status, "reasonPhrase": phrase}, separators=(",", ":")).encode()
-        return Reply(request.topic + "/error", body)
-
-    async def _serve(self, identity: DeviceIdentity, request: Kp1Topic, payload: bytes) -> bytes:
+    async def _serve(self, identity: DeviceIdentity, request: Kp1Topic, payload: bytes) -> Reply | None:
         resource = RESOURCES.get(request.path)
         if resource is None:
-            raise EpmpError(404, f"unknown resource {request.path or '(empty)'!r}")
+            raise Kp1Error(404, f"unknown resource {request.path or '(empty)'!r}")
         if len(payload) > self.settings.epmp_max_payload_bytes:
-            raise EpmpError(413, f"payload over {self.settings.epmp_max_payload_bytes} bytes")
+            raise Kp1Error(413, f"payload over {self.settings.epmp_max_payload_bytes} bytes")
         access = await self._access(identity, request.app_version)
-        return await resource(self, identity, access, payload)
+        return status_reply(request, await resource(self, identity, access, payload))
 
     async def _access(self, identity: DeviceIdentity, app_version: str) -> KeyAccess:
         """What the device may read and write under the topic's app version (the whitelist decides whether
@@ -148,7 +120,7 @@ class Epmp:
             try:
                 access = self.whitelist.admit(identity.tenant_id, device.app_version, app_version)
             except AppVersionRefused as exc:
-                raise EpmpError(exc.status, exc.phrase) from None
+                raise Kp1Error(exc.status, exc.phrase) from None
             if app_version == device.app_version:
                 return access
             try:
@@ -162,7 +134,7 @@ class Epmp:
             except Conflict:
                 continue
             return access
-        raise EpmpError(409, "the app version changed concurrently; retry")
+        raise Kp1Error(409, "the app version changed concurrently; retry")
 
     async def _change(self, identity: DeviceIdentity, mutate: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         await change_metadata(self.registry, self.settings, identity.tenant_id, identity.device_id, mutate)
@@ -178,7 +150,7 @@ class Epmp:
         if payload.strip():
             request = _json(payload)
             if not isinstance(request, dict) or set(request) - {"keys"}:
-                raise EpmpError(400, 'payload must be empty, {} or {"keys": [...]}')
+                raise Kp1Error(400, 'payload must be empty, {} or {"keys": [...]}')
             if "keys" in request:
                 wanted = _keys_array(request["keys"], "'keys'")
                 _forbid(wanted, access.readable, "read")

@@ -88,15 +88,16 @@ def _path(path: tuple[str, ...]) -> str | None:
     return ".".join(_printable(p) for p in path) if path else None
 
 
-def parse_json(data: bytes) -> Any:
-    """Raises PayloadError for malformed JSON, UnrepresentableValue (a PayloadError) for well-formed
-    JSON whose values cannot be stored."""
+def parse_json(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
+    """Raises PayloadError for malformed JSON (or nested deeper than `max_depth`, at most MAX_DEPTH),
+    UnrepresentableValue (a PayloadError) for well-formed JSON whose values cannot be stored."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise PayloadError("payload is not UTF-8") from None
-    if _depth(data) > MAX_DEPTH:
-        raise PayloadError(f"JSON nested deeper than {MAX_DEPTH}")
+    max_depth = min(max_depth, MAX_DEPTH)
+    if _depth(data) > max_depth:
+        raise PayloadError(f"JSON nested deeper than {max_depth}")
     try:
         value = json.loads(text, object_pairs_hook=_no_duplicates)
     except PayloadError:

@@ -98,7 +98,7 @@ class GatewayBroker:
         await self.close_sessions(lambda _: True, reason=CloseReason.SHUTDOWN)
         node = self.services.settings.node_id
         await self.services.registry.connections.recover_node(node, reason=CloseReason.SHUTDOWN)
-        pending = self.inbound.epmp_tasks | self.listeners.tasks
+        pending = self.inbound.request_tasks | self.listeners.tasks
         if pending:  # requests already read are answered (and written) before the registry closes
             await asyncio.wait(pending, timeout=5.0)
         if self._expiry is not None:
@@ -122,13 +122,22 @@ class GatewayBroker:
 
     def epmp_pending(self, owner: str) -> int:
         """10/EPMP requests of a device (`<tenant>/<device>`) waiting to be answered."""
-        return self.inbound.epmp_pending(owner)
+        return self.inbound.pending_requests(owner)
 
     def connected_services(self) -> Iterator[DeviceIdentity]:
         for live in self.table.live.values():
             identity = identity_of(live.connection.session)
             if identity is not None and identity.is_service and live.connection.connack_sent:
                 yield identity
+
+    def connected_sessions_of(self, owner: str) -> list[ClientSession]:
+        """The sessions of a device (`<tenant>/<device>`) connected now (CONNACK sent)."""
+        found = []
+        for key in self.table.keys_of(owner):
+            live = self.table.live.get(key)
+            if live is not None and live.connection.connack_sent:
+                found.append(live.connection.session)
+        return found
 
     def event_consumers(self, tenant_id: str, topic: str) -> list[Connection]:
         """Connections of the tenant's service accounts subscribed to `topic` (found through the
@@ -260,6 +269,8 @@ class GatewayBroker:
         delivery.attach(
             connection, lambda: connection.close(CloseReason.SLOW_CONSUMER, "no acknowledgement within 5 s")
         )
+        if session.resumed:
+            self.inbound.resumed(session)
         await connection.run()
 
     async def _finish(self, session: ClientSession, identity: DeviceIdentity, connection: Connection) -> None:

@@ -1,8 +1,9 @@
 """Messages on their way to one session: a bounded queue, drained by one sender while connected.
 
 The bounds hold whatever the client does: at most `max_queued_messages` / `max_queued_bytes` wait
-(when full the oldest QoS 0 message is dropped; with only QoS 1/2 left, a connected client is closed
-as a slow consumer and an offline one loses its oldest message), at most `max_inflight_messages`
+(when full the oldest QoS 0 or droppable message (device data) is dropped; with only QoS 1/2 messages
+that must arrive left, a connected client is closed as a slow consumer and an offline one loses its
+oldest message), at most `max_inflight_messages`
 QoS 1/2 messages are sent and unacknowledged, and a client that stops reading blocks only its own
 sender (the writer gives up after `slow_consumer_timeout`). Offline persistent sessions keep QoS 1/2
 messages only. Every drop is counted.
@@ -70,7 +71,7 @@ class Delivery:
         while len(self._queue) > limits.max_messages or self._bytes > limits.max_bytes:
             limit = "max_queued_messages" if len(self._queue) > limits.max_messages else "max_queued_bytes"
             self._metrics.limits_hit[limit] += 1
-            victim = next((m for m in self._queue if m.qos == 0), None)
+            victim = next((m for m in self._queue if m.qos == 0 or m.droppable), None)
             if victim is None:
                 if self.connected:
                     self._on_slow()  # a connected client that cannot keep up with QoS 1/2 traffic

@@ -1,8 +1,10 @@
 """What the broker does with a client's PUBLISH, SUBSCRIBE and UNSUBSCRIBE: authorize it, then route
-it, or answer it when it is a request to a gateway extension (10/EPMP over 1/KP).
+it, or hand it to the gateway extension it addresses over 1/KP: 10/EPMP metadata and 11/CEP commands
+(requests that read or write the registry), 2/DCP data (forwarded from memory), and the extensions a
+tenant forwards. A service account's command invocation (`$gateway/commands/...`) is a request too.
 
-Nothing here reads the registry on the publish path; a 10/EPMP request is the one exception by
-design, and it runs in its own task, in arrival order per device.
+Nothing else reads the registry on the publish path: a request runs in its own task, in arrival
+order per device (or account), and its QoS 1/2 acknowledgement waits until it has committed.
 """
 
 from __future__ import annotations
@@ -10,17 +12,20 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 from ..identity import DeviceIdentity, identity_of, owner_key
 from ..keyed_lock import KeyedLock
+from ..kp1 import cep, dcp
 from ..kp1 import topic as kp1_topic
-from ..kp1.epmp import RESOURCES, Epmp
+from ..kp1.epmp import RESOURCES
+from ..kp1.reply import Reply, error_reply
 from ..services import GatewayServices
+from ..topics import COMMANDS_ROOT
 from .amqtt_api import Action
 from .codec import Publish
 from .connection import CloseReason, Connection
-from .router import Allowed, Router
+from .router import SUBSCRIBE_FAILURE, Allowed, Router
 from .session import ClientSession
 
 log = logging.getLogger(__name__)
@@ -31,41 +36,97 @@ class Inbound:
         self._services = services
         self._router = router
         self._allowed = allowed
-        self._device_order = KeyedLock()  # 10/EPMP requests of one device, in arrival order
-        self._epmp_pending: Counter[str] = Counter()  # per device, whichever of its connections sent them
-        self.epmp_tasks: set[asyncio.Task[None]] = set()
+        self._order = KeyedLock()  # the requests of one device (or account), in arrival order
+        self._pending: Counter[str] = Counter()  # per device, whichever of its connections sent them
+        self.request_tasks: set[asyncio.Task[None]] = set()
+        self._fresh: dict[str, list[str]] = {}  # per session: filters new in the SUBSCRIBE being handled
 
-    def epmp_pending(self, owner: str) -> int:
-        return self._epmp_pending[owner]
+    def pending_requests(self, owner: str) -> int:
+        return self._pending[owner]
 
     # -- PUBLISH -------------------------------------------------------------------------------------------
 
     def received(self, connection: Connection, publish: Publish) -> Awaitable[None] | None:
-        """Routed at once (in the order the client sent them); a 10/EPMP request returns the future of
-        its commit, which its acknowledgement waits for."""
+        """Routed at once (in the order the client sent them); a request returns the future of its
+        commit, which its acknowledgement waits for."""
         session, topic = connection.session, publish.topic
-        if topic.startswith("$"):  # [MQTT-4.7.2-1]: `$` topics are the gateway's
-            # the topic is not echoed into the logs: it may hold an endpoint token
-            connection.close(CloseReason.PROTOCOL_ERROR, "PUBLISH to a '$' topic")
-            return None
+        if topic.startswith("$"):
+            return self._gateway_topic(connection, publish)
         if not self._allowed(session, topic, Action.PUBLISH):
             return None
-        epmp = self._services.epmp
-        if epmp is not None and topic.startswith("kp1/"):
-            request = kp1_topic.parse(topic)
-            if request is not None and request.extension == self._services.settings.epmp_extension:
-                return self._submit_epmp(epmp, session, request, publish.data, publish.qos)
+        handled, committed = self._extension(session, topic, publish.data, publish.qos)
+        if handled:
+            return committed
         self._router.route(topic, publish.data, publish.qos)
         if publish.retain:
             self._router.retain(session, topic, publish.data, publish.qos)
         return None
 
+    def _extension(
+        self, session: ClientSession, topic: str, payload: bytes, qos: int
+    ) -> tuple[bool, Awaitable[None] | None]:
+        """(handled by a gateway extension, the future of its commit). A forwarded extension is also
+        routed as before (not handled)."""
+        request = kp1_topic.parse(topic) if topic.startswith("kp1/") else None
+        identity = identity_of(session)
+        if request is None or identity is None or identity.is_service:
+            return False, None
+        services, extension = self._services, request.extension
+        if extension == services.settings.epmp_extension and services.epmp is not None:
+            epmp = services.epmp
+
+            async def answer_epmp() -> Reply | None:
+                reply = await epmp.handle(identity, request, payload)
+                # by resource, never by the client's own path: that would be a key per request
+                resource = request.path if request.path in RESOURCES else "(unknown)"
+                services.metrics.epmp_requests[resource] += 1
+                return reply
+
+            return True, self._ordered(identity, qos, answer_epmp, lambda: self._too_many(request, qos))
+        if extension == cep.EXTENSION and services.commands is not None:
+            commands = services.commands
+            return True, self._ordered(
+                identity,
+                qos,
+                lambda: commands.device_request(session, identity, request, payload),
+                lambda: self._too_many(request, qos),
+            )
+        if services.data is not None:
+            if extension == dcp.EXTENSION:
+                self._reply(services.data.collect(identity, request, payload), qos)
+                return True, None
+            if services.data.forwards(identity, extension):
+                services.data.forward(identity, request, payload)
+        return False, None
+
+    def _gateway_topic(self, connection: Connection, publish: Publish) -> Awaitable[None] | None:
+        """[MQTT-4.7.2-1]: `$` topics are the gateway's. A service account publishes command invocations
+        there; any other publish to one closes the connection."""
+        session, topic = connection.session, publish.topic
+        identity = identity_of(session)
+        commands = self._services.commands
+        if identity is None or not identity.is_service or commands is None or not topic.startswith(COMMANDS_ROOT):
+            # the topic is not echoed into the logs: it may hold an endpoint token
+            connection.close(CloseReason.PROTOCOL_ERROR, "PUBLISH to a '$' topic")
+            return None
+        if not self._allowed(session, topic, Action.PUBLISH):
+            return None
+        data = publish.data
+
+        async def invoke() -> None:
+            await commands.invoke_from_mqtt(identity, topic, data)
+
+        refuse = lambda: commands.refuse(topic, 429, "too many invocations pending; retry later")  # noqa: E731
+        return self._ordered(identity, publish.qos, invoke, refuse)
+
     def publish_will(self, session: ClientSession) -> None:
         """An abnormal end: the will goes out like a publish of the device (its topic passed the ACL
-        at CONNECT)."""
+        at CONNECT), to an extension too: a will on `.../dcx/<token>/json` reaches the applications."""
         if not session.will_flag or not session.will_topic:
             return
         data = session.will_message or b""
+        if self._extension(session, session.will_topic, data, session.will_qos)[0]:
+            return
         self._router.route(session.will_topic, data, session.will_qos)
         if session.will_retain:
             self._router.retain(session, session.will_topic, data, session.will_qos)
@@ -73,68 +134,86 @@ class Inbound:
     # -- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------------------------
 
     def subscribe(self, session: ClientSession, topic_filter: str, qos: int) -> int:
-        return self._router.subscribe(session.key, session, topic_filter, qos)
+        fresh = topic_filter not in self._router.index.filters_of(session.key)
+        code = self._router.subscribe(session.key, session, topic_filter, qos)
+        if fresh and code != SUBSCRIBE_FAILURE:
+            self._fresh.setdefault(session.key, []).append(topic_filter)
+        return code
 
     def subscribed(self, session: ClientSession, granted: list[tuple[str, int]]) -> None:
         for topic_filter, qos in granted:
             self._router.replay_retained(session.key, topic_filter, qos)
+        self._push_commands(session, self._fresh.pop(session.key, []))
+
+    def resumed(self, session: ClientSession) -> None:
+        """A persistent session back with its subscriptions: what was invoked while it was away."""
+        self._push_commands(session, list(self._router.index.filters_of(session.key)))
+
+    def _push_commands(self, session: ClientSession, filters: list[str]) -> None:
+        """Outstanding commands for a device that now listens where commands arrive (a new filter, not
+        the same one again), in its request order and under its pending-request bound."""
+        commands, identity = self._services.commands, identity_of(session)
+        if commands is None or identity is None or identity.is_service or not commands.carries_commands(filters):
+            return
+
+        async def push() -> None:
+            await commands.push_outstanding(session, identity)
+
+        self._ordered(identity, 0, push, lambda: None)
 
     def unsubscribe(self, session: ClientSession, topic_filter: str) -> None:
         self._router.unsubscribe(session.key, topic_filter)
 
-    # -- 10/EPMP ---------------------------------------------------------------------------------------------
+    # -- requests ----------------------------------------------------------------------------------------------
 
-    def _submit_epmp(
-        self, epmp: Epmp, session: ClientSession, request: kp1_topic.Kp1Topic, payload: bytes, qos: int
+    def _ordered(
+        self,
+        identity: DeviceIdentity,
+        qos: int,
+        work: Callable[[], Awaitable[Reply | None]],
+        refuse: Callable[[], object],
     ) -> Awaitable[None] | None:
         """A device's requests are answered in the order they arrived, whichever of its sessions sent
         them, so a read sees an earlier write even from another connection. At most `epmp_max_pending`
-        wait per device; beyond that a request is refused with `/error` 429 (when it has a request id)
-        and counted, so one flood cannot starve other devices."""
-        identity = identity_of(session)
-        if identity is None:
-            return None
+        wait per device; beyond that a request is refused (`refuse`: `/error` 429 when it has a request
+        id) and counted, so one flood cannot starve other devices."""
         owner = owner_key(identity)
         metrics = self._services.metrics
-        if self._epmp_pending[owner] >= self._services.settings.epmp_max_pending:
+        if self._pending[owner] >= self._services.settings.epmp_max_pending:
             metrics.epmp_dropped += 1
             metrics.limits_hit["epmp_max_pending"] += 1
-            if request.request_id is not None:
-                reply = epmp.error_reply(request, 429, "too many requests pending; retry later")
-                self._router.route(reply.topic, reply.payload, qos)
+            refuse()
             return None
-        self._epmp_pending[owner] += 1
+        self._pending[owner] += 1
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._answer_epmp(epmp, identity, request, payload, qos, committed))
-        self.epmp_tasks.add(task)
-        task.add_done_callback(self.epmp_tasks.discard)
+        task = asyncio.create_task(self._answer(owner, qos, work, committed))
+        self.request_tasks.add(task)
+        task.add_done_callback(self.request_tasks.discard)
         return committed if qos else None
 
-    async def _answer_epmp(
-        self,
-        epmp: Epmp,
-        identity: DeviceIdentity,
-        request: kp1_topic.Kp1Topic,
-        payload: bytes,
-        qos: int,
-        committed: asyncio.Future[None],
+    async def _answer(
+        self, owner: str, qos: int, work: Callable[[], Awaitable[Reply | None]], committed: asyncio.Future[None]
     ) -> None:
-        owner = owner_key(identity)
         try:
-            async with self._device_order.hold(owner):
-                reply = await epmp.handle(identity, request, payload)
+            async with self._order.hold(owner):
+                reply = await work()
                 _resolve(committed)  # committed (or refused): now the PUBACK / PUBREC may go
-                # by resource, never by the client's own path: that would be a key per request
-                resource = request.path if request.path in RESOURCES else "(unknown)"
-                self._services.metrics.epmp_requests[resource] += 1
-                if reply is not None:
-                    # Through the router: only sessions holding this token may receive it.
-                    self._router.route(reply.topic, reply.payload, qos)
+                self._reply(reply, qos)
+        except Exception:
+            log.exception("a 1/KP request failed")
         finally:
-            self._epmp_pending[owner] -= 1
-            if self._epmp_pending[owner] <= 0:
-                del self._epmp_pending[owner]
+            self._pending[owner] -= 1
+            if self._pending[owner] <= 0:
+                del self._pending[owner]
             _resolve(committed)
+
+    def _too_many(self, request: kp1_topic.Kp1Topic, qos: int) -> None:
+        self._reply(error_reply(request, 429, "too many requests pending; retry later"), qos)
+
+    def _reply(self, reply: Reply | None, qos: int) -> None:
+        """Through the router: only sessions holding the request's token may receive it."""
+        if reply is not None:
+            self._router.route(reply.topic, reply.payload, qos)
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

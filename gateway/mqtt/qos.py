@@ -26,6 +26,8 @@ class Outgoing:
     data: bytes
     qos: int
     retain: bool = False
+    droppable: bool = False
+    """At most once whatever its QoS (device data): a full queue drops it before closing the session."""
 
     @property
     def size(self) -> int:

@@ -98,7 +98,7 @@ class Router:
 
     # -- publishing -------------------------------------------------------------------------------------
 
-    def route(self, topic: str, data: bytes, qos: int) -> int:
+    def route(self, topic: str, data: bytes, qos: int, *, droppable: bool = False) -> int:
         """Queues the message once for every session subscribed to `topic` and allowed to receive it,
         at the lower of the publish QoS and the subscription's. Returns how many got it."""
         granted_to: dict[str, int] = {}
@@ -112,9 +112,19 @@ class Router:
             target = self._targets.get(key)
             if target is None or not self._allowed(target[0], topic, Action.RECEIVE):
                 continue
-            target[1].offer(Outgoing(topic, data, min(qos, granted)))
+            target[1].offer(Outgoing(topic, data, min(qos, granted), droppable=droppable))
             reached += 1
         return reached
+
+    def deliver(self, key: str, topic: str, data: bytes, qos: int) -> bool:
+        """Queues the message for one session, if it is subscribed to `topic` and may receive it (a
+        reply meant for one connection of a device, such as a pushed command)."""
+        target = self._targets.get(key)
+        granted = max((g for k, g, _f in self.index.match(topic) if k == key), default=None)
+        if target is None or granted is None or not self._allowed(target[0], topic, Action.RECEIVE):
+            return False
+        target[1].offer(Outgoing(topic, data, min(qos, granted)))
+        return True
 
     def retain(self, source: Any, topic: str, data: bytes, qos: int) -> None:
         identity = identity_of(source)

@@ -89,6 +89,10 @@ class SessionTable:
             if not keys:
                 del self._owner_sessions[owner]
 
+    def keys_of(self, owner: str) -> frozenset[str]:
+        """The session keys of a device or account (`<tenant>/<device>`), connected or kept."""
+        return frozenset(self._owner_sessions.get(owner, ()))
+
     # -- caps -----------------------------------------------------------------------------------------------
 
     async def make_room(self, key: str, identity: DeviceIdentity) -> str | None:
