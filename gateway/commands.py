@@ -17,7 +17,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from registry import Registry
@@ -29,9 +29,8 @@ from .identity import DeviceIdentity
 from .kp1 import cep
 from .kp1.payload import PayloadError, parse_json
 from .kp1.reply import Kp1Error, Reply, answered, error_reply, status_reply
-from .kp1.topic import MAX_REQUEST_ID, Kp1Topic
+from .kp1.topic import MAX_REQUEST_ID, Kp1Topic, topics_matched
 from .metrics import Metrics
-from .mqtt.subscriptions import topic_matches
 from .settings import GatewaySettings
 from .topics import command_result_topic, parse_command_topic
 
@@ -297,19 +296,23 @@ class CommandService:
         """Whether a device subscribing to (or resuming with) these filters is where commands arrive:
         it is then sent its outstanding ones (observe is the default), so a device that was offline
         gets what waited for it."""
-        return any(_carries_commands(f) for f in filters)
+        return any(any(topics_matched([f], cep.EXTENSION, _status_rest(_named_type(f)))) for f in filters)
 
-    async def push_outstanding(self, session: ClientSession, identity: DeviceIdentity) -> None:
-        """Run by Inbound in the device's request order, under its pending-request bound: a device that
-        subscribes again and again queues its own pushes, it does not multiply them."""
+    async def push_outstanding(self, session: ClientSession, identity: DeviceIdentity, filters: list[str]) -> None:
+        """Run by Inbound in the device's request order, under its pending-request bound, for the filters
+        just added: a device that subscribes again and again queues its own pushes, it does not
+        multiply them."""
         commands = await self._registry.commands.outstanding(identity.tenant_id, identity.device_id)
-        await self._push(commands, only=session)
+        await self._push(commands, only=session, filters=filters)
 
     # -- pushing, finishing, expiring ------------------------------------------------------------------------
 
-    async def _push(self, commands: list[Command], only: ClientSession | None = None) -> bool:
-        """To every connected session of the device that subscribed to the type's status topic and did
-        not turn observe off; those that reached one are `delivered`. True when any did."""
+    async def _push(
+        self, commands: list[Command], only: ClientSession | None = None, filters: list[str] | None = None
+    ) -> bool:
+        """To every connected session of the device that subscribed to the type's status topic (on
+        `filters`, when given) and did not turn observe off, once per session and type; those that
+        reached one are `delivered`. True when any did."""
         if not commands:
             return False
         tenant_id, device_id = commands[0].tenant_id, commands[0].device_id
@@ -325,9 +328,10 @@ class CommandService:
                 if command_type in unobserved:
                     continue
                 body = _commands_json(of_type)
-                for topic in _push_topics(router.index.filters_of(session.key), command_type):
-                    if router.deliver(session.key, topic, body, 1):
-                        reached.update((c.type, c.id) for c in of_type)
+                held = router.index.filters_of(session.key) if filters is None else filters
+                topics = topics_matched(held, cep.EXTENSION, _status_rest(command_type))
+                if any(router.deliver(session.key, topic, body, 1) for topic in topics):  # once: the first taker
+                    reached.update((c.type, c.id) for c in of_type)
         pending = [(c.type, c.id) for c in commands if c.state == CommandState.PENDING and (c.type, c.id) in reached]
         await self._registry.commands.mark_delivered(tenant_id, device_id, pending)
         return bool(reached)
@@ -395,26 +399,14 @@ def _commands_json(commands: list[Command]) -> bytes:
     return json.dumps([{"id": c.id, "payload": c.payload} for c in commands], separators=(",", ":")).encode()
 
 
-def _carries_commands(topic_filter: str) -> bool:
-    """True when the filter matches a status topic of some command type (not `.../result/#`)."""
+def _status_rest(command_type: str) -> str:
+    return f"{cep.FETCH}/{command_type}/status"
+
+
+def _named_type(topic_filter: str) -> str:
+    """The command type a filter names (`.../command/<type>/status`), or any type for a wildcard there."""
     levels = topic_filter.split("/")
-    if len(levels) < 5 or levels[0] != "kp1" or levels[2] != cep.EXTENSION:
-        return False
-    probe = levels[5] if len(levels) > 5 and levels[5] not in ("+", "#") else "x"
-    return topic_matches(f"kp1/{levels[1]}/{cep.EXTENSION}/{levels[3]}/{cep.FETCH}/{probe}/status", topic_filter)
-
-
-def _push_topics(filters: dict[str, int], command_type: str) -> Iterator[str]:
-    """The status topics of `command_type` the session's filters match, one per app version and token."""
-    seen = set()
-    for topic_filter in filters:
-        levels = topic_filter.split("/")
-        if len(levels) < 5 or levels[0] != "kp1" or levels[2] != cep.EXTENSION:
-            continue
-        topic = f"kp1/{levels[1]}/{cep.EXTENSION}/{levels[3]}/command/{command_type}/status"
-        if topic not in seen and topic_matches(topic, topic_filter):
-            seen.add(topic)
-            yield topic
+    return levels[5] if len(levels) > 5 and levels[5] not in ("+", "#") else "x"
 
 
 def _mqtt_invocation(payload: bytes) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from registry import Registry
-from registry.models import Credential, CredentialKind, CredentialState, Device, Tenant, TrustedCa
+from registry.models import Credential, CredentialKind, CredentialState, Device, Group, Tenant, TrustedCa
 
 from .identity import DeviceIdentity
 from .services import GatewayServices
@@ -66,9 +66,12 @@ class Devices:
         self._node = node
 
     async def update(self, tenant_id: str, device_id: str, **changes: Any) -> Device:
+        before = await self._node.registry.devices.get(tenant_id, device_id)
         updated = await self._node.registry.devices.update(tenant_id, device_id, **changes)
         if changes.get("enabled") is False:
             await self._node.kick(_device(tenant_id, device_id), "device disabled")
+        if updated.group != before.group:
+            await _policy_changed(self._node, tenant_id, [device_id])
         return updated
 
     async def delete(self, tenant_id: str, device_id: str) -> None:
@@ -78,6 +81,37 @@ class Devices:
 
 
 _NAMES = {CredentialKind.TOKEN: "token", CredentialKind.PASSWORD: "password", CredentialKind.X509: "certificate"}
+
+
+class Groups:
+    """Group changes that change what a device should apply push its new policy (7/CMP observe)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+
+    async def delete(self, tenant_id: str, group_id: str, *, move_to: str | None = None) -> list[str]:
+        moved = await self._node.registry.groups.delete(tenant_id, group_id, move_to=move_to)
+        await _policy_changed(self._node, tenant_id, moved)
+        return moved
+
+    async def move(self, tenant_id: str, group_id: str, device_ids: list[str]) -> list[str]:
+        moved = await self._node.registry.groups.move_devices(tenant_id, group_id, device_ids)
+        await _policy_changed(self._node, tenant_id, moved)
+        return moved
+
+    async def set_policy(self, tenant_id: str, group_id: str, config: dict[str, Any]) -> Group:
+        before = await self._node.registry.groups.get(tenant_id, group_id)
+        group = await self._node.registry.groups.set_policy(
+            tenant_id, group_id, config, node=self._node.services.settings.node_id
+        )
+        if group.config_id != before.config_id:
+            await _policy_changed(self._node, tenant_id, await self._node.registry.groups.members(tenant_id, group_id))
+        return group
+
+
+async def _policy_changed(node: Node, tenant_id: str, device_ids: list[str]) -> None:
+    if node.services.policies is not None and device_ids:
+        await node.services.policies.policy_changed(tenant_id, device_ids)
 
 
 class Credentials:
@@ -96,13 +130,17 @@ class Credentials:
         return credential
 
     async def delete(self, tenant_id: str, device_id: str, kind: CredentialKind, auth_id: str) -> None:
-        await self._node.registry.credentials.delete(tenant_id, device_id, kind, auth_id)
+        await self._node.registry.credentials.delete(
+            tenant_id, device_id, kind, auth_id, node=self._node.services.settings.node_id
+        )
         await self._close(tenant_id, kind, auth_id, f"{_NAMES[kind]} deleted")
 
     async def set_password(self, tenant_id: str, device_id: str, auth_id: str, password: str) -> Credential:
         """Creates the password, or rotates it: sessions opened with the old one are closed."""
         password_hash = await self._node.services.hasher.hash(password)
-        credential = await self._node.registry.credentials.set_password(tenant_id, device_id, auth_id, password_hash)
+        credential = await self._node.registry.credentials.set_password(
+            tenant_id, device_id, auth_id, password_hash, node=self._node.services.settings.node_id
+        )
         await self._close(tenant_id, CredentialKind.PASSWORD, auth_id, "password changed")
         return credential
 
@@ -148,6 +186,7 @@ class Management:
     def __init__(self, node: Node) -> None:
         self.tenants = Tenants(node)
         self.devices = Devices(node)
+        self.groups = Groups(node)
         self.credentials = Credentials(node)
         self.trusted_cas = TrustedCas(node)
         self.service_accounts = ServiceAccounts(node)

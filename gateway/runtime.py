@@ -31,6 +31,7 @@ from .metrics import Metrics
 from .mqtt.broker import GatewayBroker
 from .mqtt.connection import CloseReason
 from .mqtt.listener import ListenerSpec
+from .policies import PolicyService
 from .services import GatewayServices
 from .settings import GatewaySettings
 from .trust import TrustedCas
@@ -126,6 +127,7 @@ class Gateway:
         self.commands = CommandService(self.registry, s, self.services.metrics, self.broker)
         self.services.commands = self.commands
         self.commands.start()
+        self.services.policies = PolicyService(self.registry, s, self.broker)
         self.events = EventDispatcher(self.broker, self.registry, retention_hours=s.event_retention_hours)
         self.events.start()
         self.ports = {spec.name: self.broker.bound_port(spec.name) for spec in listeners}

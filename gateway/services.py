@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from .commands import CommandService
     from .data import DataCollection
     from .kp1.epmp import Epmp
+    from .policies import PolicyService
 
 
 @dataclass
@@ -30,6 +31,7 @@ class GatewayServices:
     epmp: Epmp | None = None
     data: DataCollection | None = None
     commands: CommandService | None = None
+    policies: PolicyService | None = None
     throttle: AuthThrottle = field(init=False)
     """Failed-CONNECT budgets per username and address, sized by the settings."""
     recent_logins: RecentLogins = field(init=False, default_factory=RecentLogins)

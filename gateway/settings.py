@@ -122,6 +122,8 @@ class GatewaySettings(BaseSettings):
     commands_max_payload_bytes: int = Field(
         65_536, ge=64, description="a command's payload, or a device's result, as JSON; larger gets 413"
     )
+    # -- fleet management ---------------------------------------------------------------------------
+    policy_max_bytes: int = Field(65_536, ge=64, description="a group's policy (7/CMP configuration), as JSON")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio",

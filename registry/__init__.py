@@ -10,6 +10,7 @@ from .credentials import CredentialStore
 from .database import Database
 from .devices import DeviceStore
 from .errors import Conflict, Invalid, LimitReached, NotFound, RegistryError
+from .groups import GroupStore
 from .metadata import MetadataStore
 from .outbox import OutboxStore
 from .provisioning import ProvisioningStore
@@ -35,6 +36,7 @@ class Registry:
         self.service_accounts = ServiceAccountStore(self.db)
         self.outbox = OutboxStore(self.db)
         self.commands = CommandStore(self.db)
+        self.groups = GroupStore(self.db)
 
     async def open(self) -> Registry:
         await self.db.open()

@@ -10,6 +10,7 @@ import sqlite3
 
 import aiosqlite
 
+from . import lifecycle
 from .database import Database
 from .devices import require_device
 from .errors import Conflict, Invalid, NotFound
@@ -104,7 +105,10 @@ class CredentialStore:
 
     # -- management -----------------------------------------------------------------------------
 
-    async def issue_token(self, tenant_id: str, device_id: str, token: str | None = None) -> Credential:
+    async def issue_token(
+        self, tenant_id: str, device_id: str, token: str | None = None, *, node: str = ""
+    ) -> Credential:
+        """A new (inactive) token; a device's first credential makes it `registered`."""
         if token is None:
             token = generate_token()
         elif not is_valid_token(token):
@@ -120,9 +124,12 @@ class CredentialStore:
                 )
             except sqlite3.IntegrityError:
                 raise Conflict("token already in use", field="token") from None
+            await lifecycle.credential_added(tx, tenant_id, device_id, node=node)
         return await self.get(tenant_id, device_id, CredentialKind.TOKEN, token)
 
-    async def set_password(self, tenant_id: str, device_id: str, auth_id: str, password_hash: str) -> Credential:
+    async def set_password(
+        self, tenant_id: str, device_id: str, auth_id: str, password_hash: str, *, node: str = ""
+    ) -> Credential:
         """Creates the password credential, or replaces its hash (state unchanged)."""
         if not is_valid_auth_id(auth_id):
             raise Invalid(f"invalid auth-id {auth_id!r}", field="authId")
@@ -147,6 +154,7 @@ class CredentialStore:
                     " created_at, updated_at) VALUES (?, ?, 'password', ?, ?, 'inactive', ?, ?)",
                     (tenant_id, device_id, auth_id, password_hash, now, now),
                 )
+                await lifecycle.credential_added(tx, tenant_id, device_id, node=node)
             else:
                 await tx.execute(
                     "UPDATE credentials SET secret = ?, updated_at = ?"
@@ -200,7 +208,10 @@ class CredentialStore:
                 )
         return await self.get(tenant_id, device_id, kind, auth_id)
 
-    async def delete(self, tenant_id: str, device_id: str, kind: CredentialKind, auth_id: str) -> None:
+    async def delete(
+        self, tenant_id: str, device_id: str, kind: CredentialKind, auth_id: str, *, node: str = ""
+    ) -> None:
+        """The device's last credential gone makes it `enrolled` again."""
         async with self._db.transaction() as tx:
             await require_device(tx, tenant_id, device_id)
             cur = await tx.execute(
@@ -209,6 +220,7 @@ class CredentialStore:
             )
             if cur.rowcount == 0:
                 raise NotFound(f"{kind.value} credential not found", field=_field(kind))
+            await lifecycle.credential_removed(tx, tenant_id, device_id, node=node)
 
 
 def _field(kind: CredentialKind) -> str:

@@ -81,6 +81,43 @@ class Device(Record):
     auto_provisioned: bool
     created_at: datetime
     updated_at: datetime
+    config_applied: str | None = None
+    """The group policy (config id) the device last applied with a 2xx status (7/CMP)."""
+    config_assigned: str | None = None
+    """Its group's current config id (read with the device)."""
+    config_error: dict[str, Any] | None = None
+    """Its last failed apply: {"configId", "statusCode", "reasonPhrase", "at"}."""
+
+    @property
+    def policy_pending(self) -> bool:
+        """Its group's current policy differs from the one it applied."""
+        return self.config_assigned is not None and self.config_assigned != self.config_applied
+
+
+class Group(Record):
+    tenant_id: str
+    id: str
+    description: str
+    config: dict[str, Any]
+    """The group's policy, a JSON object, delivered to its devices by 7/CMP."""
+    config_id: str
+    devices: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class HistoryEntry(Record):
+    at: datetime
+    event: str
+    detail: dict[str, Any]
+
+
+class DeviceTombstone(Record):
+    tenant_id: str
+    device_id: str
+    group: str
+    app_version: str | None
+    deleted_at: datetime
 
 
 class Command(Record):

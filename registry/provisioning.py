@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import aiosqlite
 
+from . import lifecycle
 from .credentials import AUTH_SELECT, auth_record
 from .database import Database
 from .events import emit
@@ -56,11 +57,18 @@ class ProvisioningStore:
         return [_tombstone(r) for r in rows]
 
     async def clear_tombstone(self, tenant_id: str, fingerprint: str) -> bool:
-        cleared = await self._db.write(
-            "DELETE FROM tombstones WHERE tenant_id = ? AND fingerprint = ? RETURNING fingerprint",
-            (tenant_id, fingerprint),
-        )
-        return bool(cleared)
+        """Lets the certificate provision again: the operator's decision covers the device id it had too
+        (its device tombstone goes with it, so the id is reused on purpose)."""
+        async with self._db.transaction() as tx:
+            rows = await tx.execute_fetchall(
+                "DELETE FROM tombstones WHERE tenant_id = ? AND fingerprint = ? RETURNING device_id",
+                (tenant_id, fingerprint),
+            )
+            for row in rows:
+                await tx.execute(
+                    "DELETE FROM device_tombstones WHERE tenant_id = ? AND device_id = ?", (tenant_id, row[0])
+                )
+        return bool(rows)
 
     async def check(self, req: ProvisioningRequest) -> None:
         """The dry run of `provision`: raises what it would refuse with, writes nothing."""
@@ -85,7 +93,7 @@ class ProvisioningStore:
                         req.group,
                         req.app_version,
                         json.dumps(req.attributes),
-                        DeviceState.PROVISIONED.value,
+                        DeviceState.REGISTERED.value,  # provisioned once it applies its group's policy
                         now,
                         now,
                     ),
@@ -102,6 +110,16 @@ class ProvisioningStore:
                 )
             except sqlite3.IntegrityError as exc:
                 raise ProvisioningRefused("conflict", str(exc)) from None
+            await lifecycle.record(
+                tx,
+                req.tenant_id,
+                req.device_id,
+                "created",
+                state=DeviceState.REGISTERED.value,
+                group=req.group,
+                autoProvisioned=True,
+                caId=req.ca_id,
+            )
             await emit(
                 tx,
                 req.tenant_id,
@@ -138,6 +156,15 @@ async def _check(conn: aiosqlite.Connection, req: ProvisioningRequest) -> None:
         if await cur.fetchone() is not None:
             raise ProvisioningRefused(
                 "deleted", "this certificate's device was deleted by an operator; clear its tombstone to allow it"
+            )
+    async with conn.execute(
+        "SELECT 1 FROM device_tombstones WHERE tenant_id = ? AND device_id = ?", (req.tenant_id, req.device_id)
+    ) as cur:
+        if await cur.fetchone() is not None:
+            raise ProvisioningRefused(
+                "device_id_deleted",
+                f"device id {req.device_id!r} belonged to a deleted device; an operator reuses it on purpose"
+                " (POST .../devices?reuseDeletedId=true) or clears it",
             )
     async with conn.execute("SELECT enabled, max_devices FROM tenants WHERE id = ?", (req.tenant_id,)) as cur:
         tenant = await cur.fetchone()

@@ -8,7 +8,7 @@ from typing import Any
 import aiosqlite
 
 from .database import Database
-from .devices import require_tenant
+from .devices import require_group, require_tenant
 from .errors import Conflict, NotFound
 from .models import TrustedCa, from_ms, now_ms, to_ms
 
@@ -57,6 +57,7 @@ class TrustedCaStore:
         ca_id = ca.spki_sha256[:16]
         async with self._db.transaction() as tx:
             await require_tenant(tx, ca.tenant_id)
+            await require_group(tx, ca.tenant_id, ca.group)
             async with tx.execute("SELECT tenant_id FROM trusted_cas WHERE spki_sha256 = ?", (ca.spki_sha256,)) as cur:
                 row = await cur.fetchone()
             if row is not None:
@@ -130,6 +131,8 @@ class TrustedCaStore:
             args.append(int(value) if isinstance(value, bool) else value)
         async with self._db.transaction() as tx:
             await require_tenant(tx, tenant_id)
+            if changes.get("group") is not None:
+                await require_group(tx, tenant_id, changes["group"])
             cur = await tx.execute(
                 f"UPDATE trusted_cas SET {', '.join(sets)} WHERE tenant_id = ? AND id = ?",  # noqa: S608
                 (*args, tenant_id, ca_id),

@@ -13,6 +13,8 @@ from .conftest import api_client, make_device, ok
 async def test_tenant_and_device_lifecycle(api: httpx.AsyncClient) -> None:
     tenant = await ok(api.post("/v1/tenants", json={"id": "acme"}), 201)
     assert tenant["id"] == "acme" and tenant["enabled"] is True
+    for group in ("kitchen", "g2"):  # groups are entities (issue 10): a device names an existing one
+        await ok(api.post("/v1/tenants/acme/groups", json={"id": group}), 201)
     device = await ok(
         api.post(
             "/v1/tenants/acme/devices",
@@ -27,11 +29,11 @@ async def test_tenant_and_device_lifecycle(api: httpx.AsyncClient) -> None:
         "group": "kitchen",
         "appVersion": "kettle_v1",
         "attributes": {"model": "k2"},
-        "state": "registered",
+        "state": "enrolled",  # no credential yet (issue 10)
         "enabled": True,
         "autoProvisioned": False,
     }
-    assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["kettle-1"]
+    assert [d["id"] for d in (await ok(api.get("/v1/tenants/acme/devices")))["devices"]] == ["kettle-1"]
     patched = await ok(api.patch("/v1/tenants/acme/devices/kettle-1", json={"enabled": False, "group": "g2"}))
     assert patched["enabled"] is False and patched["group"] == "g2" and patched["appVersion"] == "kettle_v1"
     patched = await ok(api.patch("/v1/tenants/acme/devices/kettle-1", json={"appVersion": None}))
@@ -48,8 +50,10 @@ async def test_device_list_is_paged(api: httpx.AsyncClient) -> None:
     for i in range(5):
         await ok(api.post("/v1/tenants/acme/devices", json={"id": f"d{i}"}), 201)
     page1 = await ok(api.get("/v1/tenants/acme/devices", params={"limit": 2}))
-    page2 = await ok(api.get("/v1/tenants/acme/devices", params={"limit": 2, "after": page1[-1]["id"]}))
-    assert [d["id"] for d in page1 + page2] == ["d0", "d1", "d2", "d3"]
+    page2 = await ok(api.get("/v1/tenants/acme/devices", params={"limit": 2, "after": page1["next"]}))
+    page3 = await ok(api.get("/v1/tenants/acme/devices", params={"limit": 2, "after": page2["next"]}))
+    assert [d["id"] for d in page1["devices"] + page2["devices"] + page3["devices"]] == ["d0", "d1", "d2", "d3", "d4"]
+    assert (page1["next"], page2["next"], page3["next"]) == ("d1", "d3", None)
 
 
 async def test_token_states(api: httpx.AsyncClient) -> None:
@@ -89,7 +93,7 @@ async def test_bad_ids_are_422_naming_the_field(api: httpx.AsyncClient, bad_id: 
     await ok(api.post("/v1/tenants", json={"id": "acme"}), 201)
     r = await api.post("/v1/tenants/acme/devices", json={"id": bad_id})
     assert r.status_code == 422 and r.json()["field"] == "id"
-    assert await ok(api.get("/v1/tenants/acme/devices")) == []
+    assert (await ok(api.get("/v1/tenants/acme/devices")))["devices"] == []
 
 
 async def test_malformed_json_is_400(api: httpx.AsyncClient) -> None:

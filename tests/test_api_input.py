@@ -250,4 +250,4 @@ async def test_hostile_requests_get_a_clear_error(
     else:
         assert_error(r, status, field)
     assert (await ok(api.get(f"/v1/tenants/acme/trusted-cas/{ca['id']}")))["enabled"] is True
-    assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["dev-1"]
+    assert [d["id"] for d in (await ok(api.get("/v1/tenants/acme/devices")))["devices"]] == ["dev-1"]

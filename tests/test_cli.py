@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from gateway.runtime import Gateway
 
@@ -103,3 +104,45 @@ async def test_service_account_create_prints_the_credentials(gateway: Gateway) -
     assert account["username"] == "analytics@acme" and account["password"]
     async with mqtt(gateway, account["username"], account["password"]) as svc:
         await svc.subscribe("$gateway/events/acme/#")
+
+
+async def test_groups_policies_and_a_filtered_paged_device_list(gateway: Gateway, tmp_path: Path) -> None:
+    """Issue 10: `group create|list|rename|delete|move`, `group policy set|get`, `device list` filters and pages."""
+    await cli(gateway, "tenant", "create", "acme")
+    assert (await cli(gateway, "group", "create", "acme", "lab", "--description", "bench")).returncode == 0
+    for i in range(5):
+        await cli(gateway, "device", "create", "acme", f"d{i}")
+    r = await cli(gateway, "group", "move", "acme", "lab", "d1", "d2", "d3")
+    assert r.returncode == 0 and "moved 3 device(s) into lab" in r.stdout
+    policy = tmp_path / "policy.json"
+    policy.write_text('{"interval": 5}')
+    r = await cli(gateway, "group", "policy", "set", "acme", "lab", str(policy))
+    assert r.returncode == 0 and len(json.loads(r.stdout)["configId"]) == 64
+    r = await cli(gateway, "group", "policy", "get", "acme", "lab")
+    assert json.loads(r.stdout)["config"] == {"interval": 5}
+    r = await cli(gateway, "group", "list", "acme", "--json")
+    assert {g["id"]: g["devices"] for g in json.loads(r.stdout)} == {"default": 2, "lab": 3}
+    r = await cli(gateway, "device", "list", "acme", "--group", "lab", "--limit", "2", "--json")
+    page = json.loads(r.stdout)
+    assert [d["id"] for d in page["devices"]] == ["d1", "d2"] and page["next"] == "d2"
+    r = await cli(gateway, "device", "list", "acme", "--group", "lab", "--limit", "2", "--after", "d2", "--json")
+    assert [d["id"] for d in json.loads(r.stdout)["devices"]] == ["d3"]
+    r = await cli(gateway, "device", "list", "acme", "--limit", "2", "--all", "--json")
+    assert [d["id"] for line in r.stdout.splitlines() for d in json.loads(line)] == [f"d{i}" for i in range(5)]
+    r = await cli(gateway, "device", "list", "acme", "--limit", "2")
+    assert r.returncode == 0 and "next: d1" in r.stdout
+    assert (await cli(gateway, "group", "rename", "acme", "lab", "bench")).returncode == 0
+    r = await cli(gateway, "group", "delete", "acme", "bench")
+    assert r.returncode == 1 and "409" in r.stderr
+    assert (await cli(gateway, "group", "delete", "acme", "bench", "--move-to", "default")).returncode == 0
+
+
+async def test_policy_files_follow_the_apis_json_rules(gateway: Gateway, tmp_path: Path) -> None:
+    """A duplicate key used to be stored silently (the last one won), NaN to end in a traceback."""
+    await cli(gateway, "tenant", "create", "acme")
+    for name, text in [("dup.json", '{"a": 1, "a": 2}'), ("nan.json", '{"a": NaN}'), ("sur.json", '{"a": "\\ud800"}')]:
+        (tmp_path / name).write_text(text)
+        r = await cli(gateway, "group", "policy", "set", "acme", "default", str(tmp_path / name))
+        assert r.returncode == 1 and "Traceback" not in r.stderr and name in r.stderr, (name, r.stderr)
+    r = await cli(gateway, "group", "policy", "get", "acme", "default")
+    assert json.loads(r.stdout)["config"] == {}

@@ -374,7 +374,7 @@ async def test_command_ids_cannot_be_used_up_or_reused(gateway: Gateway, api: ht
     await ok(api.delete("/v1/tenants/acme/devices/dev-1"), 204)
     r = await asyncio.wait_for(call, 5)  # the waiting caller hears at once, not at its timeout
     assert r.status_code == 404 and r.json()["id"] == 1 and "deleted" in r.json()["message"]
-    await ok(api.post("/v1/tenants/acme/devices", json={"id": "dev-1"}), 201)
+    await ok(api.post("/v1/tenants/acme/devices?reuseDeletedId=true", json={"id": "dev-1"}), 201)
     again = await ok(api.post("/v1/tenants/acme/devices/dev-1/commands/reboot?wait=false", json={}), 202)
     assert again["id"] == 2
     assert token  # the old token went with the device

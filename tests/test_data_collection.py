@@ -171,7 +171,7 @@ async def test_the_last_sample_is_readable_per_device(gateway: Gateway, api: htt
     assert (await api.get("/v1/tenants/acme/devices/quiet/data/last")).status_code == 404
     assert (await api.get("/v1/tenants/acme/devices/nobody/data/last")).status_code == 404
     await ok(api.delete("/v1/tenants/acme/devices/d1"), 204)  # a deleted device leaves nothing behind
-    await ok(api.post("/v1/tenants/acme/devices", json={"id": "d1"}), 201)
+    await ok(api.post("/v1/tenants/acme/devices?reuseDeletedId=true", json={"id": "d1"}), 201)
     assert (await api.get("/v1/tenants/acme/devices/d1/data/last")).status_code == 404
 
 

@@ -78,7 +78,8 @@ async def test_a_backlog_nobody_consumes_costs_other_tenants_nothing(gateway: Ga
         events = await collect(svc, 1, timeout=2.0)  # the old global ORDER BY id LIMIT 500 never got there
     assert [t for t, _ in events] == ["$gateway/events/acme/endpoint/lifecycle/registered"]
     assert events[0][1]["endpointId"] == "kettle-1"
-    assert len(await gateway.registry.outbox.pending("flood", limit=1000)) == 621  # still waiting, in full
+    # still waiting, in full: registered, state-changed (its token, issue 10), 310 x connected + disconnected
+    assert len(await gateway.registry.outbox.pending("flood", limit=1000)) == 622
 
 
 async def test_a_consumer_that_never_acks_holds_up_only_its_own_tenant(
@@ -95,13 +96,14 @@ async def test_a_consumer_that_never_acks_holds_up_only_its_own_tenant(
             loop = asyncio.get_running_loop()
             start = loop.time()
             await make_device(api, "acme", "kettle-1")
-            events = await collect(svc, 1, timeout=2.0)
+            events = await collect(svc, 2, timeout=2.0)  # registered, then state-changed (its token)
             took = loop.time() - start
-        assert [t for t, _ in events] == ["$gateway/events/acme/endpoint/lifecycle/registered"]
+        assert [t for t, _ in events][:1] == ["$gateway/events/acme/endpoint/lifecycle/registered"]
         assert took < 2.0 < dispatcher.DELIVERY_TIMEOUT  # typically 0.1 s; behind globex's it would be ~5 s
         # marked published once its PUBACK is read, which may be just after the consumer saw it
         await wait_until(lambda: _none_pending(gateway, "acme"))
-        assert len(await gateway.registry.outbox.pending("globex")) == 1  # not acked: still undelivered
+        # not acked: still undelivered, and the device's state-changed (its token) behind it
+        assert len(await gateway.registry.outbox.pending("globex")) == 2
     finally:
         await stuck.close()
 
@@ -120,9 +122,16 @@ async def test_an_unacked_event_is_sent_again_before_any_later_one(
         assert again["correlationId"] == first["correlationId"] and again["endpointId"] == "first"
         assert again_id != first_id
         await stuck.send(puback(again_id))
-        next_id, _, second = parse_publish(await stuck.read_packet())
-        assert second["endpointId"] == "second"
-        await stuck.send(puback(next_id))
+        seen = []
+        for _ in range(3):
+            next_id, topic, event = parse_publish(await stuck.read_packet())
+            seen.append((event["endpointId"], topic.removeprefix("$gateway/events/acme/")))
+            await stuck.send(puback(next_id))
+        assert seen == [
+            ("first", "endpoint/lifecycle/state-changed"),  # first's token (issue 10), then second's events
+            ("second", "endpoint/lifecycle/registered"),
+            ("second", "endpoint/lifecycle/state-changed"),
+        ]
         await wait_until(lambda: _none_pending(gateway, "acme"))
     finally:
         await stuck.close()
@@ -136,8 +145,8 @@ async def test_tenants_with_consumers_share_the_dispatcher(gateway: Gateway, api
     acme = await service_account(api, "acme")
     try:
         # big's consumer acknowledges each event 10 ms after reading it: its backlog takes > 6 s to drain
-        draining = asyncio.create_task(acknowledge(big, 621, delay=0.01))
-        await wait_until(lambda: marked_some(gateway, "big", 621), timeout=10)
+        draining = asyncio.create_task(acknowledge(big, 622, delay=0.01))
+        await wait_until(lambda: marked_some(gateway, "big", 622), timeout=10)
         async with mqtt(gateway, acme["username"], acme["password"], client_id="acme") as svc:
             await svc.subscribe("$gateway/events/acme/#", qos=1)
             await make_device(api, "acme", "kettle-1")
@@ -147,8 +156,9 @@ async def test_tenants_with_consumers_share_the_dispatcher(gateway: Gateway, api
     finally:
         await big.close()
     assert [p["endpointId"] for _, p in acme_events] == ["kettle-1"]
-    assert [t.rsplit("/", 1)[1] for t, _ in big_events] == ["registered"] + ["connected", "disconnected"] * 310
-    assert len({p["correlationId"] for _, p in big_events}) == 621
+    expected = ["registered", "state-changed"] + ["connected", "disconnected"] * 310
+    assert [t.rsplit("/", 1)[1] for t, _ in big_events] == expected
+    assert len({p["correlationId"] for _, p in big_events}) == 622
 
 
 async def acknowledge(raw: RawClient, count: int, *, delay: float) -> list[tuple[str, dict[str, Any]]]:

@@ -64,16 +64,23 @@ async def test_service_account_sees_its_tenants_events_in_order(gateway: Gateway
 
             await wait_until(both_answered, timeout=10)
         await ok(api.delete("/v1/tenants/acme/devices/kettle-1"), 204)
-        events = await collect(svc, 6, timeout=10)
+        events = await collect(svc, 8, timeout=10)
     subjects = [t.removeprefix("$gateway/events/acme/") for t, _ in events]
     assert subjects == [
         "endpoint/lifecycle/registered",
+        "endpoint/lifecycle/state-changed",  # enrolled -> registered: its first token (issue 10)
         "endpoint/connectivity/connected",
         "endpoint/metadata/updated",
         "endpoint/lifecycle/appversion-updated",
         "endpoint/connectivity/disconnected",
+        "endpoint/lifecycle/state-changed",  # -> deleted
         "endpoint/lifecycle/unregistered",
     ]
+    assert [(events[i][1]["previousState"], events[i][1]["state"]) for i in (1, 6)] == [
+        ("enrolled", "registered"),
+        ("registered", "deleted"),
+    ]
+    del events[6], events[1]
     payloads = [p for _, p in events]
     for p in payloads:
         assert {"correlationId", "timestamp", "originatorReplicaId"} <= set(p) and p[
@@ -165,9 +172,9 @@ async def test_events_survive_kill_9(tmp_path: Path) -> None:
     async with restarted_gateway(data_dir, "crashy") as gw:
         async with mqtt(gw, account["username"], account["password"], client_id="svc") as svc:
             await svc.subscribe(EVENTS, qos=1)
-            events = await collect(svc, 3)
-        assert [t.rsplit("/", 1)[1] for t, _ in events] == ["registered", "connected", "disconnected"]
-        assert events[2][1]["reason"] == "gateway_restart"
+            events = await collect(svc, 4)
+        assert [t.rsplit("/", 1)[1] for t, _ in events] == ["registered", "state-changed", "connected", "disconnected"]
+        assert events[3][1]["reason"] == "gateway_restart"
 
         async def all_marked() -> bool:  # marked after the consumer's PUBACKs
             return await gw.registry.outbox.pending("acme") == []

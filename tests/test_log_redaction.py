@@ -157,7 +157,7 @@ async def test_token_taken_refusal_logs_no_token(
     cert = make_device_cert(tmp_path, ca, taken)
     assert await tls_connack(gateway, cert) == REFUSED
     assert await tls_connack(gateway, cert, username=taken) == REFUSED  # username = "its own" token
-    assert await ok(api.get("/v1/tenants/tenant-a/devices")) == []
+    assert (await ok(api.get("/v1/tenants/tenant-a/devices")))["devices"] == []
     assert (await ok(api.get("/v1/metrics")))["connectsRefused"] == {"token_taken": 2}
     found = lines(logs, "connect_refused")
     assert len(found) == 2 and all("reason=token_taken" in line and "tenant=tenant-a" in line for line in found)

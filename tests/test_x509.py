@@ -49,6 +49,9 @@ async def tls_connack(
 async def add_ca(api: httpx.AsyncClient, tenant: str, ca: Issued, **options: object) -> dict[str, object]:
     r = await api.post("/v1/tenants", json={"id": tenant})
     assert r.status_code in (201, 409)
+    if options.get("group", "default") != "default":  # a CA provisions into a group that exists (issue 10)
+        r = await api.post(f"/v1/tenants/{tenant}/groups", json={"id": options["group"]})
+        assert r.status_code in (201, 409)
     return await ok(api.post(f"/v1/tenants/{tenant}/trusted-cas", json={"cert": ca.pem, **options}), 201)  # type: ignore[no-any-return]
 
 
@@ -157,7 +160,7 @@ async def test_first_connect_auto_provisions_in_one_go(
     assert await tls_connack(gateway, device) == ACCEPTED  # the FIRST connection succeeds
     dev = await ok(api.get("/v1/tenants/acme/devices/kettle-42"))
     assert (dev["state"], dev["autoProvisioned"], dev["group"], dev["appVersion"]) == (
-        "provisioned",
+        "registered",  # provisioned once it applies its group's policy (issue 10)
         True,
         "kitchen",
         "kettle_v1",
@@ -170,7 +173,7 @@ async def test_first_connect_auto_provisions_in_one_go(
     assert outbox[0]["payload"]["endpointId"] == "kettle-42" and outbox[0]["payload"]["caId"] == created["id"]
     # later connects find the records; nothing new is created
     assert await tls_connack(gateway, device, client_id="again") == ACCEPTED
-    assert len(await ok(api.get("/v1/tenants/acme/devices"))) == 1
+    assert len((await ok(api.get("/v1/tenants/acme/devices")))["devices"]) == 1
     assert len(await outbox_events(gateway, "acme", REGISTERED)) == 1
     # the device uses its token (its device id) in kp1 topics
     import aiomqtt
@@ -189,7 +192,7 @@ async def test_without_auto_provisioning_an_unknown_certificate_is_refused(
     ca = make_ca(tmp_path, "Acme CA")
     await add_ca(api, "acme", ca)
     assert await tls_connack(gateway, make_device_cert(tmp_path, ca, "d1")) == REFUSED
-    assert await ok(api.get("/v1/tenants/acme/devices")) == []
+    assert (await ok(api.get("/v1/tenants/acme/devices")))["devices"] == []
     assert (await metrics(api))["connectsRefused"] == {"unknown_certificate": 1}
 
 
@@ -210,7 +213,7 @@ async def test_fifty_simultaneous_first_connects_create_one_device(
     device = make_device_cert(tmp_path, ca, "rush")
     replies = await asyncio.gather(*(tls_connack(gateway, device, client_id=f"c{i}") for i in range(50)))
     assert replies == [ACCEPTED] * 50
-    assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["rush"]
+    assert [d["id"] for d in (await ok(api.get("/v1/tenants/acme/devices")))["devices"]] == ["rush"]
     assert len(await outbox_events(gateway, "acme", REGISTERED)) == 1
     creds = await gateway.registry.credentials.list("acme", "rush")
     assert sorted(c.kind.value for c in creds) == ["token", "x509"]
@@ -229,12 +232,12 @@ async def test_disconnect_during_provisioning_leaves_nothing_half_made(
         writer.write(connect_packet("gone", None))
         writer.transport.abort()
     await wait_until(lambda: _no_sockets(gateway))  # every vanished connection has been dealt with
-    devices = await ok(api.get("/v1/tenants/acme/devices"))
+    devices = (await ok(api.get("/v1/tenants/acme/devices")))["devices"]
     if devices:  # either the whole device with both credentials, or nothing
         creds = await gateway.registry.credentials.list("acme", "flaky")
         assert sorted(c.kind.value for c in creds) == ["token", "x509"]
     assert await tls_connack(gateway, device) == ACCEPTED
-    assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["flaky"]
+    assert [d["id"] for d in (await ok(api.get("/v1/tenants/acme/devices")))["devices"]] == ["flaky"]
 
 
 async def _no_sockets(gateway: Gateway) -> bool:
@@ -266,7 +269,7 @@ async def test_certificate_attacks_are_refused(gateway: Gateway, api: httpx.Asyn
     for name, cert in cases.items():
         reply = await tls_connack(gateway, cert)
         assert reply in (REFUSED, "tls_refused"), (name, reply)
-    assert await ok(api.get("/v1/tenants/acme/devices")) == []
+    assert (await ok(api.get("/v1/tenants/acme/devices")))["devices"] == []
 
 
 async def test_invalid_template_results_are_refused(gateway: Gateway, api: httpx.AsyncClient, tmp_path: Path) -> None:
@@ -280,7 +283,7 @@ async def test_invalid_template_results_are_refused(gateway: Gateway, api: httpx
     assert await tls_connack(gateway, make_device_cert(tmp_path, org_ca, "no-org")) == REFUSED
     named = make_device_cert(tmp_path, org_ca, "x", organization="acme-plant-7", stem="named")
     assert await tls_connack(gateway, named) == ACCEPTED
-    assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["acme-plant-7"]
+    assert [d["id"] for d in (await ok(api.get("/v1/tenants/acme/devices")))["devices"]] == ["acme-plant-7"]
     assert (await metrics(api))["connectsRefused"] == {"invalid_template_result": 6}
 
 
@@ -291,7 +294,7 @@ async def test_certificate_of_tenant_a_with_token_of_tenant_b(
     await add_ca(api, "tenant-a", ca, autoProvisioningEnabled=True)
     b_token = await make_device(api, "tenant-b", "b-device")
     assert await tls_connack(gateway, make_device_cert(tmp_path, ca, "a-device"), username=b_token) == REFUSED
-    assert await ok(api.get("/v1/tenants/tenant-a/devices")) == []  # nothing provisioned on the way
+    assert (await ok(api.get("/v1/tenants/tenant-a/devices")))["devices"] == []  # nothing provisioned on the way
     assert (await metrics(api))["connectsRefused"] == {"credential_mismatch": 1}
     assert (await connection(api, "tenant-b", "b-device"))["connected"] is False
 
@@ -350,7 +353,7 @@ async def test_deleted_device_is_not_silently_reprovisioned(
     assert [s["deviceId"] for s in stones] == ["ghost"]
     await ok(api.delete(f"/v1/tenants/acme/tombstones/{stones[0]['fingerprint']}"), 204)
     assert await tls_connack(gateway, device) == ACCEPTED
-    assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["ghost"]
+    assert [d["id"] for d in (await ok(api.get("/v1/tenants/acme/devices")))["devices"]] == ["ghost"]
 
 
 async def test_tenant_device_quota(gateway: Gateway, api: httpx.AsyncClient, tmp_path: Path) -> None:
@@ -359,7 +362,7 @@ async def test_tenant_device_quota(gateway: Gateway, api: httpx.AsyncClient, tmp
     await ok(api.post("/v1/tenants/acme/trusted-cas", json={"cert": ca.pem, "autoProvisioningEnabled": True}), 201)
     assert await tls_connack(gateway, make_device_cert(tmp_path, ca, "first")) == ACCEPTED
     assert await tls_connack(gateway, make_device_cert(tmp_path, ca, "second")) == REFUSED
-    assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["first"]
+    assert [d["id"] for d in (await ok(api.get("/v1/tenants/acme/devices")))["devices"]] == ["first"]
     assert (await metrics(api))["connectsRefused"] == {"device_quota": 1}
 
 
@@ -369,7 +372,7 @@ async def test_per_ca_provisioning_rate(gateway: Gateway, api: httpx.AsyncClient
     certs = [make_device_cert(tmp_path, ca, f"r{i}") for i in range(3)]
     results = [await tls_connack(gateway, cert) for cert in certs]
     assert results == [ACCEPTED, ACCEPTED, REFUSED]
-    assert len(await ok(api.get("/v1/tenants/acme/devices"))) == 2
+    assert len((await ok(api.get("/v1/tenants/acme/devices")))["devices"]) == 2
     assert (await metrics(api))["connectsRefused"] == {"provisioning_rate_limited": 1}
     # the limit is on creating identities: known devices connect as often as they like
     assert [await tls_connack(gateway, certs[0], client_id=f"k{i}") for i in range(3)] == [ACCEPTED] * 3
@@ -385,7 +388,7 @@ async def test_dry_run_answers_and_writes_nothing(gateway: Gateway, api: httpx.A
     check = await ok(api.post("/v1/tenants/acme/trusted-cas/check", json={"cert": device.pem}))
     assert check["decision"] == "provisioned" and check["matchedCa"]["id"] == created["id"]
     assert check["chainValid"] is True and check["deviceId"] == "dev-k1" and check["authId"] == "CN=k1"
-    assert await ok(api.get("/v1/tenants/acme/devices")) == []  # nothing written
+    assert (await ok(api.get("/v1/tenants/acme/devices")))["devices"] == []  # nothing written
     assert await tls_connack(gateway, device) == ACCEPTED
     again = await ok(api.post("/v1/tenants/acme/trusted-cas/check", json={"cert": device.pem}))
     assert again["decision"] == "accepted" and again["existingDevice"] is True
@@ -432,7 +435,7 @@ async def test_intermediate_ca_with_its_chain(gateway: Gateway, api: httpx.Async
     assert await tls_connack(gateway, make_device_cert(tmp_path, intermediate, "via-int")) == ACCEPTED
     # a device issued by the root directly is not trusted: the anchor is the intermediate
     assert await tls_connack(gateway, make_device_cert(tmp_path / "r", root, "via-root")) in (REFUSED, "tls_refused")
-    assert [d["id"] for d in await ok(api.get("/v1/tenants/acme/devices"))] == ["via-int"]
+    assert [d["id"] for d in (await ok(api.get("/v1/tenants/acme/devices")))["devices"]] == ["via-int"]
 
 
 async def test_tls_refusals_are_logged_and_counted(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI
 
 from ..kp1.whitelist import WhitelistError
-from . import commands, credentials, data, devices, errors, metadata, service_accounts, tenants, trusted_cas
+from . import commands, credentials, data, devices, errors, groups, metadata, service_accounts, tenants, trusted_cas
 from .deps import GatewayDep, require_admin
 from .errors import BadRequest
 from .limits import BodySizeLimit
@@ -38,6 +38,7 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         devices.rendezvous,
         commands.router,
         data.router,
+        groups.router,
     )
     for router in routers:
         app.include_router(router, dependencies=guard)

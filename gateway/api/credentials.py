@@ -45,7 +45,9 @@ async def _delete(gw: GatewayDep, tenant: str, device: str, kind: CredentialKind
 async def issue_token(
     tenant: str, device: str, gw: GatewayDep, body: Annotated[TokenIn | None, Body()] = None
 ) -> TokenOut:
-    credential = await gw.registry.credentials.issue_token(tenant, device, body.token if body else None)
+    credential = await gw.registry.credentials.issue_token(
+        tenant, device, body.token if body else None, node=gw.settings.node_id
+    )
     return TokenOut.of(credential)
 
 

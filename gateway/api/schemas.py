@@ -18,6 +18,7 @@ from registry.models import (
     CredentialState,
     Device,
     DeviceState,
+    Group,
     Tenant,
     TrustedCa,
 )
@@ -108,6 +109,20 @@ class DevicePatch(Body):
     app_version: AppVersion | None = None
     attributes: Attributes | None = None
     enabled: bool | None = None
+    state: DeviceState | None = Field(None, description="an operator transition: provisioned -> registered")
+
+
+class HistoryEntryOut(Body):
+    at: datetime
+    event: str
+    detail: dict[str, Any]
+
+
+class DeviceTombstoneOut(Body):
+    id: str
+    group: str
+    app_version: str | None
+    deleted_at: datetime
 
 
 class DeviceOut(Body):
@@ -121,6 +136,10 @@ class DeviceOut(Body):
     auto_provisioned: bool
     created_at: datetime
     updated_at: datetime
+    config_applied: str | None = Field(description="the group policy (config id) it last applied")
+    config_assigned: str | None = Field(description="its group's current config id")
+    policy_pending: bool = Field(description="its group's current policy is not the one it applied")
+    config_error: dict[str, Any] | None = Field(description="its last failed apply")
 
     @classmethod
     def of(cls, d: Device) -> DeviceOut:
@@ -135,7 +154,16 @@ class DeviceOut(Body):
             auto_provisioned=d.auto_provisioned,
             created_at=d.created_at,
             updated_at=d.updated_at,
+            config_applied=d.config_applied,
+            config_assigned=d.config_assigned,
+            policy_pending=d.policy_pending,
+            config_error=d.config_error,
         )
+
+
+class DevicePageOut(Body):
+    devices: list[DeviceOut]
+    next: str | None = Field(description="pass as `after` for the next page; null on the last")
 
 
 class TokenIn(Body):
@@ -465,3 +493,50 @@ class LastDataOut(Body):
     messages: int
     """Data messages accepted from the device since this node started (or since its entry was evicted)."""
     samples: int
+
+
+class GroupIn(Body):
+    id: Id
+    description: str = Field("", max_length=1024)
+
+
+class GroupPatch(Body):
+    id: Id | None = Field(None, description="a new id: the group's devices and CAs follow")
+    description: str | None = Field(None, max_length=1024)
+
+
+class GroupOut(Body):
+    id: str
+    description: str
+    config_id: str
+    devices: int
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, g: Group) -> GroupOut:
+        return cls(
+            id=g.id,
+            description=g.description,
+            config_id=g.config_id,
+            devices=g.devices,
+            created_at=g.created_at,
+            updated_at=g.updated_at,
+        )
+
+
+class GroupMoveIn(Body):
+    devices: list[Id] = Field(min_length=1, max_length=10_000)
+
+
+class GroupMoveOut(Body):
+    moved: list[str]
+
+
+class PolicyOut(Body):
+    config_id: str
+    config: dict[str, Any]
+
+    @classmethod
+    def of(cls, g: Group) -> PolicyOut:
+        return cls(config_id=g.config_id, config=g.config)

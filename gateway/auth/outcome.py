@@ -41,6 +41,7 @@ class Refusal(StrEnum):
     PROVISIONING_RATE = "provisioning_rate_limited"
     INVALID_TEMPLATE_RESULT = "invalid_template_result"
     DEVICE_ID_TAKEN = "device_id_taken"
+    DEVICE_ID_DELETED = "device_id_deleted"
     TOKEN_TAKEN = "token_taken"
     PROVISIONING_CONFLICT = "conflict"
 

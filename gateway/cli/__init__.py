@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import admin, pki, serve
+from . import admin, groups, pki, serve
 
 app = typer.Typer(
     name="mqtt-gateway",
@@ -14,7 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
-for sub in [*admin.groups(), pki.ca, pki.pki]:
+for sub in [*admin.groups(), groups.group, pki.ca, pki.pki]:
     app.add_typer(sub)
 
 

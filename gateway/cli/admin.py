@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 import typer
 from rich.console import Console
@@ -52,7 +53,7 @@ def service_account_delete(
     run(data_dir, "DELETE", f"/v1/tenants/{tenant_id}/service-accounts/{account_id}")
 
 
-def _print(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
+def show(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
     if as_json or columns is None:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -87,23 +88,23 @@ DEVICE_COLUMNS = ["id", "group", "appVersion", "state", "enabled", "attributes"]
 @tenant.command("create")
 def tenant_create(id: str, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
     """Create tenant ID."""
-    _print(run(data_dir, "POST", "/v1/tenants", {"id": id}), as_json, TENANT_COLUMNS)
+    show(run(data_dir, "POST", "/v1/tenants", {"id": id}), as_json, TENANT_COLUMNS)
 
 
 @tenant.command("list")
 def tenant_list(data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
-    _print(run(data_dir, "GET", "/v1/tenants"), as_json, TENANT_COLUMNS)
+    show(run(data_dir, "GET", "/v1/tenants"), as_json, TENANT_COLUMNS)
 
 
 @tenant.command("disable")
 def tenant_disable(id: str, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
     """Refuse the tenant's devices and close their sessions."""
-    _print(run(data_dir, "PATCH", f"/v1/tenants/{id}", {"enabled": False}), as_json, TENANT_COLUMNS)
+    show(run(data_dir, "PATCH", f"/v1/tenants/{id}", {"enabled": False}), as_json, TENANT_COLUMNS)
 
 
 @tenant.command("enable")
 def tenant_enable(id: str, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
-    _print(run(data_dir, "PATCH", f"/v1/tenants/{id}", {"enabled": True}), as_json, TENANT_COLUMNS)
+    show(run(data_dir, "PATCH", f"/v1/tenants/{id}", {"enabled": True}), as_json, TENANT_COLUMNS)
 
 
 @tenant.command("delete")
@@ -123,16 +124,63 @@ def device_create(
     as_json: JsonOption = False,
 ) -> None:
     body = {"id": device_id, "group": group, "appVersion": app_version, "attributes": _attrs(attr or [])}
-    _print(run(data_dir, "POST", f"/v1/tenants/{tenant_id}/devices", body), as_json, DEVICE_COLUMNS)
+    show(run(data_dir, "POST", f"/v1/tenants/{tenant_id}/devices", body), as_json, DEVICE_COLUMNS)
 
 
 @device.command("list")
 def device_list(
     tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
+    limit: Annotated[int, typer.Option("--limit", help="devices per page (1-1000)")] = 100,
+    after: Annotated[str | None, typer.Option("--after", help="the `next` cursor of the previous page")] = None,
+    all_pages: Annotated[bool, typer.Option("--all", help="every page, one after the other")] = False,
+    group: Annotated[str | None, typer.Option("--group", help="in this group")] = None,
+    state: Annotated[str | None, typer.Option("--state", help="enrolled, registered or provisioned")] = None,
+    enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="enabled or disabled ones")] = None,
+    connected: Annotated[bool | None, typer.Option("--connected/--not-connected", help="connected now, or not")] = None,
+    app_version: Annotated[str | None, typer.Option("--app-version", help="with this app version")] = None,
+    auto_provisioned: Annotated[
+        bool | None, typer.Option("--auto-provisioned/--not-auto-provisioned", help="made by auto-provisioning, or not")
+    ] = None,
+    attr: Annotated[list[str] | None, typer.Option("--attr", help="attribute key=value, repeatable")] = None,
+    metadata: Annotated[list[str] | None, typer.Option("--metadata", help="metadata key=value, repeatable")] = None,
+    last_seen_before: Annotated[str | None, typer.Option("--last-seen-before", help="ISO time")] = None,
+    last_seen_after: Annotated[str | None, typer.Option("--last-seen-after", help="ISO time")] = None,
+    q: Annotated[str | None, typer.Option("--q", help="device id prefix")] = None,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    _print(run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices"), as_json, DEVICE_COLUMNS)
+    """List devices a page at a time (the cursor of the next page is printed last), filtered."""
+    params: dict[str, Any] = {
+        "limit": limit,
+        "group": group,
+        "state": state,
+        "enabled": _flag(enabled),
+        "connected": _flag(connected),
+        "appVersion": app_version,
+        "autoProvisioned": _flag(auto_provisioned),
+        "lastSeenBefore": last_seen_before,
+        "lastSeenAfter": last_seen_after,
+        "q": q,
+    }
+    params |= {f"attr.{k}": v for k, v in _attrs(attr or []).items()}
+    params |= {f"metadata.{k}": v for k, v in _attrs(metadata or []).items()}
+    cursor = after
+    while True:
+        query = {k: v for k, v in {**params, "after": cursor}.items() if v is not None}
+        page = run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices?{urlencode(query)}")
+        if as_json:
+            typer.echo(json.dumps(page["devices"] if all_pages else page, indent=None if all_pages else 2))
+        else:
+            show(page["devices"], False, DEVICE_COLUMNS)
+        cursor = page["next"]
+        if not all_pages or cursor is None:
+            break
+    if not as_json:
+        typer.echo(f"next: {cursor}" if cursor else "next: - (last page)")
+
+
+def _flag(value: bool | None) -> str | None:
+    return None if value is None else str(value).lower()
 
 
 @device.command("get")
@@ -142,7 +190,7 @@ def device_get(
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    _print(run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices/{device_id}"), as_json, DEVICE_COLUMNS)
+    show(run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices/{device_id}"), as_json, DEVICE_COLUMNS)
 
 
 @device.command("status")
@@ -152,12 +200,12 @@ def device_status(
     data_dir: DataDirOption = None,
 ) -> None:
     """Connection status and log, as JSON."""
-    _print(run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices/{device_id}/connection"), True)
+    show(run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices/{device_id}/connection"), True)
 
 
 def _set_device(data_dir: Any, tenant_id: str, device_id: str, enabled: bool, as_json: bool) -> None:
     body = {"enabled": enabled}
-    _print(run(data_dir, "PATCH", f"/v1/tenants/{tenant_id}/devices/{device_id}", body), as_json, DEVICE_COLUMNS)
+    show(run(data_dir, "PATCH", f"/v1/tenants/{tenant_id}/devices/{device_id}", body), as_json, DEVICE_COLUMNS)
 
 
 @device.command("disable")
@@ -213,7 +261,7 @@ def token_set_state(
     as_json: JsonOption = False,
 ) -> None:
     result = run(data_dir, "PATCH", f"/v1/tenants/{tenant_id}/tokens/{value}", {"state": state})
-    _print(result, as_json, ["token", "device", "state", "lastUsedAt"])
+    show(result, as_json, ["token", "device", "state", "lastUsedAt"])
 
 
 @token.command("list")
@@ -224,7 +272,7 @@ def token_list(
     as_json: JsonOption = False,
 ) -> None:
     result = run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices/{device_id}/tokens")
-    _print(result, as_json, ["token", "state", "createdAt", "lastUsedAt"])
+    show(result, as_json, ["token", "state", "createdAt", "lastUsedAt"])
 
 
 @password.command("set")
@@ -243,4 +291,4 @@ def password_set(
     result = run(
         data_dir, "PUT", f"/v1/tenants/{tenant_id}/devices/{device_id}/passwords/{auth_id}", {"password": secret}
     )
-    _print(result, as_json, ["authId", "username", "state", "lastUsedAt"])
+    show(result, as_json, ["authId", "username", "state", "lastUsedAt"])

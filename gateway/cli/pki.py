@@ -12,7 +12,7 @@ import typer
 from pki.devca import write_ca, write_device_cert
 from pki.templates import DEFAULT_AUTH_ID_TEMPLATE, DEFAULT_DEVICE_ID_TEMPLATE
 
-from .admin import JsonOption, _print
+from .admin import JsonOption, show
 from .client import run
 from .serve import DataDirOption
 
@@ -57,12 +57,12 @@ def ca_add(
         "appVersion": app_version,
         "provisioningRatePerMinute": rate,
     }
-    _print(run(data_dir, "POST", f"/v1/tenants/{tenant_id}/trusted-cas", body), as_json, CA_COLUMNS)
+    show(run(data_dir, "POST", f"/v1/tenants/{tenant_id}/trusted-cas", body), as_json, CA_COLUMNS)
 
 
 @ca.command("list")
 def ca_list(tenant_id: TenantArg, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
-    _print(run(data_dir, "GET", f"/v1/tenants/{tenant_id}/trusted-cas"), as_json, CA_COLUMNS)
+    show(run(data_dir, "GET", f"/v1/tenants/{tenant_id}/trusted-cas"), as_json, CA_COLUMNS)
 
 
 @ca.command("remove")

@@ -7,7 +7,10 @@ below one of a device's tokens. Both split the same four-level head (`head`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+
+from ..mqtt.subscriptions import topic_matches
 
 KP1 = "kp1"
 MAX_REQUEST_ID = 2**31 - 1
@@ -63,3 +66,18 @@ def device_may_use(tokens: frozenset[str], topic: str) -> bool:
     if not rest or not app_version or not extension or app_version in _WILDCARDS or extension in _WILDCARDS:
         return False
     return token in tokens
+
+
+def topics_matched(filters: Iterable[str], extension: str, rest: str) -> Iterator[str]:
+    """The topics `kp1/<app version>/<extension>/<token>/<rest>` that `filters` (a device's, whose first
+    four levels are literal) match, one per app version and token: where the gateway pushes to a device
+    that observes (`command/<type>/status`, `config/json/status`)."""
+    seen = set()
+    for topic_filter in filters:
+        parts = head(topic_filter)
+        if parts is None or parts[1] != extension:
+            continue
+        topic = f"{KP1}/{parts[0]}/{extension}/{parts[2]}/{rest}"
+        if topic not in seen and topic_matches(topic, topic_filter):
+            seen.add(topic)
+            yield topic

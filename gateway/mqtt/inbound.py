@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from ..identity import DeviceIdentity, identity_of, owner_key
 from ..keyed_lock import KeyedLock
-from ..kp1 import cep, dcp
+from ..kp1 import cep, cmp, dcp
 from ..kp1 import topic as kp1_topic
 from ..kp1.epmp import RESOURCES
 from ..kp1.reply import Reply, error_reply
@@ -83,6 +83,14 @@ class Inbound:
                 return reply
 
             return True, self._ordered(identity, qos, answer_epmp, lambda: self._too_many(request, qos))
+        if extension == cmp.EXTENSION and services.policies is not None:
+            policies = services.policies
+            return True, self._ordered(
+                identity,
+                qos,
+                lambda: policies.device_request(session, identity, request, payload),
+                lambda: self._too_many(request, qos),
+            )
         if extension == cep.EXTENSION and services.commands is not None:
             commands = services.commands
             return True, self._ordered(
@@ -143,23 +151,32 @@ class Inbound:
     def subscribed(self, session: ClientSession, granted: list[tuple[str, int]]) -> None:
         for topic_filter, qos in granted:
             self._router.replay_retained(session.key, topic_filter, qos)
-        self._push_commands(session, self._fresh.pop(session.key, []))
+        self._listening(session, self._fresh.pop(session.key, []))
 
     def resumed(self, session: ClientSession) -> None:
-        """A persistent session back with its subscriptions: what was invoked while it was away."""
-        self._push_commands(session, list(self._router.index.filters_of(session.key)))
+        """A persistent session back with its subscriptions: what was invoked (or changed) while it was away."""
+        self._listening(session, list(self._router.index.filters_of(session.key)))
 
-    def _push_commands(self, session: ClientSession, filters: list[str]) -> None:
-        """Outstanding commands for a device that now listens where commands arrive (a new filter, not
-        the same one again), in its request order and under its pending-request bound."""
-        commands, identity = self._services.commands, identity_of(session)
-        if commands is None or identity is None or identity.is_service or not commands.carries_commands(filters):
+    def _listening(self, session: ClientSession, filters: list[str]) -> None:
+        """A device now listens where commands or its group's policy arrive (a new filter, not the same
+        one again): it is sent its outstanding commands and its policy, in its request order and under
+        its pending-request bound."""
+        identity = identity_of(session)
+        if identity is None or identity.is_service or not filters:
             return
+        commands, policies = self._services.commands, self._services.policies
+        if commands is not None and commands.carries_commands(filters):
 
-        async def push() -> None:
-            await commands.push_outstanding(session, identity)
+            async def push_commands() -> None:
+                await commands.push_outstanding(session, identity, filters)
 
-        self._ordered(identity, 0, push, lambda: None)
+            self._ordered(identity, 0, push_commands, lambda: None)
+        if policies is not None and policies.carries_config(filters):
+
+            async def push_policy() -> None:
+                await policies.push_to(session, identity, filters)
+
+            self._ordered(identity, 0, push_policy, lambda: None)
 
     def unsubscribe(self, session: ClientSession, topic_filter: str) -> None:
         self._router.unsubscribe(session.key, topic_filter)
