@@ -34,6 +34,7 @@ from tests.wire import RawClient, connect_packet, publish_packet, subscribe_pack
 
 from .data_commands import command_trips, data_rate
 from .fleet import round_trips, storm
+from .imports import import_workload
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -242,6 +243,7 @@ class Options:
     seconds: float
     fleet: int
     storm_limit: float
+    import_rows: int = 100_000
 
 
 Workload = tuple[str, Callable[[], Awaitable[float]]]
@@ -297,6 +299,10 @@ async def measure(kind: str, o: Options) -> dict[str, tuple[float, float, float]
                 "9. command round trips, REST, 10 devices /s",
                 lambda: command_trips(s.info, seconds, gateway=True, rest=True),
             )
+            imported = await import_workload(s.info, o.import_rows)
+            out[f"10. CSV import, {o.import_rows:,} token rows /s"] = (imported["rows_per_s"], 0.0, 0.0)
+            out["10. CONNECT p99 ms before the import"] = (imported["p99_before"], 0.0, 0.0)
+            out["10. CONNECT p99 ms during the import"] = (imported["p99_during"], 0.0, 0.0)
         small, _ = await storm(s.info["mqtt"], fleet_tokens[:100], limit_seconds=o.storm_limit)
         await run("3. round trips, 10 devices, 100 idle /s", trips)
         await small.close()
@@ -344,7 +350,7 @@ def main() -> None:
     o = Options(args.seconds, args.fleet, storm_limit=120.0)
     sizes = (1_000, 1_000_000)
     if args.quick:
-        o = Options(0.5, 200, storm_limit=20.0)
+        o = Options(0.5, 200, storm_limit=20.0, import_rows=2_000)
         sizes = (100, 2_000)
     results = {kind: asyncio.run(measure(kind, o)) for kind in ("amqtt", "gateway")}
     if shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists():

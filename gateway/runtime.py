@@ -24,6 +24,7 @@ from .data import DataCollection
 from .datadir import DataDirLock, claim
 from .events import EventDispatcher
 from .identity import DeviceIdentity
+from .imports import ImportRunner
 from .kp1.epmp import Epmp
 from .kp1.whitelist import load_whitelist
 from .management import Management
@@ -80,6 +81,7 @@ class Gateway:
         self.broker: GatewayBroker | None = None
         self.events: EventDispatcher | None = None
         self.commands: CommandService | None = None
+        self.imports: ImportRunner | None = None
         self.tls: ServerTls | None = None
         self.admin_token = ""
         self.admin_token_created = False
@@ -128,6 +130,8 @@ class Gateway:
         self.services.commands = self.commands
         self.commands.start()
         self.services.policies = PolicyService(self.registry, s, self.broker)
+        self.imports = ImportRunner(self.registry, s, self.services.hasher)
+        await self.imports.start()
         self.events = EventDispatcher(self.broker, self.registry, retention_hours=s.event_retention_hours)
         self.events.start()
         self.ports = {spec.name: self.broker.bound_port(spec.name) for spec in listeners}
@@ -189,6 +193,8 @@ class Gateway:
                 await asyncio.wait_for(self._api_task, timeout=10)
         if self.events is not None:
             await self.events.stop()
+        if self.imports is not None:  # a chunk being written is rolled back; a restart resumes the job
+            await self.imports.stop()
         if self.broker is not None:
             await self.broker.shutdown()
         await self.registry.close()

@@ -124,6 +124,8 @@ class GatewaySettings(BaseSettings):
     )
     # -- fleet management ---------------------------------------------------------------------------
     policy_max_bytes: int = Field(65_536, ge=64, description="a group's policy (7/CMP configuration), as JSON")
+    import_max_bytes: int = Field(67_108_864, ge=1024, description="a CSV uploaded to POST .../device-imports")
+    import_max_rows: int = Field(1_000_000, ge=1, description="data rows in one device import")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio",

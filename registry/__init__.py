@@ -11,6 +11,7 @@ from .database import Database
 from .devices import DeviceStore
 from .errors import Conflict, Invalid, LimitReached, NotFound, RegistryError
 from .groups import GroupStore
+from .imports import ImportStore
 from .metadata import MetadataStore
 from .outbox import OutboxStore
 from .provisioning import ProvisioningStore
@@ -37,6 +38,7 @@ class Registry:
         self.outbox = OutboxStore(self.db)
         self.commands = CommandStore(self.db)
         self.groups = GroupStore(self.db)
+        self.imports = ImportStore(self.db)
 
     async def open(self) -> Registry:
         await self.db.open()

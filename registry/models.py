@@ -120,6 +120,42 @@ class DeviceTombstone(Record):
     deleted_at: datetime
 
 
+class ImportState(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def open(self) -> bool:
+        return self in (ImportState.QUEUED, ImportState.RUNNING)
+
+
+class ImportJob(Record):
+    id: str
+    tenant_id: str
+    state: ImportState
+    total: int
+    processed: int
+    created: int
+    unchanged: int
+    failed: int
+    password_rows: int
+    message: str | None
+    tokens: str
+    """none | available (a one-time download of the generated tokens) | downloaded"""
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None
+
+
+class ImportRowError(Record):
+    row: int
+    device_id: str | None
+    message: str
+
+
 class Command(Record):
     """An 11/CEP command: `payload` and `result` are any JSON value."""
 

@@ -179,3 +179,4 @@ async def test_tenant_device_limit(api: httpx.AsyncClient) -> None:
     await ok(api.post("/v1/tenants/acme/devices", json={"id": "d1"}), 201)
     r = await api.post("/v1/tenants/acme/devices", json={"id": "d2"})
     assert r.status_code == 409 and "limit" in r.json()["message"]
+

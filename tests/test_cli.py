@@ -146,3 +146,35 @@ async def test_policy_files_follow_the_apis_json_rules(gateway: Gateway, tmp_pat
         assert r.returncode == 1 and "Traceback" not in r.stderr and name in r.stderr, (name, r.stderr)
     r = await cli(gateway, "group", "policy", "get", "acme", "default")
     assert json.loads(r.stdout)["config"] == {}
+
+
+async def test_device_import_reports_and_writes_tokens_privately(gateway: Gateway, tmp_path: Path) -> None:
+    await cli(gateway, "tenant", "create", "acme")
+    template = await cli(gateway, "device", "import", "acme", "--template")
+    assert template.returncode == 0 and template.stdout.startswith("deviceId,group,appVersion,credential")
+    csv = tmp_path / "fleet.csv"
+    csv.write_text("deviceId,credential\nd1,token:generate\nd2,token:generate\nbad id,\n")
+    out = tmp_path / "tokens.csv"
+    r = await cli(gateway, "device", "import", "acme", str(csv), "--tokens-out", str(out))
+    assert r.returncode == 1, r.stderr  # one row failed: the job succeeded, the import did not fully
+    assert "3 rows, 2 created, 0 unchanged, 1 failed" in r.stdout and "row 4: bad id: invalid deviceId" in r.stdout
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert [line.split(",")[0] for line in out.read_text().splitlines()] == ["deviceId", "d1", "d2"]
+    again = await cli(gateway, "device", "import", "acme", str(csv), "--json")
+    assert again.returncode == 1 and json.loads(again.stdout)["unchanged"] == 2
+
+
+async def test_an_unwritable_tokens_out_stops_before_anything_is_uploaded(gateway: Gateway, tmp_path: Path) -> None:
+    """The tokens used to be downloaded (once) before the file was opened: a bad path lost them for good."""
+    await cli(gateway, "tenant", "create", "acme")
+    csv = tmp_path / "fleet.csv"
+    csv.write_text("deviceId,credential\nd1,token:generate\n")
+    r = await cli(gateway, "device", "import", "acme", str(csv), "--tokens-out", str(tmp_path / "no" / "dir.csv"))
+    assert r.returncode == 2 and "cannot write --tokens-out" in r.stderr and "Traceback" not in r.stderr
+    jobs = await cli(gateway, "device", "list", "acme", "--json")
+    assert json.loads(jobs.stdout)["devices"] == []  # nothing was imported
+    loose = tmp_path / "loose.csv"
+    loose.write_text("old")
+    loose.chmod(0o644)
+    r = await cli(gateway, "device", "import", "acme", str(csv), "--tokens-out", str(loose))
+    assert r.returncode == 0 and loose.stat().st_mode & 0o777 == 0o600 and "d1," in loose.read_text()

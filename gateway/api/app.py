@@ -7,7 +7,19 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI
 
 from ..kp1.whitelist import WhitelistError
-from . import commands, credentials, data, devices, errors, groups, metadata, service_accounts, tenants, trusted_cas
+from . import (
+    commands,
+    credentials,
+    data,
+    devices,
+    errors,
+    groups,
+    imports,
+    metadata,
+    service_accounts,
+    tenants,
+    trusted_cas,
+)
 from .deps import GatewayDep, require_admin
 from .errors import BadRequest
 from .limits import BodySizeLimit
@@ -39,6 +51,8 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         commands.router,
         data.router,
         groups.router,
+        imports.router,
+        imports.template,
     )
     for router in routers:
         app.include_router(router, dependencies=guard)
@@ -61,5 +75,9 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
     async def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    app.add_middleware(BodySizeLimit, max_bytes=gateway.settings.api_max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        max_bytes=gateway.settings.api_max_body_bytes,
+        larger={imports.PATH_PATTERN: gateway.settings.import_max_bytes},
+    )
     return app

@@ -27,6 +27,7 @@ _CODES = {
     409: "conflict",
     413: "payload_too_large",
     422: "invalid",
+    410: "gone",
     429: "too_many_requests",
     504: "timeout",
 }

@@ -38,9 +38,15 @@ class ApiClient:
             base_url=f"http://{host}:{ports['api']}", headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
 
-    def call(self, method: str, path: str, body: Any = None) -> Any:
+    def call(
+        self, method: str, path: str, body: Any = None, *, content: bytes | None = None, text: bool = False
+    ) -> Any:
+        """JSON in and out; `content` sends raw bytes (a CSV), `text` returns the body as text."""
         try:
-            response = self._http.request(method, path, json=body)
+            if content is not None:
+                response = self._http.request(method, path, content=content, headers={"Content-Type": "text/csv"})
+            else:
+                response = self._http.request(method, path, json=body)
         except httpx.HTTPError as exc:
             raise ApiError(f"cannot reach the gateway API: {exc}") from None
         if response.status_code >= 400:
@@ -50,12 +56,16 @@ class ApiClient:
             except ValueError:
                 message = response.text
             raise ApiError(f"{response.status_code}: {message}")
+        if text:
+            return response.text
         return None if response.status_code == 204 or not response.content else response.json()
 
 
-def run(data_dir: Path | None, method: str, path: str, body: Any = None) -> Any:
+def run(
+    data_dir: Path | None, method: str, path: str, body: Any = None, *, content: bytes | None = None, text: bool = False
+) -> Any:
     try:
-        return ApiClient(data_dir_of(data_dir)).call(method, path, body)
+        return ApiClient(data_dir_of(data_dir)).call(method, path, body, content=content, text=text)
     except ApiError as exc:
         typer.echo(f"mqtt-gateway: {exc}", err=True)
         raise typer.Exit(1) from None
