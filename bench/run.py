@@ -32,6 +32,7 @@ from rich.table import Table
 
 from tests.wire import RawClient, connect_packet, publish_packet, subscribe_packet
 
+from .api import api_rate
 from .data_commands import command_trips, data_rate
 from .fleet import round_trips, storm
 from .imports import import_workload
@@ -299,6 +300,7 @@ async def measure(kind: str, o: Options) -> dict[str, tuple[float, float, float]
                 "9. command round trips, REST, 10 devices /s",
                 lambda: command_trips(s.info, seconds, gateway=True, rest=True),
             )
+            await run("11. API requests, one kept-alive connection /s", lambda: api_rate(s.info, seconds))
             imported = await import_workload(s.info, o.import_rows)
             out[f"10. CSV import, {o.import_rows:,} token rows /s"] = (imported["rows_per_s"], 0.0, 0.0)
             out["10. CONNECT p99 ms before the import"] = (imported["p99_before"], 0.0, 0.0)

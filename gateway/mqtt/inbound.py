@@ -83,20 +83,13 @@ class Inbound:
                 return reply
 
             return True, self._ordered(identity, qos, answer_epmp, lambda: self._too_many(request, qos))
-        if extension == cmp.EXTENSION and services.policies is not None:
-            policies = services.policies
+        handler = {cmp.EXTENSION: services.policies, cep.EXTENSION: services.commands}.get(extension)
+        if handler is not None:  # 7/CMP and 11/CEP: requests that read or write the registry
+            extension_handler = handler
             return True, self._ordered(
                 identity,
                 qos,
-                lambda: policies.device_request(session, identity, request, payload),
-                lambda: self._too_many(request, qos),
-            )
-        if extension == cep.EXTENSION and services.commands is not None:
-            commands = services.commands
-            return True, self._ordered(
-                identity,
-                qos,
-                lambda: commands.device_request(session, identity, request, payload),
+                lambda: extension_handler.device_request(session, identity, request, payload),
                 lambda: self._too_many(request, qos),
             )
         if services.data is not None:
