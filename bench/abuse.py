@@ -23,7 +23,7 @@ from rich.table import Table
 
 from tests.wire import RawClient, connect_packet, publish_packet, subscribe_many, subscribe_packet
 
-from .run import Server
+from .server_process import Server
 
 
 async def _connected(port: int, client_id: str, username: str) -> RawClient:

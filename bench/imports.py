@@ -22,6 +22,8 @@ from rich.table import Table
 
 from tests.wire import RawClient, connect_packet
 
+from .server_process import Server
+
 
 async def _connect_ms(port: int, token: str, i: int) -> float:
     start = time.perf_counter()
@@ -92,8 +94,6 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rows", type=int, default=100_000)
     args = parser.parse_args()
-    from .run import Server
-
     server = Server("gateway", 0)
     try:
         result = asyncio.run(import_workload(server.info, args.rows))

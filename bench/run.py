@@ -13,18 +13,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import shutil
 import ssl
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import psutil
 from rich.console import Console
@@ -36,41 +32,7 @@ from .api import api_rate
 from .data_commands import command_trips, data_rate
 from .fleet import round_trips, storm
 from .imports import import_workload
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-class Server:
-    def __init__(self, kind: str, fleet: int = 0) -> None:
-        self.kind = kind
-        self._dir = tempfile.TemporaryDirectory()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", kind, self._dir.name, str(fleet)],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.info: dict[str, Any] = json.loads(self.proc.stdout.readline())
-        self.ps = psutil.Process(self.info.get("pid", self.proc.pid))
-
-    def cpu_seconds(self) -> float:
-        t = self.ps.cpu_times()
-        return float(t.user + t.system)
-
-    def rss_mb(self) -> float:
-        return float(self.ps.memory_info().rss) / 2**20
-
-    def close(self) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.close()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:  # stock amqtt takes minutes to shut down thousands of sessions
-            self.proc.kill()
-            self.proc.wait(10)
-        self._dir.cleanup()
+from .server_process import Server
 
 
 async def _loop(seconds: float, workers: int, one: Callable[[int], Awaitable[None]]) -> int:
