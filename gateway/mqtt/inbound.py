@@ -83,15 +83,16 @@ class Inbound:
                 return reply
 
             return True, self._ordered(identity, qos, answer_epmp, lambda: self._too_many(request, qos))
-        handler = {cmp.EXTENSION: services.policies, cep.EXTENSION: services.commands}.get(extension)
-        if handler is not None:  # 7/CMP and 11/CEP: requests that read or write the registry
-            extension_handler = handler
-            return True, self._ordered(
-                identity,
-                qos,
-                lambda: extension_handler.device_request(session, identity, request, payload),
-                lambda: self._too_many(request, qos),
-            )
+        if extension in (cmp.EXTENSION, cep.EXTENSION):  # requests that read or write the registry
+            handler = services.policies if extension == cmp.EXTENSION else services.commands
+            if handler is not None:
+                service = handler
+                return True, self._ordered(
+                    identity,
+                    qos,
+                    lambda: service.device_request(session, identity, request, payload),
+                    lambda: self._too_many(request, qos),
+                )
         if services.data is not None:
             if extension == dcp.EXTENSION:
                 self._reply(services.data.collect(identity, request, payload), qos)
