@@ -135,6 +135,14 @@ async def next_message(client: aiomqtt.Client, timeout: float = 2.0) -> aiomqtt.
         return None
 
 
+async def next_json(client: aiomqtt.Client, timeout: float = 3.0) -> tuple[str, Any]:
+    """(topic, JSON payload or None when empty) of the next message; fails the test if none comes."""
+    message = await next_message(client, timeout)
+    assert message is not None, "nothing arrived"
+    raw = bytes(message.payload)  # type: ignore[arg-type]
+    return str(message.topic), json.loads(raw) if raw else None
+
+
 async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout: float = 3.0) -> float:
     """Polls until predicate() is true; returns the seconds it took."""
     loop = asyncio.get_running_loop()

@@ -5,15 +5,23 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
-from typing import Any
 
-import aiomqtt
 import httpx
 import pytest
 
 from gateway.runtime import Gateway
 
-from .conftest import make_device, mqtt, next_message, ok, outbox_events, restarted_gateway, served_gateway, wait_until
+from .conftest import (
+    make_device,
+    mqtt,
+    next_json,
+    next_message,
+    ok,
+    outbox_events,
+    restarted_gateway,
+    served_gateway,
+    wait_until,
+)
 from .test_events import service_account
 from .wire import RawClient, connect_packet, subscribe_packet
 
@@ -22,13 +30,6 @@ RESULTS = "$gateway/commands/acme/+/+/result"
 
 def cex(token: str, rest: str, app_version: str = "v1") -> str:
     return f"kp1/{app_version}/cex/{token}/{rest}"
-
-
-async def _message(client: aiomqtt.Client, timeout: float = 3.0) -> tuple[str, Any]:
-    message = await next_message(client, timeout)
-    assert message is not None, "nothing arrived"
-    raw = bytes(message.payload)  # type: ignore[arg-type]
-    return str(message.topic), json.loads(raw) if raw else None
 
 
 async def _state(api: httpx.AsyncClient, command_id: int, device: str = "dev-1", kind: str = "reboot") -> str:
@@ -44,13 +45,13 @@ async def test_a_rest_command_round_trip(gateway: Gateway, api: httpx.AsyncClien
         call = asyncio.create_task(
             api.post("/v1/tenants/acme/devices/dev-1/commands/reboot", json={"payload": {"delay": 5}})
         )
-        topic, commands = await _message(device)  # pushed: the device subscribed, so it observes
+        topic, commands = await next_json(device)  # pushed: the device subscribed, so it observes
         assert topic == cex(token, "command/reboot/status")
         assert commands == [{"id": 1, "payload": {"delay": 5}}]
         assert await _state(api, 1) == "delivered"
         result = [{"id": 1, "statusCode": 200, "reasonPhrase": "rebooting", "payload": {"eta": 5}}]
         await device.publish(cex(token, "result/reboot/9"), json.dumps(result).encode(), qos=1)
-        assert await _message(device) == (cex(token, "result/reboot/9/status"), None)
+        assert await next_json(device) == (cex(token, "result/reboot/9/status"), None)
         r = await call
     assert r.status_code == 200, r.text
     assert r.json() == {
@@ -84,13 +85,13 @@ async def test_an_application_commands_over_mqtt(gateway: Gateway, api: httpx.As
         await app.publish(
             "$gateway/commands/acme/dev-1/open", b'{"id": 40, "payload": "door", "timeoutMs": 5000}', qos=1
         )
-        topic, commands = await _message(device)
+        topic, commands = await next_json(device)
         assert (topic, commands) == (cex(token, "command/open/status"), [{"id": 40, "payload": "door"}])
         await device.publish(cex(token, "result/open"), b'[{"id": 40, "statusCode": 500, "payload": "jammed"}]', qos=1)
-        topic, result = await _message(app)
+        topic, result = await next_json(app)
         # an id at or below the last one is refused, on the result topic
         await app.publish("$gateway/commands/acme/dev-1/open", b'{"id": 40, "payload": 1}', qos=1)
-        refused_topic, refused = await _message(app)
+        refused_topic, refused = await next_json(app)
         # and so is a command to a device of another tenant (the ACL drops it: no command is made)
         await app.publish("$gateway/commands/globex/dev-1/open", b'{"payload": 1}', qos=1)
     assert topic == "$gateway/commands/acme/dev-1/open/result"
@@ -110,14 +111,14 @@ async def test_a_command_for_an_offline_device_waits_until_it_asks(gateway: Gate
     async with mqtt(gateway, token) as device:
         # a request (here with observe off and a request id) answers with every outstanding command
         await device.subscribe(cex(token, "command/reboot/#"), qos=1)
-        topic, commands = await _message(device)  # subscribing delivers what waited
+        topic, commands = await next_json(device)  # subscribing delivers what waited
         assert commands == [{"id": 1, "payload": 1}] and topic == cex(token, "command/reboot/status")
         await device.publish(cex(token, "command/reboot/3"), b'{"observe": false}', qos=1)
-        assert await _message(device) == (cex(token, "command/reboot/3/status"), [{"id": 1, "payload": 1}])
+        assert await next_json(device) == (cex(token, "command/reboot/3/status"), [{"id": 1, "payload": 1}])
         await ok(api.post("/v1/tenants/acme/devices/dev-1/commands/reboot?wait=false", json={"payload": 2}), 202)
         assert await next_message(device, 0.5) is None  # observe off: not pushed
         await device.publish(cex(token, "command/reboot"), b"", qos=1)  # no request id: the status topic
-        topic, commands = await _message(device)
+        topic, commands = await next_json(device)
         assert topic == cex(token, "command/reboot/status")
         assert commands == [{"id": 1, "payload": 1}, {"id": 2, "payload": 2}]
         await device.publish(
@@ -144,12 +145,12 @@ async def test_an_unanswered_command_expires_at_its_timeout(gateway: Gateway, ap
         r = await api.post("/v1/tenants/acme/devices/dev-1/commands/reboot", json={"timeoutMs": 1000})
         assert r.status_code == 504, r.text
         assert r.json()["id"] == 1 and r.json()["state"] == "expired" and r.json()["error"] == "timeout"
-        _, result = await _message(app)
+        _, result = await next_json(app)
         assert result["state"] == "expired" and result["statusCode"] == 504
         await device.publish(cex(token, "result/reboot/5"), b'[{"id": 1, "statusCode": 200}]', qos=1)
-        topic, error = await _message(device, 3)
+        topic, error = await next_json(device, 3)
         while topic.endswith("command/reboot/status"):  # the push that came before
-            topic, error = await _message(device, 3)
+            topic, error = await next_json(device, 3)
     assert topic == cex(token, "result/reboot/5/error") and error["statusCode"] == 409
     assert "expired" in error["reasonPhrase"]
     assert await _state(api, 1) == "expired"
@@ -176,14 +177,14 @@ async def test_malformed_and_unknown_results_change_nothing_else(gateway: Gatewa
         ]
         for i, payload in enumerate(bad, start=1):
             await device.publish(cex(token, f"result/reboot/{i}"), payload, qos=1)
-            topic, error = await _message(device)
+            topic, error = await next_json(device)
             assert topic == cex(token, f"result/reboot/{i}/error") and error["statusCode"] == 400, (payload, error)
         assert await _state(api, 1) == "pending"  # none of it touched the command
         # an unknown id is reported; the known one in the same request is recorded
         await device.publish(
             cex(token, "result/reboot/20"), b'[{"id": 1, "statusCode": 200}, {"id": 77, "statusCode": 200}]', qos=1
         )
-        topic, error = await _message(device)
+        topic, error = await next_json(device)
         assert (
             topic == cex(token, "result/reboot/20/error")
             and error["statusCode"] == 404
@@ -192,16 +193,16 @@ async def test_malformed_and_unknown_results_change_nothing_else(gateway: Gatewa
         assert await _state(api, 1) == "succeeded"
         # the same result again (a redelivery) is fine; a different one for a finished command is 409
         await device.publish(cex(token, "result/reboot/21"), b'[{"id": 1, "statusCode": 200}]', qos=1)
-        assert await _message(device) == (cex(token, "result/reboot/21/status"), None)
+        assert await next_json(device) == (cex(token, "result/reboot/21/status"), None)
         await device.publish(cex(token, "result/reboot/22"), b'[{"id": 1, "statusCode": 500}]', qos=1)
-        topic, error = await _message(device)
+        topic, error = await next_json(device)
         assert error["statusCode"] == 409
         # unknown resources and types
         await device.publish(cex(token, "reboot/23"), b"[]", qos=1)
         await device.subscribe(cex(token, "#"), qos=1)
         for path, status in [("reboot/23", 404), ("command/bad.type/24", 400), ("command/25", 404)]:
             await device.publish(cex(token, path), b"", qos=1)
-            topic, error = await _message(device)
+            topic, error = await next_json(device)
             assert topic == cex(token, f"{path}/error") and error["statusCode"] == status, (path, error)
 
 
@@ -252,7 +253,7 @@ async def test_pending_commands_survive_a_crash(tmp_path: Path) -> None:
     await asyncio.sleep(1.1)  # blink's deadline passes while no gateway runs
     async with restarted_gateway(data_dir, "node-a") as gateway, mqtt(gateway, token) as device:
         await device.subscribe(cex(token, "command/reboot/status"), qos=1)
-        _topic, commands = await _message(device)
+        _topic, commands = await next_json(device)
         assert commands == [{"id": 1, "payload": "first"}, {"id": 2, "payload": "second"}]
         await device.publish(cex(token, "result/reboot"), b'[{"id": 1, "statusCode": 200}]', qos=1)
         async with httpx.AsyncClient(
@@ -294,7 +295,7 @@ async def test_a_data_flood_does_not_hold_up_another_devices_command(gateway: Ga
         call = asyncio.create_task(
             api.post("/v1/tenants/acme/devices/dev-1/commands/ping", json={"payload": 1, "timeoutMs": 10_000})
         )
-        await _message(device, 10)
+        await next_json(device, 10)
         await device.publish(cex(token, "result/ping"), b'[{"id": 1, "statusCode": 200}]', qos=1)
         r = await call
         assert not flooding.done()  # the round trip completed while the flood was still going
@@ -350,7 +351,7 @@ async def test_a_persistent_session_gets_what_was_invoked_while_it_was_away(
         await device.subscribe(cex(token, "command/+/status"), qos=1)
     await ok(api.post("/v1/tenants/acme/devices/dev-1/commands/reboot?wait=false", json={"payload": 7}), 202)
     async with mqtt(gateway, token, client_id="kettle", clean_session=False) as device:
-        topic, commands = await _message(device)
+        topic, commands = await next_json(device)
     assert (topic, commands) == (cex(token, "command/reboot/status"), [{"id": 1, "payload": 7}])
     assert await _state(api, 1) == "delivered"
 
@@ -362,7 +363,7 @@ async def test_command_ids_cannot_be_used_up_or_reused(gateway: Gateway, api: ht
         await app.subscribe(RESULTS, qos=1)
         # an id may jump at most 1,000,000 above the last: a type is not used up by one invocation
         await app.publish("$gateway/commands/acme/dev-1/idx", b'{"id": 2147483647, "payload": 1}', qos=1)
-        _, refused = await _message(app)
+        _, refused = await next_json(app)
         assert refused["state"] == "refused" and refused["statusCode"] == 409
         await app.publish("$gateway/commands/acme/dev-1/idx", b'{"id": 1000000, "payload": 1}', qos=1)
     assert await _state(api, 1_000_000, kind="idx") == "pending"
@@ -412,7 +413,7 @@ async def test_a_different_result_is_not_taken_for_the_same_one(gateway: Gateway
         for rid, payload in enumerate([b"1", b"1", b"1.0", b"true"], start=1):
             body = b'[{"id": 1, "statusCode": 200, "payload": ' + payload + b"}]"
             await device.publish(cex(token, f"result/reboot/{rid}"), body, qos=1)
-            topic, reply = await _message(device)
+            topic, reply = await next_json(device)
             replies.append(topic.rsplit("/", 1)[1] if reply is None else reply["statusCode"])
     assert replies == ["status", "status", 409, 409]
 

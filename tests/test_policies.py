@@ -4,25 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
 
-import aiomqtt
 import httpx
 
 from gateway.runtime import Gateway
 
-from .conftest import make_device, mqtt, next_message, ok, outbox_events
+from .conftest import make_device, mqtt, next_json, next_message, ok, outbox_events
 
 
 def cmx(token: str, rest: str) -> str:
     return f"kp1/v1/cmx/{token}/{rest}"
-
-
-async def _message(client: aiomqtt.Client, timeout: float = 3.0) -> tuple[str, Any]:
-    message = await next_message(client, timeout)
-    assert message is not None, "nothing arrived"
-    raw = bytes(message.payload)  # type: ignore[arg-type]
-    return str(message.topic), json.loads(raw) if raw else None
 
 
 async def _setup(api: httpx.AsyncClient) -> str:
@@ -40,22 +31,22 @@ async def test_a_device_gets_applies_and_observes_its_groups_policy(gateway: Gat
     assert (await ok(api.get("/v1/tenants/acme/devices/dev-1")))["state"] == "registered"
     async with mqtt(gateway, token) as device:
         await device.subscribe(cmx(token, "config/json/#"), qos=1)  # observes: pushes arrive on .../status
-        topic, pushed = await _message(device)  # what it should have, on subscribing
+        topic, pushed = await next_json(device)  # what it should have, on subscribing
         assert topic == cmx(token, "config/json/status")
         assert pushed == {"configId": policy["configId"], "config": {"interval": 30, "mode": "eco"}}
         # a request with the config id it has: {} (unchanged)
         await device.publish(cmx(token, "config/json/1"), json.dumps({"configId": policy["configId"]}).encode(), qos=1)
-        assert await _message(device) == (cmx(token, "config/json/1/status"), {})
+        assert await next_json(device) == (cmx(token, "config/json/1/status"), {})
         await device.subscribe(cmx(token, "applied/json/#"), qos=1)
         body = json.dumps({"configId": policy["configId"]}).encode()  # statusCode defaults to 200
         await device.publish(cmx(token, "applied/json/2"), body, qos=1)
-        assert await _message(device) == (cmx(token, "applied/json/2/status"), None)
+        assert await next_json(device) == (cmx(token, "applied/json/2/status"), None)
         dev = await ok(api.get("/v1/tenants/acme/devices/dev-1"))
         assert dev["state"] == "provisioned" and dev["configApplied"] == policy["configId"]
         assert dev["policyPending"] is False
         # the operator changes the policy: pushed at once; the device stays provisioned, policy pending
         new = await ok(api.put("/v1/tenants/acme/groups/lab/policy", json={"interval": 60}))
-        topic, pushed = await _message(device)
+        topic, pushed = await next_json(device)
         assert (topic, pushed) == (
             cmx(token, "config/json/status"),
             {"configId": new["configId"], "config": {"interval": 60}},
@@ -64,11 +55,11 @@ async def test_a_device_gets_applies_and_observes_its_groups_policy(gateway: Gat
         assert (dev["state"], dev["policyPending"], dev["configAssigned"]) == ("provisioned", True, new["configId"])
         # applying an old policy is a 409 and changes nothing; a failed apply is kept as the last error
         await device.publish(cmx(token, "applied/json/3"), body, qos=1)
-        topic, error = await _message(device)
+        topic, error = await next_json(device)
         assert topic == cmx(token, "applied/json/3/error") and error["statusCode"] == 409
         failed = {"configId": new["configId"], "statusCode": 500, "reasonPhrase": "flash full"}
         await device.publish(cmx(token, "applied/json/4"), json.dumps(failed).encode(), qos=1)
-        assert (await _message(device))[0] == cmx(token, "applied/json/4/status")
+        assert (await next_json(device))[0] == cmx(token, "applied/json/4/status")
         dev = await ok(api.get("/v1/tenants/acme/devices/dev-1"))
         assert dev["configError"]["statusCode"] == 500 and dev["configError"]["reasonPhrase"] == "flash full"
         assert dev["policyPending"] is True
@@ -87,15 +78,15 @@ async def test_moving_a_device_pushes_its_new_groups_policy(gateway: Gateway, ap
     field = await ok(api.put("/v1/tenants/acme/groups/field/policy", json={"gps": True}))
     async with mqtt(gateway, token) as device:
         await device.subscribe(cmx(token, "config/json/status"), qos=1)
-        await _message(device)  # lab's (empty) policy, on subscribing
+        await next_json(device)  # lab's (empty) policy, on subscribing
         await ok(api.post("/v1/tenants/acme/groups/field/devices", json={"devices": ["dev-1"]}))
-        assert await _message(device) == (
+        assert await next_json(device) == (
             cmx(token, "config/json/status"),
             {"configId": field["configId"], "config": {"gps": True}},
         )
         # observe off: the next change is not pushed, but a request still answers
         await device.publish(cmx(token, "config/json"), b'{"observe": false}', qos=1)
-        await _message(device)
+        await next_json(device)
         await ok(api.put("/v1/tenants/acme/groups/field/policy", json={"gps": False}))
         assert await next_message(device, 0.5) is None
 
@@ -104,7 +95,7 @@ async def test_bad_7cmp_requests_get_clear_errors(gateway: Gateway, api: httpx.A
     token = await _setup(api)
     async with mqtt(gateway, token) as device:
         await device.subscribe(cmx(token, "#"), qos=1)
-        await _message(device)  # the push on subscribing
+        await next_json(device)  # the push on subscribing
         for path, payload, status in [
             ("config/json/1", b"[]", 400),
             ("config/json/2", b'{"observe": "yes"}', 400),
@@ -116,7 +107,7 @@ async def test_bad_7cmp_requests_get_clear_errors(gateway: Gateway, api: httpx.A
             ("config/json/8", b"{" * 40, 400),
         ]:
             await device.publish(cmx(token, path), payload, qos=1)
-            topic, error = await _message(device)
+            topic, error = await next_json(device)
             assert topic == cmx(token, f"{path}/error") and error["statusCode"] == status, (path, error)
     assert (await ok(api.get("/v1/tenants/acme/devices/dev-1")))["state"] == "registered"
 
