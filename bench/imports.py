@@ -38,7 +38,7 @@ async def _connect_ms(port: int, token: str, i: int) -> float:
     return took
 
 
-async def _latencies(port: int, token: str, keep_going: Callable[[], bool]) -> list[float]:
+async def connect_latencies(port: int, token: str, keep_going: Callable[[], bool]) -> list[float]:
     """CONNECT+DISCONNECT in a loop, 10 ms apart, while `keep_going()`."""
     out: list[float] = []
     while keep_going():
@@ -47,7 +47,7 @@ async def _latencies(port: int, token: str, keep_going: Callable[[], bool]) -> l
     return out
 
 
-def _p(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     if not values:
         return 0.0
     ordered = sorted(values)
@@ -58,7 +58,7 @@ async def import_workload(info: dict[str, Any], rows: int, tenant: str = "bench"
     """rows/s of the import, and CONNECT latency (ms, p50 and p99) before and during it."""
     token = info["tokens"][0]
     stop_at = time.monotonic() + 2.0
-    before = await _latencies(info["mqtt"], token, lambda: time.monotonic() < stop_at)
+    before = await connect_latencies(info["mqtt"], token, lambda: time.monotonic() < stop_at)
     csv = "deviceId,credential\n" + "".join(f"imp-{i:07d},token:generate\n" for i in range(rows))
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{info['api']}", headers={"Authorization": f"Bearer {info['admin']}"}, timeout=120
@@ -68,7 +68,7 @@ async def import_workload(info: dict[str, Any], rows: int, tenant: str = "bench"
         r.raise_for_status()
         path = f"/v1/tenants/{tenant}/device-imports/{r.json()['jobId']}"
         done = asyncio.Event()
-        during_task = asyncio.create_task(_latencies(info["mqtt"], token, lambda: not done.is_set()))
+        during_task = asyncio.create_task(connect_latencies(info["mqtt"], token, lambda: not done.is_set()))
         while True:
             job = (await api.get(path, params={"errors": 0})).json()
             if job["state"] not in ("queued", "running"):
@@ -83,9 +83,9 @@ async def import_workload(info: dict[str, Any], rows: int, tenant: str = "bench"
         "rows_per_s": rows / took,
         "seconds": took,
         "p50_before": statistics.median(before),
-        "p99_before": _p(before, 0.99),
+        "p99_before": percentile(before, 0.99),
         "p50_during": statistics.median(during) if during else 0.0,
-        "p99_during": _p(during, 0.99),
+        "p99_during": percentile(during, 0.99),
         "connects_during": float(len(during)),
     }
 

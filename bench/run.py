@@ -30,6 +30,7 @@ from tests.wire import RawClient, connect_packet, publish_packet, subscribe_pack
 
 from .api import api_rate
 from .data_commands import command_trips, data_rate
+from .filters import filter_workload
 from .fleet import round_trips, storm
 from .imports import import_workload
 from .server_process import Server
@@ -267,6 +268,12 @@ async def measure(kind: str, o: Options) -> dict[str, tuple[float, float, float]
             out[f"10. CSV import, {o.import_rows:,} token rows /s"] = (imported["rows_per_s"], 0.0, 0.0)
             out["10. CONNECT p99 ms before the import"] = (imported["p99_before"], 0.0, 0.0)
             out["10. CONNECT p99 ms during the import"] = (imported["p99_during"], 0.0, 0.0)
+            devices = o.fleet + o.import_rows
+            filtered = await filter_workload(s.info, o.fleet, filters=10, changes=min(50, o.fleet))
+            out[f"12. filter first evaluation, {devices:,} devices, s"] = (filtered["scan_s"], 0.0, 0.0)
+            out["12. device change -> endpoint/matched p50 ms"] = (filtered["change_p50_ms"], 0.0, 0.0)
+            out["12. CONNECT p99 ms, tenant without filters"] = (filtered["connect_p99_without"], 0.0, 0.0)
+            out["12. CONNECT p99 ms with 10 filters"] = (filtered["connect_p99_with"], 0.0, 0.0)
         small, _ = await storm(s.info["mqtt"], fleet_tokens[:100], limit_seconds=o.storm_limit)
         await run("3. round trips, 10 devices, 100 idle /s", trips)
         await small.close()

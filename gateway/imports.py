@@ -16,11 +16,11 @@ import asyncio
 import csv
 import io
 import logging
-import re
 import time
 from dataclasses import dataclass, replace
 
 from registry import Registry
+from registry.device_search import ATTR_KEY
 from registry.identifiers import generate_token, is_valid_app_version, is_valid_auth_id, is_valid_id, is_valid_token
 from registry.imports import ImportRow
 from registry.models import ImportJob, ImportState
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 
 COLUMNS = ("deviceId", "group", "appVersion", "credential")
 ATTR = "attr."
-_ATTR_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 MAX_ATTRIBUTES, MAX_ATTR_VALUE, MAX_PASSWORD = 64, 1024, 1024
 CHUNK_ROWS = 100
 """Rows per transaction: small enough that a CONNECT waiting for the writer waits milliseconds."""
@@ -100,7 +99,7 @@ def _check_header(header: list[str]) -> None:
     if "deviceId" not in header:
         raise CsvRefused("the header has no deviceId column")
     unknown = [
-        h for h in header if h not in COLUMNS and not (h.startswith(ATTR) and _ATTR_KEY.fullmatch(h[len(ATTR) :]))
+        h for h in header if h not in COLUMNS and not (h.startswith(ATTR) and ATTR_KEY.fullmatch(h[len(ATTR) :]))
     ]
     if unknown:
         raise CsvRefused(f"unknown column(s): {', '.join(unknown[:5])} (known: {', '.join(COLUMNS)}, attr.<key>)")

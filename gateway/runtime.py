@@ -22,6 +22,7 @@ from .auth.hashing import PasswordHasher
 from .commands import CommandService
 from .data import DataCollection
 from .datadir import DataDirLock, claim
+from .endpoint_filters import FilterEvaluator
 from .events import EventDispatcher
 from .identity import DeviceIdentity
 from .imports import ImportRunner
@@ -85,6 +86,7 @@ class Gateway:
         self.events: EventDispatcher | None = None
         self.commands: CommandService | None = None
         self.imports: ImportRunner | None = None
+        self.filters: FilterEvaluator | None = None
         self.tls: ServerTls | None = None
         self.admin_token = ""
         self.admin_token_created = False
@@ -138,10 +140,14 @@ class Gateway:
         await self.imports.start()
         self.events = EventDispatcher(self.broker, self.registry, retention_hours=s.event_retention_hours)
         self.events.start()
+        self.filters = FilterEvaluator(self.registry, node=s.node_id)
+        self.filters.start()
         self.ports = {spec.name: self.broker.bound_port(spec.name) for spec in listeners}
         try:
             await self._start_api()
-        except Exception:
+        except Exception:  # the workers started above would go on against a closed registry
+            await self.commands.stop()
+            await self._stop_workers()
             await self.broker.shutdown()
             await self.registry.close()
             raise
@@ -188,6 +194,15 @@ class Gateway:
             return 0
         return await self.broker.close_sessions(match, reason=CloseReason.KICKED, detail=detail)
 
+    async def _stop_workers(self) -> None:
+        """The background tasks that write the registry: events, filters, imports."""
+        if self.events is not None:
+            await self.events.stop()
+        if self.filters is not None:
+            await self.filters.stop()
+        if self.imports is not None:  # a chunk being written is rolled back; a restart resumes the job
+            await self.imports.stop()
+
     async def stop(self) -> None:
         if self.commands is not None:  # first: REST calls waiting for a result are answered (503) at once
             await self.commands.stop()
@@ -195,10 +210,7 @@ class Gateway:
             self._api.should_exit = True
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._api_task, timeout=10)
-        if self.events is not None:
-            await self.events.stop()
-        if self.imports is not None:  # a chunk being written is rolled back; a restart resumes the job
-            await self.imports.stop()
+        await self._stop_workers()
         if self.broker is not None:
             await self.broker.shutdown()
         await self.registry.close()

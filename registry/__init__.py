@@ -9,6 +9,7 @@ from .connections import ConnectionStore
 from .credentials import CredentialStore
 from .database import Database
 from .devices import DeviceStore
+from .endpoint_filters import EndpointFilterStore
 from .errors import Conflict, Invalid, LimitReached, NotFound, RegistryError
 from .groups import GroupStore
 from .imports import ImportStore
@@ -39,6 +40,7 @@ class Registry:
         self.commands = CommandStore(self.db)
         self.groups = GroupStore(self.db)
         self.imports = ImportStore(self.db)
+        self.endpoint_filters = EndpointFilterStore(self.db)
 
     async def open(self) -> Registry:
         await self.db.open()

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 from .errors import Invalid
 from .models import DeviceState
 
-_ATTR_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
-_METADATA_KEY = re.compile(r"[A-Za-z0-9_]{1,128}")
-_CONNECTED = (
+ATTR_KEY = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+METADATA_KEY = re.compile(r"[A-Za-z0-9_]{1,128}")
+CONNECTED_SQL = (
     "EXISTS (SELECT 1 FROM live_sessions s WHERE s.tenant_id = d.tenant_id AND s.device_id = d.id"
     " AND s.closed_at IS NULL)"
 )
@@ -58,14 +58,14 @@ class DeviceQuery:
                 clauses.append(f"{column} = ?")
                 args.append(int(flag))
         if self.connected is not None:
-            clauses.append(_CONNECTED if self.connected else f"NOT {_CONNECTED}")
+            clauses.append(CONNECTED_SQL if self.connected else f"NOT {CONNECTED_SQL}")
         for key, value in self.attributes.items():
-            if not _ATTR_KEY.fullmatch(key):
+            if not ATTR_KEY.fullmatch(key):
                 raise Invalid(f"invalid attribute key {key!r}", field=f"attr.{key}")
             clauses.append("json_extract(d.attributes, ?) = ?")
             args += [f'$."{key}"', value]
         for key, value in self.metadata.items():
-            if not _METADATA_KEY.fullmatch(key):
+            if not METADATA_KEY.fullmatch(key):
                 raise Invalid(f"invalid metadata key {key!r}", field=f"metadata.{key}")
             clauses.append(
                 "EXISTS (SELECT 1 FROM metadata m WHERE m.tenant_id = d.tenant_id AND m.device_id = d.id"
@@ -73,10 +73,10 @@ class DeviceQuery:
             )
             args += [key, value, value]
         if self.last_seen_before is not None:
-            clauses.append(f"NOT {_CONNECTED} AND COALESCE({_LAST_SEEN}, 0) < ?")
+            clauses.append(f"NOT {CONNECTED_SQL} AND COALESCE({_LAST_SEEN}, 0) < ?")
             args.append(self.last_seen_before)
         if self.last_seen_after is not None:
-            clauses.append(f"({_CONNECTED} OR COALESCE({_LAST_SEEN}, 0) > ?)")
+            clauses.append(f"({CONNECTED_SQL} OR COALESCE({_LAST_SEEN}, 0) > ?)")
             args.append(self.last_seen_after)
         if self.id_prefix:
             clauses.append("d.id >= ? AND d.id < ?")

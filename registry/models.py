@@ -106,6 +106,31 @@ class Group(Record):
     updated_at: datetime
 
 
+class EndpointFilterState(StrEnum):
+    PENDING = "pending"
+    """Saved; its first scan over the tenant's devices is running. No endpoint events yet."""
+    ACTIVE = "active"
+    """Its member list is complete and kept up to date; endpoint/matched|unmatched flow."""
+
+
+class EndpointFilter(Record):
+    tenant_id: str
+    id: str
+    query: dict[str, Any]
+    state: EndpointFilterState
+    matching: int
+    """Devices in it now (while pending: found so far)."""
+    created_at: datetime
+    updated_at: datetime
+    activated_at: datetime | None
+
+
+class FilterMember(Record):
+    endpoint_id: str
+    app_version: str | None
+    matched_at: datetime
+
+
 class HistoryEntry(Record):
     at: datetime
     event: str

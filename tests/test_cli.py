@@ -178,3 +178,29 @@ async def test_an_unwritable_tokens_out_stops_before_anything_is_uploaded(gatewa
     loose.chmod(0o644)
     r = await cli(gateway, "device", "import", "acme", str(csv), "--tokens-out", str(loose))
     assert r.returncode == 0 and loose.stat().st_mode & 0o777 == 0o600 and "d1," in loose.read_text()
+
+
+async def test_endpoint_filters_create_list_match(gateway: Gateway, tmp_path: Path) -> None:
+    """Issue 10 point 6: `filter create|list|match` (and delete)."""
+    await cli(gateway, "tenant", "create", "acme")
+    for i in range(3):
+        await cli(gateway, "device", "create", "acme", f"d{i}", "--app-version", "v2" if i else "v1")
+    r = await cli(gateway, "filter", "create", "acme", "new", '{"appVersion": {"$in": ["v2"]}}', "--json")
+    assert r.returncode == 0, r.stderr
+    created = json.loads(r.stdout)
+    assert (created["state"], created["matching"]) == ("active", 2)  # it waited for the first scan
+    query = tmp_path / "q.json"
+    query.write_text('{"appVersion": "v1", "appVersion": "v2"}')
+    r = await cli(gateway, "filter", "create", "acme", "dup", f"@{query}")
+    assert r.returncode == 1 and "duplicate" in r.stderr and "Traceback" not in r.stderr
+    r = await cli(gateway, "filter", "create", "acme", "bad", '{"colour": "red"}')
+    assert r.returncode == 1 and "/query/colour" in r.stderr
+    r = await cli(gateway, "filter", "list", "acme")
+    assert r.returncode == 0 and "new" in r.stdout and "active" in r.stdout
+    r = await cli(gateway, "filter", "match", "acme", "new", "--limit", "1", "--all", "--json")
+    assert [e["endpointId"] for line in r.stdout.splitlines() for e in json.loads(line)] == ["d1", "d2"]
+    r = await cli(gateway, "filter", "match", "acme", "new", "--limit", "1")
+    assert r.returncode == 0 and "d1" in r.stdout and "next: d1" in r.stdout
+    assert (await cli(gateway, "filter", "delete", "acme", "new")).returncode == 0
+    r = await cli(gateway, "filter", "match", "acme", "new")
+    assert r.returncode == 1 and "404" in r.stderr

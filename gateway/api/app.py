@@ -12,6 +12,7 @@ from . import (
     credentials,
     data,
     devices,
+    endpoint_filters,
     errors,
     groups,
     imports,
@@ -53,6 +54,7 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         groups.router,
         imports.router,
         imports.template,
+        endpoint_filters.router,
     )
     for router in routers:
         app.include_router(router, dependencies=guard)

@@ -31,4 +31,4 @@ async def model_body(request: Request, model: type[M]) -> M:
     try:
         return model.model_validate(value)
     except ValidationError as exc:
-        raise RequestValidationError(exc.errors()) from None
+        raise RequestValidationError([{**e, "loc": ("body", *e["loc"])} for e in exc.errors()]) from None

@@ -52,8 +52,10 @@ def error_response(
 
 
 def _field(loc: tuple[Any, ...]) -> str | None:
-    parts = [str(p) for p in loc if p not in ("body", "path", "query")]
-    return ".".join(parts) or None
+    """The field's path without its location (`body`, `query`...): a body field may itself be `query`."""
+    if loc and loc[0] in ("body", "path", "query", "header", "cookie"):
+        loc = loc[1:]
+    return ".".join(str(p) for p in loc) or None
 
 
 async def _registry_error(_: Request, exc: Exception) -> JSONResponse:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import admin, groups, imports, pki, serve
+from . import admin, filters, groups, imports, pki, serve
 
 app = typer.Typer(
     name="mqtt-gateway",
@@ -15,7 +15,7 @@ app = typer.Typer(
 )
 app.command("serve")(serve.serve)
 imports.register(admin.device)
-for sub in [*admin.groups(), groups.group, pki.ca, pki.pki]:
+for sub in [*admin.groups(), groups.group, filters.endpoint_filter, pki.ca, pki.pki]:
     app.add_typer(sub)
 
 
