@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 from collections.abc import Collection
 
 from .kp1.topic import KP1
+from .logs import FIELDS_ATTR
 
 log = logging.getLogger("gateway.audit")
 _TOKEN_LEVEL = 3  # kp1/<app version>/<extension>/<endpoint token>/...
@@ -29,8 +31,9 @@ def audit_enabled(level: int = logging.INFO) -> bool:
 def audit(event: str, level: int = logging.INFO, **fields: object) -> None:
     if not log.isEnabledFor(level):
         return
-    parts = [f"event={event}"] + [f"{k}={_quote(v)}" for k, v in fields.items() if v is not None]
-    log.log(level, " ".join(parts))
+    present = {k: v for k, v in fields.items() if v is not None}
+    parts = [f"event={event}"] + [f"{k}={_quote(v)}" for k, v in present.items()]
+    log.log(level, " ".join(parts), extra={FIELDS_ATTR: {"event": event, **present}})
 
 
 def secret_hint(secret: str | None) -> str | None:
@@ -51,3 +54,36 @@ def topic_hint(topic: str, tokens: Collection[str] = ()) -> str:
             levels[index] = f"[sha256:{secret_hint(level)}]"
     hint = "/".join(levels)
     return hint if len(hint) <= MAX_TOPIC_HINT else f"{hint[:MAX_TOPIC_HINT]}...({len(topic)} chars)"
+
+
+class BurstLog:
+    """One audit line for the first event of a burst, and one summary (`event=<event>_burst count=N`)
+    `window` seconds later if more came: a flood of auto-provisionings or dropped requests logs a
+    few lines, never thousands and never none. At most `max_keys` bursts are tracked at once."""
+
+    def __init__(self, event: str, *, window: float = 60.0, level: int = logging.INFO, max_keys: int = 10_000) -> None:
+        self.event = event
+        self._window = window
+        self._level = level
+        self._max_keys = max_keys
+        self._suppressed: dict[str, int] = {}
+        """key -> events since its burst's first line (0: none yet); the key's summary is scheduled."""
+
+    def note(self, key: str, **fields: object) -> None:
+        count = self._suppressed.get(key)
+        if count is not None:
+            self._suppressed[key] = count + 1
+            return
+        if len(self._suppressed) >= self._max_keys:
+            key = "(others)"  # a flood over many keys still ends in one summary line
+            if key in self._suppressed:
+                self._suppressed[key] += 1
+                return
+        audit(self.event, self._level, **fields)
+        self._suppressed[key] = 0
+        asyncio.get_running_loop().call_later(self._window, self._summarize, key)
+
+    def _summarize(self, key: str) -> None:
+        count = self._suppressed.pop(key, 0)
+        if count:
+            audit(f"{self.event}_burst", self._level, key=key, count=count, seconds=self._window)

@@ -25,6 +25,7 @@ from registry.commands import ResultOutcome, encode_json
 from registry.errors import Conflict, Invalid, LimitReached, NotFound, RegistryError
 from registry.models import Command, CommandState, now_ms, to_ms
 
+from .audit import audit
 from .identity import DeviceIdentity
 from .kp1 import cep
 from .kp1.payload import PayloadError, parse_json
@@ -209,6 +210,7 @@ class CommandService:
         if target is None:
             return
         given: int | None = None
+        status, detail = 202, None
         try:
             body = _mqtt_invocation(payload)
             given = body.get("id")
@@ -222,7 +224,17 @@ class CommandService:
                 command_id=given,
             )
         except (CommandRefused, RegistryError, Kp1Error) as exc:
-            self.refuse(topic, *_refusal(exc), command_id=given)
+            status, detail = _refusal(exc)
+            self.refuse(topic, status, detail, command_id=given)
+        entry: dict[str, Any] = {
+            "actor": f"service:{service.device_id}@{service.tenant_id}",
+            "action": "MQTT $gateway/commands/{tenant}/{device}/{type}",
+            "target": topic,
+            "status": status,
+            "detail": detail,
+        }
+        audit("mqtt_write", tenant=target.tenant_id, **entry)
+        await self._registry.audit.record(tenant_id=target.tenant_id, **entry)
 
     def refuse(self, topic: str, status: int, message: str, *, command_id: int | None = None) -> None:
         """An application's invocation that made no command: the refusal goes out on the result topic."""

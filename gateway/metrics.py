@@ -29,6 +29,17 @@ class Metrics:
     """Invocations that made no command, by HTTP status (MQTT ones too)."""
     commands_finished: Counter[str] = field(default_factory=Counter)
     """By final state: succeeded, failed, expired."""
+    auto_provisioned: int = 0
+    kp1_requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
+    """1/KP requests the gateway answers, by (extension, resource, status): status is the 1/KP code of
+    the answer, `none` for a request without a request id (never answered). Resources are the known
+    ones of each extension, anything else `(unknown)`: a device must not mint label values."""
+    messages_in: int = 0
+    """PUBLISH packets received from clients; bytes_in counts every packet's bytes."""
+    bytes_in: int = 0
+    messages_out: int = 0
+    """PUBLISH packets written to clients; bytes_out counts every packet's bytes."""
+    bytes_out: int = 0
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -49,4 +60,10 @@ class Metrics:
             "commandsInvoked": self.commands_invoked,
             "commandsRefused": dict(self.commands_refused),
             "commandsFinished": dict(self.commands_finished),
+            "autoProvisioned": self.auto_provisioned,
+            "kp1Requests": {"/".join(key): n for key, n in self.kp1_requests.items()},
+            "messagesIn": self.messages_in,
+            "bytesIn": self.bytes_in,
+            "messagesOut": self.messages_out,
+            "bytesOut": self.bytes_out,
         }

@@ -34,6 +34,7 @@ from .mqtt.broker import GatewayBroker
 from .mqtt.connection import CloseReason
 from .mqtt.listener import ListenerSpec
 from .policies import PolicyService
+from .prometheus import PrometheusExporter
 from .services import GatewayServices
 from .settings import GatewaySettings
 from .trust import TrustedCas
@@ -81,6 +82,9 @@ class Gateway:
             metrics=Metrics(),
         )
         self.manage = Management(self)
+        self.prometheus = PrometheusExporter(self, self.services.metrics)
+        self.registry.db.observe = self.prometheus.observe_registry
+        self.registry.audit.retention_ms = int(settings.audit_retention_days * 86_400_000)
         """Management writes with their side effects (closing sessions, reloading trust)."""
         self.broker: GatewayBroker | None = None
         self.events: EventDispatcher | None = None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from registry import Registry
 
+from .audit import BurstLog
 from .auth.hashing import PasswordHasher
 from .auth.recent import RecentLogins
 from .auth.throttle import AuthThrottle
@@ -35,6 +37,12 @@ class GatewayServices:
     throttle: AuthThrottle = field(init=False)
     """Failed-CONNECT budgets per username and address, sized by the settings."""
     recent_logins: RecentLogins = field(init=False, default_factory=RecentLogins)
+    provisioned_log: BurstLog = field(init=False, default_factory=lambda: BurstLog("device_auto_provisioned"))
+    """Per tenant: a wave of new devices is a line and a count, not a line per device."""
+    dropped_log: BurstLog = field(
+        init=False, default_factory=lambda: BurstLog("requests_dropped", level=logging.WARNING)
+    )
+    """Per device: 1/KP requests refused over `epmp_max_pending`."""
 
     def __post_init__(self) -> None:
         self.throttle = AuthThrottle.of(self.settings)

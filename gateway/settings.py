@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -126,12 +126,23 @@ class GatewaySettings(BaseSettings):
     policy_max_bytes: int = Field(65_536, ge=64, description="a group's policy (7/CMP configuration), as JSON")
     import_max_bytes: int = Field(67_108_864, ge=1024, description="a CSV uploaded to POST .../device-imports")
     import_max_rows: int = Field(1_000_000, ge=1, description="data rows in one device import")
-    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # -- operations -----------------------------------------------------------------------------------
+    metrics_public: bool = Field(
+        False, description="GET /metrics without the admin token (a Prometheus on a trusted network)"
+    )
+    audit_retention_days: float = Field(90.0, gt=0, description="audit trail entries older than this are pruned")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="any case: info, Info, INFO")
+    log_format: Literal["text", "json"] = Field("text", description="json: every log line one JSON object")
     event_loop: Literal["asyncio", "uvloop"] = Field(
         "asyncio",
         description="uvloop (the [fast] extra) speeds plain CONNECTs ~10-20% but slows TLS handshakes 2.5-20x"
         " (docs/benchmarks.md)",
     )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
 
     @classmethod
     def settings_customise_sources(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .audit import AuditStore
 from .commands import CommandStore
 from .connections import ConnectionStore
 from .credentials import CredentialStore
@@ -41,6 +42,7 @@ class Registry:
         self.groups = GroupStore(self.db)
         self.imports = ImportStore(self.db)
         self.endpoint_filters = EndpointFilterStore(self.db)
+        self.audit = AuditStore(self.db)
 
     async def open(self) -> Registry:
         await self.db.open()

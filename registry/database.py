@@ -6,7 +6,8 @@ import asyncio
 import logging
 import os
 import stat
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -55,6 +56,9 @@ class Database:
         self._writer: aiosqlite.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
+        self.observe: Callable[[str, float], None] | None = None
+        """Told (kind, seconds) of every call: `read`, `write` or `transaction`, waiting for the
+        write lock included (the gateway feeds its registry latency histogram with it)."""
 
     async def open(self) -> None:
         await asyncio.to_thread(_make_private, self.path)
@@ -123,22 +127,35 @@ class Database:
         never lands inside another caller's open transaction."""
         if self._writer is None:
             raise RuntimeError("registry is not open")
+        start = time.perf_counter()
         async with self._write_lock:
-            return list(await self._writer.execute_fetchall(sql, args))
+            rows = list(await self._writer.execute_fetchall(sql, args))
+        self._observed("write", start)
+        return rows
 
     async def read_one(self, sql: str, args: tuple[object, ...] = ()) -> aiosqlite.Row | None:
         """One row (or None) in one trip to the reader thread: the CONNECT path reads this way."""
+        start = time.perf_counter()
         rows = await self.reader.execute_fetchall(sql, args)
+        self._observed("read", start)
         return next(iter(rows), None)
 
     async def read_all(self, sql: str, args: tuple[object, ...] = ()) -> list[aiosqlite.Row]:
-        return list(await self.reader.execute_fetchall(sql, args))
+        start = time.perf_counter()
+        rows = list(await self.reader.execute_fetchall(sql, args))
+        self._observed("read", start)
+        return rows
+
+    def _observed(self, kind: str, start: float) -> None:
+        if self.observe is not None:
+            self.observe(kind, time.perf_counter() - start)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
         """One write transaction at a time; rolled back on any exception, so nothing is half-written."""
         if self._writer is None:
             raise RuntimeError("registry is not open")
+        start = time.perf_counter()
         async with self._write_lock:
             conn = self._writer
             await conn.execute("BEGIN IMMEDIATE")
@@ -149,3 +166,4 @@ class Database:
                 raise
             else:
                 await conn.execute("COMMIT")
+        self._observed("transaction", start)

@@ -106,6 +106,17 @@ class Group(Record):
     updated_at: datetime
 
 
+class AuditEntry(Record):
+    id: int
+    at: datetime
+    actor: str
+    action: str
+    tenant_id: str | None
+    target: str
+    status: int
+    detail: str | None
+
+
 class EndpointFilterState(StrEnum):
     PENDING = "pending"
     """Saved; its first scan over the tenant's devices is running. No endpoint events yet."""

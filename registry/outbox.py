@@ -38,6 +38,15 @@ class OutboxStore:
         )
         return [r["tenant_id"] for r in rows]
 
+    async def backlog(self) -> dict[str, tuple[int, int]]:
+        """tenant -> (undelivered events, created_at ms of the oldest) for tenants with a service
+        account: the events someone is expected to consume (the others wait for retention)."""
+        rows = await self._db.read_all(
+            "SELECT tenant_id, COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE published_at IS NULL"
+            " AND tenant_id IN (SELECT DISTINCT tenant_id FROM service_accounts) GROUP BY tenant_id"
+        )
+        return {r["tenant_id"]: (r["n"], r["oldest"]) for r in rows}
+
     async def pending(self, tenant_id: str, limit: int = 100) -> list[OutboxEvent]:
         """The tenant's oldest undelivered events, in id order (a seek on outbox_pending)."""
         rows = await self._db.read_all(

@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from fastapi import Depends, FastAPI
+from fastapi.responses import PlainTextResponse
 
 from ..kp1.whitelist import WhitelistError
+from ..prometheus import CONTENT_TYPE
 from . import (
+    audit,
     commands,
     credentials,
     data,
@@ -21,6 +24,7 @@ from . import (
     tenants,
     trusted_cas,
 )
+from .audit import AuditTrail
 from .deps import GatewayDep, require_admin
 from .errors import BadRequest
 from .limits import BodySizeLimit
@@ -55,9 +59,24 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         imports.router,
         imports.template,
         endpoint_filters.router,
+        audit.router,
     )
     for router in routers:
         app.include_router(router, dependencies=guard)
+
+    metrics_guard = [] if gateway.settings.metrics_public else guard
+
+    @app.get(
+        "/metrics",
+        dependencies=metrics_guard,
+        tags=["operations"],
+        response_class=PlainTextResponse,
+        summary="Prometheus metrics",
+    )
+    async def prometheus_metrics(gw: GatewayDep) -> PlainTextResponse:
+        """The counters of `/v1/metrics` and more (sessions by tenant, registry latency, event backlog,
+        process) in the Prometheus text format; behind the admin token unless `metrics_public`."""
+        return PlainTextResponse(await gw.prometheus.scrape(), media_type=CONTENT_TYPE)
 
     @app.get("/v1/metrics", dependencies=guard, tags=["operations"])
     async def metrics(gw: GatewayDep) -> dict[str, Any]:
@@ -82,4 +101,5 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         max_bytes=gateway.settings.api_max_body_bytes,
         larger={imports.PATH_PATTERN: gateway.settings.import_max_bytes},
     )
+    app.add_middleware(AuditTrail, gateway=gateway, admin_token=admin_token)  # outermost: sees every write
     return app

@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 from pki.templates import DEFAULT_AUTH_ID_TEMPLATE, DEFAULT_DEVICE_ID_TEMPLATE
 from registry.identifiers import APP_VERSION_PATTERN, AUTH_ID_PATTERN, ID_PATTERN, TOKEN_PATTERN
 from registry.models import (
+    AuditEntry,
     Command,
     CommandState,
     ConnectionStatus,
@@ -645,3 +646,38 @@ class FilterEndpointsOut(Body):
     state: EndpointFilterState = Field(description="pending: the list is not complete yet")
     endpoints: list[FilterEndpointOut]
     next: str | None = Field(description="pass as `after` for the next page; null on the last")
+
+
+class AuditEntryOut(Body):
+    id: int
+    at: datetime
+    actor: str = Field(description="admin:<digest of the admin token>, service:<account>@<tenant> or anonymous")
+    action: str = Field(description='the operation, as "METHOD /path/{template}"')
+    tenant: str | None
+    target: str
+    status: int
+    detail: str | None
+
+    @classmethod
+    def of(cls, e: AuditEntry) -> AuditEntryOut:
+        return cls(
+            id=e.id,
+            at=e.at,
+            actor=e.actor,
+            action=e.action,
+            tenant=e.tenant_id,
+            target=e.target,
+            status=e.status,
+            detail=e.detail,
+        )
+
+
+class AuditPageOut(Body):
+    entries: list[AuditEntryOut]
+    next: int | None = Field(description="pass as `after` for the next page; null on the last")
+
+    @classmethod
+    def of(cls, entries: list[AuditEntry], limit: int) -> AuditPageOut:
+        return cls(
+            entries=[AuditEntryOut.of(e) for e in entries], next=entries[-1].id if len(entries) == limit else None
+        )

@@ -52,6 +52,8 @@ class AuthOutcome:
     refusal: Refusal | None = None
     tenant_id: str | None = None
     device_id: str | None = None
+    provisioned: bool = False
+    """This CONNECT auto-provisioned the device."""
 
     @classmethod
     def refuse(cls, reason: Refusal, record: AuthRecord | None = None) -> AuthOutcome:

@@ -136,4 +136,9 @@ class DeviceAuthPlugin(BaseAuthPlugin):
             )
             return False
         session.attributes[IDENTITY_ATTR] = identity
+        if outcome.provisioned:
+            services.metrics.auto_provisioned += 1
+            services.provisioned_log.note(
+                identity.tenant_id, tenant=identity.tenant_id, device=identity.device_id, remote=session.remote_address
+            )
         return True

@@ -130,7 +130,7 @@ async def authenticate_certificate(
         if bucket is not None and not bucket.take():
             return AuthOutcome(refusal=Refusal.PROVISIONING_RATE, tenant_id=assessment.tenant_id)
         try:
-            record, _created = await registry.provisioning.provision(assessment.request)
+            record, created = await registry.provisioning.provision(assessment.request)
         except ProvisioningRefused as exc:
             # token_taken: the would-be device id is another device's live token, so it is not logged
             device_id = None if exc.reason == Refusal.TOKEN_TAKEN else assessment.device_id
@@ -138,4 +138,5 @@ async def authenticate_certificate(
     assert record is not None
     if assessment.decision == "provisioned":
         tokens = await registry.credentials.usable_tokens(record.tenant_id, record.device_id)
+        return AuthOutcome(identity=DeviceIdentity.of(record, tokens), provisioned=created)
     return AuthOutcome(identity=DeviceIdentity.of(record, tokens))

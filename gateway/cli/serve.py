@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-import sys
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
@@ -13,7 +12,10 @@ from typing import Annotated, Any
 import typer
 
 from ..datadir import DataDirInUse
+from ..logs import configure_logging
 from ..settings import GatewaySettings, SettingsError, load_settings
+
+log = logging.getLogger("gateway.serve")
 
 DataDirOption = Annotated[
     Path | None,
@@ -37,13 +39,7 @@ def serve(
     except SettingsError as exc:
         typer.echo(f"mqtt-gateway: {exc}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
-    )
-    # amqtt logs every connection at INFO; our own lines say what matters.
-    quiet = max(logging.WARNING, logging.getLevelName(settings.log_level))
-    for noisy in ("amqtt", "transitions"):
-        logging.getLogger(noisy).setLevel(quiet)
+    configure_logging(settings)
     try:
         run_loop(_run(settings), settings.event_loop)
     except DataDirInUse as exc:  # refused before touching anything: the other gateway serves on
@@ -83,15 +79,21 @@ async def _run(settings: GatewaySettings) -> None:
 
     gateway = Gateway(settings)
     await gateway.start()
-    if gateway.admin_token_created:
-        typer.echo(f"Admin token (shown once; kept in {settings.admin_token_path}): {gateway.admin_token}", err=True)
     host = settings.host
-    typer.echo(
+    ready = (
         f"mqtt-gateway ready: mqtt://{host}:{gateway.ports['mqtt']}"
         + (f"  mqtts://{host}:{gateway.ports['mqtts']} (CA: {gateway.tls.ca_path})" if gateway.tls else "")
-        + f"  API http://{host}:{gateway.ports['api']}",
-        err=True,
+        + f"  API http://{host}:{gateway.ports['api']}"
     )
+    if settings.log_format == "json":  # every line JSON, and the admin token never in a shipped log
+        if gateway.admin_token_created:
+            log.warning("admin token created; read it from %s", settings.admin_token_path)
+        log.info(ready)
+    else:
+        if gateway.admin_token_created:
+            shown = f"Admin token (shown once; kept in {settings.admin_token_path}): {gateway.admin_token}"
+            typer.echo(shown, err=True)
+        typer.echo(ready, err=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

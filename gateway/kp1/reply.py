@@ -19,6 +19,8 @@ log = logging.getLogger(__name__)
 class Reply:
     topic: str
     payload: bytes
+    status: int = 200
+    """The 1/KP status code it carries (what `/metrics` counts)."""
 
 
 class Kp1Error(Exception):
@@ -38,7 +40,7 @@ def error_reply(request: Kp1Topic, status: int, phrase: str) -> Reply | None:
     if request.request_id is None:
         return None
     body = json.dumps({"statusCode": status, "reasonPhrase": phrase}, separators=(",", ":")).encode()
-    return Reply(request.topic + "/error", body)
+    return Reply(request.topic + "/error", body, status)
 
 
 async def answered(request: Kp1Topic, work: Awaitable[Reply | None], protocol: str) -> Reply | None:

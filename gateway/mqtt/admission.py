@@ -85,6 +85,9 @@ class TenantConnections:
     def __getitem__(self, tenant_id: str) -> int:
         return self._connected[tenant_id]
 
+    def counts(self) -> dict[str, int]:
+        return dict(self._connected)
+
     def add(self, tenant_id: str) -> None:
         self._connected[tenant_id] += 1
 

@@ -226,7 +226,9 @@ class GatewayBroker:
                     counted = True
                 session = self.table.adopt(key, incoming)
                 delivery = self.router.delivery(key, session, on_slow=lambda: self.table.close_slow(key, SLOW_QUEUE))
-                connection = Connection(reader, writer, session, delivery.flows, self.inbound, self.services.settings)
+                connection = Connection(
+                    reader, writer, session, delivery.flows, self.inbound, self.services.settings, self.services.metrics
+                )
                 self.table.bind(session, connection)
                 # Re-validated inside the registry transaction: a revocation that committed while we
                 # authenticated refuses here; one that commits later finds this session to close.

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from registry.models import now_ms
 
+from ..metrics import Metrics
 from ..settings import GatewaySettings
 from . import codec
 from .codec import FixedHeader, Publish
@@ -89,8 +90,10 @@ class Connection:
         flows: OutgoingFlows,
         handler: SessionHandler,
         settings: GatewaySettings,
+        metrics: Metrics,
     ) -> None:
         self.reader = reader
+        self._metrics = metrics
         self.writer = writer
         self.session = session
         self.flows = flows
@@ -114,9 +117,13 @@ class Connection:
     # -- writing -------------------------------------------------------------------------------------------
 
     def write(self, data: bytes) -> None:
+        """One whole packet: counted for `/metrics` (a PUBLISH as a message too)."""
         if self.writer.transport.is_closing():
             raise ConnectionResetError("the connection is closed")
         self.writer.transport.write(data)
+        self._metrics.bytes_out += len(data)
+        if data[0] >> 4 == codec.PUBLISH:
+            self._metrics.messages_out += 1
 
     async def drain(self) -> None:
         """Waits while the client reads too slowly; after `slow_consumer_timeout` it is closed."""
@@ -165,6 +172,7 @@ class Connection:
                             self.close(CloseReason.PROTOCOL_ERROR, problem)
                             break
                         body = await self.reader.readexactly(header.remaining_length)
+                        self._metrics.bytes_in += _packet_size(header.remaining_length)
                 except TimeoutError:
                     self.close(CloseReason.KEEPALIVE_TIMEOUT)
                     break
@@ -249,6 +257,7 @@ class Connection:
         """Incoming QoS 0, 1 and 2. QoS 2 uses method B of [MQTT-4.3.3]: the message goes on at once and
         only its packet id is kept until PUBREL, so unreleased QoS 2 messages hold no payload and at
         most `max_qos2_awaiting_pubrel` ids; a duplicate PUBLISH of a kept id is not delivered again."""
+        self._metrics.messages_in += 1
         if publish.qos == 2:
             awaiting = self.session.qos2_awaiting_pubrel
             if publish.packet_id in awaiting:
@@ -282,6 +291,12 @@ class Connection:
     def _acknowledge(self, publish: Publish) -> None:
         with contextlib.suppress(ConnectionError):
             self.write(codec.encode_ack(codec.PUBACK if publish.qos == 1 else codec.PUBREC, publish.packet_id))
+
+
+def _packet_size(remaining_length: int) -> int:
+    """The fixed header (type byte, 1-4 length bytes) and what follows it."""
+    length_bytes = 1 + (remaining_length >= 128) + (remaining_length >= 16_384) + (remaining_length >= 2_097_152)
+    return 1 + length_bytes + remaining_length
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

@@ -78,24 +78,22 @@ class Inbound:
             async def answer_epmp() -> Reply | None:
                 reply = await epmp.handle(identity, request, payload)
                 # by resource, never by the client's own path: that would be a key per request
-                resource = request.path if request.path in RESOURCES else "(unknown)"
-                services.metrics.epmp_requests[resource] += 1
-                return reply
+                services.metrics.epmp_requests[_resource(request)] += 1
+                return self._counted(request, reply)
 
             return True, self._ordered(identity, qos, answer_epmp, lambda: self._too_many(request, qos))
         if extension in (cmp.EXTENSION, cep.EXTENSION):  # requests that read or write the registry
             handler = services.policies if extension == cmp.EXTENSION else services.commands
             if handler is not None:
                 service = handler
-                return True, self._ordered(
-                    identity,
-                    qos,
-                    lambda: service.device_request(session, identity, request, payload),
-                    lambda: self._too_many(request, qos),
-                )
+
+                async def answer() -> Reply | None:
+                    return self._counted(request, await service.device_request(session, identity, request, payload))
+
+                return True, self._ordered(identity, qos, answer, lambda: self._too_many(request, qos))
         if services.data is not None:
             if extension == dcp.EXTENSION:
-                self._reply(services.data.collect(identity, request, payload), qos)
+                self._reply(self._counted(request, services.data.collect(identity, request, payload)), qos)
                 return True, None
             if services.data.forwards(identity, extension):
                 services.data.forward(identity, request, payload)
@@ -193,6 +191,9 @@ class Inbound:
         if self._pending[owner] >= self._services.settings.epmp_max_pending:
             metrics.epmp_dropped += 1
             metrics.limits_hit["epmp_max_pending"] += 1
+            self._services.dropped_log.note(
+                owner, tenant=identity.tenant_id, device=identity.device_id, limit="epmp_max_pending"
+            )
             refuse()
             return None
         self._pending[owner] += 1
@@ -219,12 +220,36 @@ class Inbound:
             _resolve(committed)
 
     def _too_many(self, request: kp1_topic.Kp1Topic, qos: int) -> None:
-        self._reply(error_reply(request, 429, "too many requests pending; retry later"), qos)
+        reply = error_reply(request, 429, "too many requests pending; retry later")
+        self._reply(self._counted(request, reply, status=429), qos)
+
+    def _counted(self, request: kp1_topic.Kp1Topic, reply: Reply | None, *, status: int | None = None) -> Reply | None:
+        """Counts an answered 1/KP request by extension, resource and status (`none`: no request id)."""
+        if status is None:
+            status = reply.status if reply is not None else None
+        code = "none" if status is None else str(status)
+        self._services.metrics.kp1_requests[(request.extension, _resource(request), code)] += 1
+        return reply
 
     def _reply(self, reply: Reply | None, qos: int) -> None:
         """Through the router: only sessions holding the request's token may receive it."""
         if reply is not None:
             self._router.route(reply.topic, reply.payload, qos)
+
+
+def _resource(request: kp1_topic.Kp1Topic) -> str:
+    """The request's resource as a metric label: a known one, or `(unknown)` (never the client's path)."""
+    path, extension = request.path, request.extension
+    if extension == cep.EXTENSION:  # /command/<type>, /result/<type>: the type is the device's to choose
+        levels = path.split("/")
+        return f"/{levels[1]}" if len(levels) > 2 and levels[1] in ("command", "result") else "(unknown)"
+    if extension == cmp.EXTENSION:
+        known = path in (cmp.CONFIG, cmp.APPLIED)
+    elif extension == dcp.EXTENSION:
+        known = path == dcp.RESOURCE
+    else:  # 10/EPMP, under its configured extension name
+        known = path in RESOURCES
+    return path if known else "(unknown)"
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
