@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .recent_refusals import RecentRefusals
+
 
 @dataclass
 class Metrics:
@@ -29,6 +31,12 @@ class Metrics:
     """Invocations that made no command, by HTTP status (MQTT ones too)."""
     commands_finished: Counter[str] = field(default_factory=Counter)
     """By final state: succeeded, failed, expired."""
+    recent_refusals: RecentRefusals = field(default_factory=RecentRefusals)
+    """The last hour's refusals by tenant and reason (the dashboard); not in the snapshot."""
+
+    def connect_refused(self, reason: str, tenant_id: str | None) -> None:
+        self.connects_refused[reason] += 1
+        self.recent_refusals.add(reason, tenant_id)
 
     def snapshot(self) -> dict[str, object]:
         return {
