@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
+from .recent_refusals import RecentRefusals
+
 
 @dataclass
 class Metrics:
@@ -40,6 +42,12 @@ class Metrics:
     messages_out: int = 0
     """PUBLISH packets written to clients; bytes_out counts every packet's bytes."""
     bytes_out: int = 0
+    recent_refusals: RecentRefusals = field(default_factory=RecentRefusals)
+    """The last hour's refusals by tenant and reason (the dashboard); not in the snapshot."""
+
+    def connect_refused(self, reason: str, tenant_id: str | None) -> None:
+        self.connects_refused[reason] += 1
+        self.recent_refusals.add(reason, tenant_id)
 
     def snapshot(self) -> dict[str, object]:
         return {

@@ -6,11 +6,15 @@ with the bookkeeping done by triggers (see migrations/0001_initial.sql).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from .database import Database
 from .devices import require_device
 from .models import ConnectionLogEntry, ConnectionStatus, from_ms, from_ms_or_none, now_ms
+from .recent import first_id_since
 
 _OPEN_SESSION = """
 INSERT OR REPLACE INTO live_sessions
@@ -23,6 +27,25 @@ SELECT ?, c.tenant_id, c.device_id, c.id, ?, ?, ?, ?
    AND d.enabled = 1 AND d.state != 'deleted' AND t.enabled = 1
 RETURNING session_key
 """
+
+
+@dataclass(frozen=True)
+class Presence:
+    """A device's row in the dashboard's table."""
+
+    sessions: int
+    last_seen: datetime | None
+    """Its last connect or disconnect."""
+
+
+@dataclass(frozen=True)
+class ConnectionActivity:
+    """Connects and disconnects (by reason) since a time, counted from the connection log."""
+
+    tenant_id: str
+    event: str
+    reason: str | None
+    count: int
 
 
 class ConnectionStore:
@@ -132,3 +155,37 @@ class ConnectionStore:
             node=status["node"] if status else None,
             log=log,
         )
+
+    async def connected_counts(self, tenant_id: str | None = None) -> dict[str, int]:
+        """tenant -> devices connected now (one tenant, or every tenant with any)."""
+        select = "SELECT tenant_id, count(DISTINCT device_id) AS n FROM live_sessions WHERE closed_at IS NULL"
+        if tenant_id is None:  # every live row, once
+            rows = await self._db.read_all(f"{select} GROUP BY tenant_id")
+        else:  # the tenant's rows only (live_sessions_device)
+            rows = await self._db.read_all(f"{select} AND tenant_id = ? GROUP BY tenant_id", (tenant_id,))
+        return {r["tenant_id"]: int(r["n"]) for r in rows}
+
+    async def presence(self, tenant_id: str, device_ids: Sequence[str]) -> dict[str, Presence]:
+        """Live sessions and last seen of a page of devices, in one read."""
+        rows = await self._db.read_all(
+            "SELECT j.value AS id,"
+            " (SELECT count(*) FROM live_sessions s WHERE s.tenant_id = ? AND s.device_id = j.value"
+            "  AND s.closed_at IS NULL) AS sessions,"
+            " max(coalesce(c.last_connected_at, 0), coalesce(c.last_disconnected_at, 0)) AS seen"
+            " FROM json_each(?) j"
+            " LEFT JOIN connection_status c ON c.tenant_id = ? AND c.device_id = j.value",
+            (tenant_id, json.dumps(list(device_ids)), tenant_id),
+        )
+        return {r["id"]: Presence(int(r["sessions"]), from_ms(r["seen"]) if r["seen"] else None) for r in rows}
+
+    async def activity_since(self, since_ms: int, tenant_id: str | None = None) -> list[ConnectionActivity]:
+        """Connects and disconnects by reason since `since_ms` (of one tenant, or of all): reads only
+        the log rows of that window (see registry/recent.py)."""
+        first = await first_id_since(self._db, "connection_log", since_ms)
+        rows = await self._db.read_all(
+            "SELECT tenant_id, event, reason, count(*) AS n FROM connection_log"
+            " WHERE id >= ? AND at >= ? AND (? IS NULL OR tenant_id = ?)"
+            " GROUP BY tenant_id, event, reason ORDER BY tenant_id, event, n DESC",
+            (first, since_ms, tenant_id, tenant_id),
+        )
+        return [ConnectionActivity(r["tenant_id"], r["event"], r["reason"], int(r["n"])) for r in rows]

@@ -10,6 +10,7 @@ import aiosqlite
 
 from .database import Database
 from .models import now_ms
+from .recent import first_id_since
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,23 @@ class OutboxStore:
             "SELECT id, tenant_id, subject, payload FROM outbox WHERE tenant_id = ? ORDER BY id", (tenant_id,)
         )
         return [_event(r) for r in rows]
+
+    async def recent(
+        self, tenant_id: str, subject: str, since_ms: int, *, auto_provisioned: bool = False, limit: int = 20
+    ) -> tuple[list[tuple[int, OutboxEvent]], int]:
+        """The tenant's newest events with this subject since `since_ms` as (created at ms, event), and
+        how many there were; reads only the outbox rows of that window (see registry/recent.py)."""
+        first = await first_id_since(self._db, "outbox", since_ms)
+        where = (
+            "FROM outbox WHERE id >= ? AND created_at >= ? AND tenant_id = ? AND subject = ?"
+            " AND (? = 0 OR json_extract(payload, '$.autoProvisioned') = 1)"
+        )
+        args = (first, since_ms, tenant_id, subject, int(auto_provisioned))
+        rows = await self._db.read_all(
+            f"SELECT id, tenant_id, subject, payload, created_at {where} ORDER BY id DESC LIMIT ?", (*args, limit)
+        )
+        total = await self._db.read_one(f"SELECT count(*) AS n {where}", args)
+        return [(int(r["created_at"]), _event(r)) for r in rows], int(total["n"]) if total else 0
 
     async def prune(self, max_age_ms: int) -> int:
         """Published events past retention go; so do unconsumed ones, or a tenant without

@@ -1,4 +1,5 @@
-"""Builds the FastAPI application. Every /v1 route needs the admin bearer token."""
+"""Builds the FastAPI application. Every /v1 route needs the admin bearer token; the dashboard at /ui/
+(gateway/ui) a session opened with it."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 from fastapi import Depends, FastAPI
 from fastapi.responses import PlainTextResponse
 
+from .. import ui
 from ..kp1.whitelist import WhitelistError
 from ..prometheus import CONTENT_TYPE
 from . import (
@@ -91,6 +93,8 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
             raise BadRequest(str(exc), status=422) from None
         assert gw.services.epmp is not None
         return {"appVersions": sorted(gw.services.epmp.whitelist.versions)}
+
+    ui.install(app)
 
     @app.get("/healthz", tags=["operations"])
     async def health() -> dict[str, str]:

@@ -123,7 +123,7 @@ class DeviceAuthPlugin(BaseAuthPlugin):
             reason = outcome.refusal or Refusal.UNKNOWN_CREDENTIAL
             if reason in RETRY_LATER:  # the gateway's state, not the credential's: CONNACK 3, not 5
                 session.attributes[RETRY_LATER_ATTR] = True
-            services.metrics.connects_refused[reason.value] += 1
+            services.metrics.connect_refused(reason.value, outcome.tenant_id)
             audit(
                 "connect_refused",
                 logging.WARNING,

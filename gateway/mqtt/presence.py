@@ -54,7 +54,7 @@ class Presence:
         *,
         identity: DeviceIdentity | None = None,
     ) -> None:
-        self._services.metrics.connects_refused[reason] += 1
+        self._services.metrics.connect_refused(reason, identity.tenant_id if identity else None)
         if reason in LIMIT_REFUSALS:
             self._services.metrics.limits_hit[reason] += 1
         audit(
