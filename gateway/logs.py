@@ -41,7 +41,7 @@ def configure_logging(settings: GatewaySettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    # amqtt logs every connection at INFO; our own lines say what matters.
+    # amqtt and websockets log every connection at INFO; our own lines say what matters.
     quiet = max(logging.WARNING, logging.getLevelName(settings.log_level))
-    for noisy in ("amqtt", "transitions"):
+    for noisy in ("amqtt", "transitions", "websockets"):
         logging.getLogger(noisy).setLevel(quiet)

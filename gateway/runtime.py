@@ -33,6 +33,7 @@ from .metrics import Metrics
 from .mqtt.broker import GatewayBroker
 from .mqtt.connection import CloseReason
 from .mqtt.listener import ListenerSpec
+from .mqtt.websocket import WebSocketOptions, message_limit
 from .policies import PolicyService
 from .prometheus import PrometheusExporter
 from .services import GatewayServices
@@ -127,6 +128,11 @@ class Gateway:
             self.services.trust = TrustedCas(self.registry, self.tls.cert_path, self.tls.key_path)
             await self.services.trust.reload()
             listeners.append(ListenerSpec("mqtts", s.host, s.mqtts_port, tls=self._server_ssl_context))
+        websocket = WebSocketOptions(s.ws_path, message_limit(s.max_packet_bytes))
+        if s.ws_port is not None:
+            listeners.append(ListenerSpec("ws", s.host, s.ws_port, websocket=websocket))
+        if s.wss_port is not None and s.tls_enabled:  # mqtts' context: its certificate, client certificates, trust
+            listeners.append(ListenerSpec("wss", s.host, s.wss_port, tls=self._server_ssl_context, websocket=websocket))
         self.broker = GatewayBroker(self.services, PLUGINS)
         try:
             await self.broker.start(listeners)

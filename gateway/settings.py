@@ -6,7 +6,7 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +31,16 @@ class GatewaySettings(BaseSettings):
     mqtt_port: Port = Field(1883, ge=0, le=65535)
     mqtts_port: Port = Field(8883, ge=0, le=65535)
     tls_enabled: bool = True
+    ws_port: Port | None = Field(None, ge=0, le=65535, description="MQTT over WebSocket; off unless set")
+    wss_port: Port | None = Field(
+        None, ge=0, le=65535, description="MQTT over WebSocket and TLS (mqtts' certificate and checks); off unless set"
+    )
+    ws_path: str = Field(
+        "/mqtt",
+        max_length=256,
+        pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$",
+        description="the request path of the WebSocket listeners",
+    )
     api_port: Port = Field(8080, ge=0, le=65535)
     node_id: str = Field(
         default_factory=socket.gethostname,
@@ -143,6 +153,13 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _any_case(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("wss_port")
+    @classmethod
+    def _wss_needs_tls(cls, port: int | None, info: ValidationInfo) -> int | None:
+        if port is not None and info.data.get("tls_enabled") is False:
+            raise ValueError("wss needs tls_enabled = true")
+        return port
 
     @classmethod
     def settings_customise_sources(

@@ -23,6 +23,7 @@ def test_defaults_are_the_embedded_ones(monkeypatch: pytest.MonkeyPatch) -> None
         8080,
     )
     assert s.connect_timeout == 10.0
+    assert (s.ws_port, s.wss_port, s.ws_path) == (None, None, "/mqtt")  # WebSocket listeners are off
     assert s.registry_path == Path("gateway-data/registry.sqlite3")
 
 
@@ -48,6 +49,10 @@ def test_shipped_example_config_loads() -> None:
         ("connect_timeout = -1\n", "invalid setting 'connect_timeout'"),
         ("log_level = 'LOUD'\n", "invalid setting 'log_level'"),
         ("mqtt_port = \n", "config file"),
+        ("tls_enabled = false\nwss_port = 8884\n", "invalid setting 'wss_port': Value error, wss needs tls_enabled"),
+        ("ws_path = 'mqtt'\n", "invalid setting 'ws_path'"),
+        ("ws_path = '/a b'\n", "invalid setting 'ws_path'"),
+        ("ws_port = -1\n", "invalid setting 'ws_port'"),
     ],
 )
 def test_invalid_settings_name_the_setting(tmp_path: Path, toml: str, message: str) -> None:

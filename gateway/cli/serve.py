@@ -30,11 +30,24 @@ def serve(
     mqtt_port: Annotated[int | None, typer.Option("--mqtt-port", help="0 = any free port")] = None,
     mqtts_port: Annotated[int | None, typer.Option("--mqtts-port", help="0 = any free port")] = None,
     api_port: Annotated[int | None, typer.Option("--api-port", help="0 = any free port")] = None,
+    ws_port: Annotated[
+        int | None, typer.Option("--ws-port", help="MQTT over WebSocket [default: off]; 0 = any free port")
+    ] = None,
+    wss_port: Annotated[
+        int | None, typer.Option("--wss-port", help="MQTT over WebSocket and TLS [default: off]; 0 = any free port")
+    ] = None,
 ) -> None:
-    """Start the gateway: MQTT, MQTT over TLS and the management API."""
+    """Start the gateway: MQTT, MQTT over TLS (and over WebSocket, if asked) and the management API."""
     try:
         settings = load_settings(
-            config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, mqtts_port=mqtts_port, api_port=api_port
+            config,
+            data_dir=data_dir,
+            host=host,
+            mqtt_port=mqtt_port,
+            mqtts_port=mqtts_port,
+            api_port=api_port,
+            ws_port=ws_port,
+            wss_port=wss_port,
         )
     except SettingsError as exc:
         typer.echo(f"mqtt-gateway: {exc}", err=True)
@@ -83,6 +96,11 @@ async def _run(settings: GatewaySettings) -> None:
     ready = (
         f"mqtt-gateway ready: mqtt://{host}:{gateway.ports['mqtt']}"
         + (f"  mqtts://{host}:{gateway.ports['mqtts']} (CA: {gateway.tls.ca_path})" if gateway.tls else "")
+        + "".join(
+            f"  {name}://{host}:{gateway.ports[name]}{settings.ws_path}"
+            for name in ("ws", "wss")
+            if name in gateway.ports
+        )
         + f"  API http://{host}:{gateway.ports['api']}"
     )
     if settings.log_format == "json":  # every line JSON, and the admin token never in a shipped log

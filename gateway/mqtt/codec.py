@@ -22,6 +22,15 @@ class MalformedLength(Exception):
     """A remaining length of more than four bytes [MQTT-2.2.3]."""
 
 
+class StreamViolation(Exception):
+    """The transport under MQTT broke its own rules (a WebSocket text frame, an oversized message):
+    raised by the reader instead of the bytes, so the connection ends as a protocol error."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class FixedHeader:
     packet_type: int

@@ -12,6 +12,8 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 
+from .codec import StreamViolation
+
 CONNECT = 0x10
 MQTT_311 = 4
 MAX_CONNECT_BYTES = 65_536  # client id + will + username + password; far above any real CONNECT
@@ -47,6 +49,8 @@ async def _read(reader: asyncio.StreamReader, n: int) -> bytes:
         return await reader.readexactly(n)
     except (asyncio.IncompleteReadError, OSError) as exc:  # OSError: a reset, or a bad TLS record
         raise ConnectRejected("eof_before_connect") from exc
+    except StreamViolation as exc:
+        raise ConnectRejected(exc.reason) from exc
 
 
 async def read_connect_packet(reader: asyncio.StreamReader) -> ConnectFields:

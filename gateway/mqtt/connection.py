@@ -176,7 +176,7 @@ class Connection:
                 except TimeoutError:
                     self.close(CloseReason.KEEPALIVE_TIMEOUT)
                     break
-                except codec.MalformedLength as exc:
+                except (codec.MalformedLength, codec.StreamViolation) as exc:
                     self.close(CloseReason.PROTOCOL_ERROR, str(exc))
                     break
                 violation = check_packet(header.packet_type, header.flags, body, self._max_filters)

@@ -1,5 +1,6 @@
 """Listening sockets: every accepted socket is admitted (and counted) before anything else, then gets
-its TLS handshake (on a TLS listener) and its CONNECT read, both within one `connect_timeout`.
+its TLS handshake (on a TLS listener), its WebSocket upgrade (on a `ws`/`wss` listener, websocket.py)
+and its CONNECT read, all within one `connect_timeout`.
 
 We run the TLS handshake ourselves: under the deadline, and a refused certificate becomes a logged,
 counted refusal instead of asyncio's silence.
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .admission import SocketAdmission, SocketTicket, enable_tcp_keepalive
+from .websocket import WebSocketOptions, WebSocketRefused, accept_websocket
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,8 @@ class ListenerSpec:
     port: int
     tls: Callable[[], ssl.SSLContext] | None = None
     """The server context for each handshake (a new one after every trust change), or plain TCP."""
+    websocket: WebSocketOptions | None = None
+    """MQTT over WebSocket on this port, or bare MQTT."""
 
 
 class Listeners:
@@ -75,13 +79,39 @@ class Listeners:
         deadline = asyncio.get_running_loop().time() + self._connect_timeout
         try:
             enable_tcp_keepalive(writer.get_extra_info("socket"))
-            if spec.tls is None or await self._tls_handshake(writer, spec.tls(), deadline):
+            if spec.tls is not None and not await self._tls_handshake(writer, spec.tls(), deadline):
+                return
+            if spec.websocket is None:
                 await self._serve(reader, writer, ticket, deadline)
+            else:
+                await self._serve_websocket(reader, writer, ticket, deadline, spec.websocket)
         except Exception:
             log.exception("connection handling failed")
         finally:
             self.admission.release(ticket)
             writer.transport.abort()
+
+    async def _serve_websocket(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        ticket: SocketTicket,
+        deadline: float,
+        options: WebSocketOptions,
+    ) -> None:
+        try:
+            async with asyncio.timeout_at(deadline):
+                upgraded = await accept_websocket(reader, writer, options)
+        except TimeoutError:
+            self._refused("websocket_handshake_timeout", writer.get_extra_info("peername"), None)
+            return
+        except WebSocketRefused as exc:
+            self._refused(exc.reason, writer.get_extra_info("peername"), exc.detail)
+            return
+        try:
+            await self._serve(upgraded.reader, upgraded.writer, ticket, deadline)
+        finally:
+            upgraded.close()
 
     async def _tls_handshake(self, writer: asyncio.StreamWriter, context: ssl.SSLContext, deadline: float) -> bool:
         peer = writer.get_extra_info("peername")
