@@ -19,21 +19,39 @@ DataDirOption = Annotated[
     Path | None,
     typer.Option("--data-dir", help="data directory [default: ./gateway-data; env GATEWAY_DATA_DIR]"),
 ]
+# `serve` and `check-config` take the same options, and settings_of turns them into settings for both.
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
+HostOption = Annotated[str | None, typer.Option("--host", help="address all listeners bind to")]
+MqttPortOption = Annotated[int | None, typer.Option("--mqtt-port", help="0 = any free port")]
+MqttsPortOption = Annotated[int | None, typer.Option("--mqtts-port", help="0 = any free port")]
+ApiPortOption = Annotated[int | None, typer.Option("--api-port", help="0 = any free port")]
+
+
+def settings_of(
+    config: Path | None,
+    data_dir: Path | None,
+    host: str | None,
+    mqtt_port: int | None,
+    mqtts_port: int | None,
+    api_port: int | None,
+) -> GatewaySettings:
+    """Defaults < the TOML file < GATEWAY_* < these flags. Raises SettingsError."""
+    return load_settings(
+        config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, mqtts_port=mqtts_port, api_port=api_port
+    )
 
 
 def serve(
-    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file")] = None,
+    config: ConfigOption = None,
     data_dir: DataDirOption = None,
-    host: Annotated[str | None, typer.Option("--host", help="address all listeners bind to")] = None,
-    mqtt_port: Annotated[int | None, typer.Option("--mqtt-port", help="0 = any free port")] = None,
-    mqtts_port: Annotated[int | None, typer.Option("--mqtts-port", help="0 = any free port")] = None,
-    api_port: Annotated[int | None, typer.Option("--api-port", help="0 = any free port")] = None,
+    host: HostOption = None,
+    mqtt_port: MqttPortOption = None,
+    mqtts_port: MqttsPortOption = None,
+    api_port: ApiPortOption = None,
 ) -> None:
     """Start the gateway: MQTT, MQTT over TLS and the management API."""
     try:
-        settings = load_settings(
-            config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, mqtts_port=mqtts_port, api_port=api_port
-        )
+        settings = settings_of(config, data_dir, host, mqtt_port, mqtts_port, api_port)
     except SettingsError as exc:
         typer.echo(f"mqtt-gateway: {exc}", err=True)
         raise typer.Exit(2) from None
