@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 import uvicorn
 
-from pki.devca import ServerTls, ensure_server_tls
+from pki.devca import ServerTls, ensure_server_tls, server_names
 from pki.files import write_public
 from registry import Registry
 
@@ -20,6 +20,7 @@ from .admin_token import ensure_admin_token
 from .api.app import create_app
 from .auth.hashing import PasswordHasher
 from .commands import CommandService
+from .config_check import certificate_warning
 from .data import DataCollection
 from .datadir import DataDirLock, claim
 from .endpoint_filters import FilterEvaluator
@@ -124,7 +125,9 @@ class Gateway:
         self.services.epmp = Epmp(self.registry, s, load_whitelist(s.epmx_whitelist))
         listeners = [ListenerSpec("mqtt", s.host, s.mqtt_port)]
         if s.tls_enabled:
-            self.tls = await asyncio.to_thread(ensure_server_tls, s.tls_dir, _server_names(s.host))
+            self.tls = await asyncio.to_thread(ensure_server_tls, s.tls_dir, server_names(s.host))
+            if (warning := certificate_warning(s)) is not None:
+                log.warning("%s", warning)
             self.services.trust = TrustedCas(self.registry, self.tls.cert_path, self.tls.key_path)
             await self.services.trust.reload()
             listeners.append(ListenerSpec("mqtts", s.host, s.mqtts_port, tls=self._server_ssl_context))
@@ -228,10 +231,3 @@ class Gateway:
             self._data_dir_lock.release()
             self._data_dir_lock = None
         log.info("gateway node %s stopped", self.settings.node_id)
-
-
-def _server_names(host: str) -> list[str]:
-    names = ["localhost", "127.0.0.1", "::1"]
-    if host not in names and host not in ("0.0.0.0", "::"):  # noqa: S104
-        names.append(host)
-    return names

@@ -18,7 +18,11 @@ Port = int
 
 
 class SettingsError(Exception):
-    """An invalid setting; the message names it in one line."""
+    """Invalid settings. `problems` has one line per problem, naming the setting; the message joins them."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = list(problems)
 
 
 class GatewaySettings(BaseSettings):
@@ -42,6 +46,9 @@ class GatewaySettings(BaseSettings):
         description="the request path of the WebSocket listeners",
     )
     api_port: Port = Field(8080, ge=0, le=65535)
+    api_docs_public: bool = Field(
+        False, description="serve /docs and /openapi.json without the admin token (they describe, never act)"
+    )
     node_id: str = Field(
         default_factory=socket.gethostname,
         min_length=1,
@@ -193,7 +200,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewayS
     """Build settings; `overrides` are command-line flags (None = not given). Raises SettingsError."""
     flags = {k: v for k, v in overrides.items() if v is not None}
     if config_file is not None and not config_file.is_file():
-        raise SettingsError(f"config file {str(config_file)!r} does not exist")
+        what = "is not a file" if config_file.exists() else "does not exist"
+        raise SettingsError(f"config file {str(config_file)!r} {what}")
     source: type[GatewaySettings] = GatewaySettings
     if config_file is not None:
 
@@ -204,18 +212,26 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> GatewayS
     try:
         settings = source(**flags)
     except ValidationError as exc:
-        raise SettingsError(_one_line(exc)) from None
-    except ValueError as exc:  # TOML syntax errors surface as ValueError subclasses
-        raise SettingsError(f"config file {str(config_file)!r}: {exc}") from None
+        raise SettingsError(*_problems(exc)) from None
+    except ValueError as exc:  # TOML syntax errors (and bytes that are not UTF-8) are ValueError subclasses
+        raise SettingsError(f"config file {str(config_file)!r}: {squeeze(str(exc))}") from None
+    except OSError as exc:  # unreadable
+        raise SettingsError(f"config file {str(config_file)!r}: {exc.strerror}") from None
     return settings
 
 
-def _one_line(exc: ValidationError) -> str:
+def _problems(exc: ValidationError) -> list[str]:
     parts = []
     for err in exc.errors():
-        name = ".".join(str(p) for p in err["loc"]) or "settings"
+        name = squeeze(".".join(str(p) for p in err["loc"]) or "settings", 80)
         if err["type"] == "extra_forbidden":
             parts.append(f"unknown setting {name!r}")
         else:
-            parts.append(f"invalid setting {name!r}: {err['msg']} (got {err.get('input')!r})")
-    return "; ".join(parts)
+            parts.append(f"invalid setting {name!r}: {err['msg']} (got {squeeze(repr(err.get('input')))})")
+    return parts
+
+
+def squeeze(text: str, limit: int = 200) -> str:
+    """One line of at most `limit` characters: a problem is reported as one line, whatever the input."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."

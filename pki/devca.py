@@ -160,6 +160,19 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+WILDCARD_HOSTS = ("0.0.0.0", "::")  # noqa: S104 (naming them, not binding)
+
+
+def server_names(host: str) -> list[str]:
+    """The names the server certificate carries for listeners bound to `host`: the loopback ones, and
+    `host` itself unless it is a wildcard, which names no address a device could dial."""
+    names = list(LOOPBACK_NAMES)
+    if host not in names and host not in WILDCARD_HOSTS:
+        names.append(host)
+    return names
+
+
 def ensure_server_tls(tls_dir: Path, hostnames: list[str]) -> ServerTls:
     """Loads the development CA and server certificate from `tls_dir`, creating what is missing."""
     paths = ServerTls(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server.key")

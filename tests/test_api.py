@@ -72,8 +72,11 @@ async def test_token_states(api: httpx.AsyncClient) -> None:
 
 
 async def test_openapi_is_published(gateway: Gateway) -> None:
+    """To the admin token holder only, unless `api_docs_public` (tests/test_api_docs.py)."""
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.ports['api']}") as anon:
-        spec = await ok(anon.get("/openapi.json"))
+        assert (await anon.get("/openapi.json")).status_code == 401
+    async with api_client(gateway) as admin:
+        spec = await ok(admin.get("/openapi.json"))
     assert "/v1/tenants/{tenant}/devices/{device}/connection" in spec["paths"]
 
 

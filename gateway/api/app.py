@@ -1,5 +1,6 @@
-"""Builds the FastAPI application. Every /v1 route needs the admin bearer token; the dashboard at /ui/
-(gateway/ui) a session opened with it."""
+"""Builds the FastAPI application. Every /v1 route needs the admin bearer token; the docs need it
+too unless `api_docs_public` (gateway/api/docs.py); the dashboard at /ui/ (gateway/ui) a session
+opened with it."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from . import (
     credentials,
     data,
     devices,
+    docs,
     endpoint_filters,
     errors,
     groups,
@@ -34,11 +36,20 @@ from .limits import BodySizeLimit
 if TYPE_CHECKING:
     from ..runtime import Gateway
 
+DESCRIPTION = """Tenants, devices and their credentials, trusted CAs, metadata, commands, groups and their
+policies, device imports and endpoint filters of one gateway node.
+
+Every `/v1` call needs `Authorization: Bearer <admin token>`, the token in `<data-dir>/admin-token`:
+give it to **Authorize** before **Try it out**. Errors are `{"error", "message", "field"}`.
+The gateway's `docs/api.md` has the rest."""
+
 
 def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
     app = FastAPI(
         title="mqtt-gateway management API",
         version="1",
+        description=DESCRIPTION,
+        openapi_url=None,  # gateway/api/docs.py serves it, behind the token
         docs_url=None,
         redoc_url=None,
     )
@@ -80,13 +91,18 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         process) in the Prometheus text format; behind the admin token unless `metrics_public`."""
         return PlainTextResponse(await gw.prometheus.scrape(), media_type=CONTENT_TYPE)
 
-    @app.get("/v1/metrics", dependencies=guard, tags=["operations"])
+    @app.get("/v1/metrics", dependencies=guard, tags=["operations"], summary="Read this node's counters")
     async def metrics(gw: GatewayDep) -> dict[str, Any]:
+        """Counters since start: CONNECTs accepted and refused by reason, disconnects by reason, denied
+        publishes and subscriptions, kicked sessions, 10/EPMP requests, data messages, commands."""
         return {"node": gw.settings.node_id, **gw.services.metrics.snapshot()}
 
-    @app.post("/v1/epmx/whitelist/reload", dependencies=guard, tags=["operations"])
+    @app.post(
+        "/v1/epmx/whitelist/reload", dependencies=guard, tags=["operations"], summary="Re-read the EPMX whitelist"
+    )
     async def reload_whitelist(gw: GatewayDep) -> dict[str, Any]:
-        """Re-read the EPMX whitelist file (as SIGHUP does); live sessions stay connected."""
+        """Reads the `epmx_whitelist` file again, as SIGHUP does; live sessions stay connected. A file that
+        does not load is a 422 naming the problem, and the whitelist in force stays."""
         try:
             gw.reload_whitelist()
         except WhitelistError as exc:
@@ -96,9 +112,12 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
 
     ui.install(app)
 
-    @app.get("/healthz", tags=["operations"])
+    @app.get("/healthz", tags=["operations"], summary="Check that the API answers")
     async def health() -> dict[str, str]:
+        """`{"status": "ok"}` while the node serves; needs no token (for load balancers and health checks)."""
         return {"status": "ok"}
+
+    docs.install(app, public=gateway.settings.api_docs_public)
 
     app.add_middleware(
         BodySizeLimit,

@@ -29,6 +29,7 @@ def _service(gw: GatewayDep) -> CommandService:
 
 @router.post(
     "/{command_type}",
+    summary="Invoke a command on a device",
     response_model=CommandResultOut,
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": CommandIn.model_json_schema()}}}},
     responses={202: {"model": CommandAccepted}, 504: {"description": "no result before timeoutMs; `id` names it"}},
@@ -60,7 +61,7 @@ async def invoke_command(
     return CommandResultOut.of(final)
 
 
-@router.get("/{command_type}/{command_id}")
+@router.get("/{command_type}/{command_id}", summary="Get a command")
 async def get_command(
     tenant: str, device: str, command_type: str, command_id: Annotated[int, Path(ge=1, le=MAX_ID)], gw: GatewayDep
 ) -> CommandOut:

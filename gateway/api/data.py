@@ -15,7 +15,7 @@ from .schemas import LastDataOut
 router = APIRouter(prefix="/v1/tenants/{tenant}/devices/{device}/data", tags=["data"])
 
 
-@router.get("/last")
+@router.get("/last", summary="Get a device's last data sample")
 async def last_data(tenant: str, device: str, gw: GatewayDep) -> LastDataOut:
     """The last sample of the device's last data message, when it arrived, and how many messages and
     samples this node has taken from it. Kept in memory (not in the registry): 404 after a restart

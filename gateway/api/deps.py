@@ -12,19 +12,29 @@ from starlette.exceptions import HTTPException
 if TYPE_CHECKING:
     from ..runtime import Gateway
 
-_bearer = HTTPBearer(auto_error=False)
+_bearer = HTTPBearer(auto_error=False, description="the admin token, from `<data-dir>/admin-token`")
 
 
 def get_gateway(request: Request) -> Gateway:
     return request.app.state.gateway  # type: ignore[no-any-return]
 
 
+def is_admin_token(request: Request, given: str) -> bool:
+    expected: str = request.app.state.admin_token
+    return secrets.compare_digest(given.encode(), expected.encode())
+
+
+async def bearer_token(request: Request) -> str:
+    """The bearer token of the request, or "" (a malformed header counts as none)."""
+    credentials = await _bearer(request)
+    return credentials.credentials if credentials is not None else ""
+
+
 def require_admin(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 ) -> None:
-    expected: str = request.app.state.admin_token
     given = credentials.credentials if credentials is not None else ""
-    if not secrets.compare_digest(given.encode(), expected.encode()):
+    if not is_admin_token(request, given):
         raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
 
 

@@ -28,7 +28,7 @@ router = APIRouter(prefix="/v1/tenants/{tenant}/devices", tags=["devices"])
 rendezvous = APIRouter(prefix="/v1/tenants/{tenant}", tags=["devices"])
 
 
-@rendezvous.get("/connected-devices")
+@rendezvous.get("/connected-devices", summary="List connected devices")
 async def connected_devices(
     tenant: str,
     gw: GatewayDep,
@@ -42,7 +42,7 @@ async def connected_devices(
     return ConnectedDevicesOut(devices=devices, next=devices[-1].id if len(devices) == limit else None)
 
 
-@router.post("", status_code=201)
+@router.post("", summary="Create a device", status_code=201)
 async def create_device(
     tenant: str,
     body: DeviceIn,
@@ -79,7 +79,7 @@ _FILTERS = {
 }
 
 
-@router.get("")
+@router.get("", summary="Search devices")
 async def list_devices(
     tenant: str,
     request: Request,
@@ -128,13 +128,17 @@ async def list_devices(
     return DevicePageOut(devices=[DeviceOut.of(d) for d in devices], next=cursor)
 
 
-@router.get("/{device}")
+@router.get("/{device}", summary="Get a device")
 async def get_device(tenant: str, device: str, gw: GatewayDep) -> DeviceOut:
+    """The device with its group, app version, attributes, lifecycle state and policy status."""
     return DeviceOut.of(await gw.registry.devices.get(tenant, device))
 
 
-@router.patch("/{device}")
+@router.patch("/{device}", summary="Change a device")
 async def patch_device(tenant: str, device: str, body: DevicePatch, gw: GatewayDep) -> DeviceOut:
+    """Move it to another group, change its app version, attributes or enabled flag, or send it from
+    `provisioned` back to `registered`; absent fields stay. Disabling closes its sessions; a new group's
+    policy is pushed to it."""
     kwargs = {"app_version": body.app_version} if "app_version" in body.model_fields_set else {}
     updated = await gw.manage.devices.update(
         tenant,
@@ -149,20 +153,24 @@ async def patch_device(tenant: str, device: str, body: DevicePatch, gw: GatewayD
     return DeviceOut.of(updated)
 
 
-@router.delete("/{device}", status_code=204)
+@router.delete("/{device}", summary="Delete a device", status_code=204)
 async def delete_device(tenant: str, device: str, gw: GatewayDep) -> Response:
+    """Deletes it with its credentials, metadata and connection records and closes its sessions. A tombstone
+    keeps its id (see `reuseDeletedId`); an auto-provisioned device's certificates get tombstones too."""
     await gw.manage.devices.delete(tenant, device)
     return Response(status_code=204)
 
 
-@router.get("/{device}/connection")
+@router.get("/{device}/connection", summary="Get a device's connection status")
 async def get_connection(
     tenant: str, device: str, gw: GatewayDep, log: Annotated[int, Query(ge=0, le=1000)] = 50
 ) -> ConnectionOut:
+    """Connected or not, how many sessions, since when, from where, on which node, and the last `log`
+    connection log entries (connects and disconnects with their reasons), newest first."""
     return ConnectionOut.of(await gw.registry.connections.status(tenant, device, log_entries=log))
 
 
-@router.get("/{device}/history")
+@router.get("/{device}/history", summary="Get a device's lifecycle history")
 async def get_history(
     tenant: str, device: str, gw: GatewayDep, limit: Annotated[int, Query(ge=1, le=1000)] = 100
 ) -> list[HistoryEntryOut]:
@@ -171,7 +179,7 @@ async def get_history(
     return [HistoryEntryOut(at=e.at, event=e.event, detail=e.detail) for e in entries]
 
 
-@rendezvous.get("/deleted-devices")
+@rendezvous.get("/deleted-devices", summary="List deleted devices")
 async def deleted_devices(tenant: str, gw: GatewayDep) -> list[DeviceTombstoneOut]:
     """Tombstones of deleted devices (newest 1,000): id, group, app version, when."""
     return [

@@ -16,6 +16,7 @@ router = APIRouter(prefix="/v1/tenants/{tenant}/endpoint-filters", tags=["endpoi
 
 @router.post(
     "",
+    summary="Create an endpoint filter",
     status_code=201,
     response_model=EndpointFilterOut,
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": EndpointFilterIn.model_json_schema()}}}},
@@ -28,13 +29,13 @@ async def create_filter(tenant: str, request: Request, gw: GatewayDep) -> Endpoi
     return EndpointFilterOut.of(await gw.registry.endpoint_filters.create(tenant, body.id, body.query))
 
 
-@router.get("")
+@router.get("", summary="List endpoint filters")
 async def list_filters(tenant: str, gw: GatewayDep) -> list[EndpointFilterOut]:
     """Every filter of the tenant with its state and how many devices match it."""
     return [EndpointFilterOut.of(f) for f in await gw.registry.endpoint_filters.of_tenant(tenant)]
 
 
-@router.get("/{filter_id}")
+@router.get("/{filter_id}", summary="Get an endpoint filter")
 async def get_filter(tenant: str, filter_id: str, gw: GatewayDep) -> EndpointFilterOut:
     """One filter with its state and how many devices match it."""
     return EndpointFilterOut.of(await gw.registry.endpoint_filters.get(tenant, filter_id))
@@ -42,6 +43,7 @@ async def get_filter(tenant: str, filter_id: str, gw: GatewayDep) -> EndpointFil
 
 @router.put(
     "/{filter_id}",
+    summary="Replace an endpoint filter's query",
     response_model=EndpointFilterOut,
     openapi_extra={
         "requestBody": {"content": {"application/json": {"schema": EndpointFilterQueryIn.model_json_schema()}}}
@@ -54,14 +56,14 @@ async def replace_filter(tenant: str, filter_id: str, request: Request, gw: Gate
     return EndpointFilterOut.of(await gw.registry.endpoint_filters.replace(tenant, filter_id, body.query, node=node))
 
 
-@router.delete("/{filter_id}", status_code=204)
+@router.delete("/{filter_id}", summary="Delete an endpoint filter", status_code=204)
 async def delete_filter(tenant: str, filter_id: str, gw: GatewayDep) -> Response:
     """`filter/deactivated` (reason `deleted`); no per-device events."""
     await gw.registry.endpoint_filters.delete(tenant, filter_id, node=gw.settings.node_id)
     return Response(status_code=204)
 
 
-@router.get("/{filter_id}/endpoints")
+@router.get("/{filter_id}/endpoints", summary="List an endpoint filter's devices")
 async def filter_endpoints(
     tenant: str,
     filter_id: str,

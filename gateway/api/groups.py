@@ -14,30 +14,31 @@ from .schemas import GroupIn, GroupMoveIn, GroupMoveOut, GroupOut, GroupPatch, P
 router = APIRouter(prefix="/v1/tenants/{tenant}/groups", tags=["groups"])
 
 
-@router.post("", status_code=201)
+@router.post("", summary="Create a group", status_code=201)
 async def create_group(tenant: str, body: GroupIn, gw: GatewayDep) -> GroupOut:
     """A new, empty group with the empty policy `{}`."""
     return GroupOut.of(await gw.registry.groups.create(tenant, body.id, description=body.description))
 
 
-@router.get("")
+@router.get("", summary="List groups")
 async def list_groups(tenant: str, gw: GatewayDep) -> list[GroupOut]:
     """Every group of the tenant with its device count."""
     return [GroupOut.of(g) for g in await gw.registry.groups.of_tenant(tenant)]
 
 
-@router.get("/{group}")
+@router.get("/{group}", summary="Get a group")
 async def get_group(tenant: str, group: str, gw: GatewayDep) -> GroupOut:
+    """One group with its description and device count."""
     return GroupOut.of(await gw.registry.groups.get(tenant, group))
 
 
-@router.patch("/{group}")
+@router.patch("/{group}", summary="Change a group")
 async def patch_group(tenant: str, group: str, body: GroupPatch, gw: GatewayDep) -> GroupOut:
     """Describe or rename (`id`): its devices and the CAs that provision into it follow the rename."""
     return GroupOut.of(await gw.registry.groups.update(tenant, group, new_id=body.id, description=body.description))
 
 
-@router.delete("/{group}", status_code=204)
+@router.delete("/{group}", summary="Delete a group", status_code=204)
 async def delete_group(
     tenant: str,
     group: str,
@@ -49,19 +50,21 @@ async def delete_group(
     return Response(status_code=204)
 
 
-@router.post("/{group}/devices")
+@router.post("/{group}/devices", summary="Move devices into a group")
 async def move_devices(tenant: str, group: str, body: GroupMoveIn, gw: GatewayDep) -> GroupMoveOut:
     """Moves devices (all or none) into the group; those that observe get its policy pushed."""
     return GroupMoveOut(moved=await gw.manage.groups.move(tenant, group, body.devices))
 
 
-@router.get("/{group}/policy")
+@router.get("/{group}/policy", summary="Get a group's policy")
 async def get_policy(tenant: str, group: str, gw: GatewayDep) -> PolicyOut:
+    """The group's policy (7/CMP configuration) and its `configId`."""
     return PolicyOut.of(await gw.registry.groups.get(tenant, group))
 
 
 @router.put(
     "/{group}/policy",
+    summary="Replace a group's policy",
     openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}},
 )
 async def set_policy(tenant: str, group: str, request: Request, gw: GatewayDep) -> PolicyOut:

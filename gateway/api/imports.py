@@ -28,7 +28,9 @@ def _runner(gw: GatewayDep) -> ImportRunner:
     return runner
 
 
-@template.get("/v1/device-imports/template.csv", response_class=PlainTextResponse)
+@template.get(
+    "/v1/device-imports/template.csv", summary="Download the import CSV template", response_class=PlainTextResponse
+)
 async def import_template() -> PlainTextResponse:
     """A CSV to start from: every column, every credential form."""
     return PlainTextResponse(TEMPLATE, media_type="text/csv")
@@ -36,6 +38,7 @@ async def import_template() -> PlainTextResponse:
 
 @router.post(
     "",
+    summary="Import devices from CSV",
     status_code=202,
     openapi_extra={"requestBody": {"content": {"text/csv": {"schema": {"type": "string"}}}}},
 )
@@ -52,13 +55,13 @@ async def start_import(tenant: str, request: Request, gw: GatewayDep) -> ImportA
     return ImportAccepted(job_id=job.id, state=job.state, total=job.total)
 
 
-@router.get("")
+@router.get("", summary="List device imports")
 async def list_imports(tenant: str, gw: GatewayDep) -> list[ImportJobOut]:
     """The tenant's newest 100 jobs (without their row errors)."""
     return [ImportJobOut.of(job, []) for job in await gw.registry.imports.of_tenant(tenant)]
 
 
-@router.get("/{job}")
+@router.get("/{job}", summary="Get a device import")
 async def get_import(
     tenant: str,
     job: str,
@@ -70,7 +73,12 @@ async def get_import(
     return ImportJobOut.of(found, await gw.registry.imports.errors(job, errors))
 
 
-@router.get("/{job}/tokens", response_class=PlainTextResponse, response_model=None)
+@router.get(
+    "/{job}/tokens",
+    summary="Download an import's generated tokens",
+    response_class=PlainTextResponse,
+    response_model=None,
+)
 async def download_tokens(tenant: str, job: str, gw: GatewayDep) -> PlainTextResponse | JSONResponse:
     """The tokens the job generated, as `deviceId,token` CSV, once: after that 410."""
     pairs = await gw.registry.imports.take_tokens(tenant, job)
@@ -80,7 +88,7 @@ async def download_tokens(tenant: str, job: str, gw: GatewayDep) -> PlainTextRes
     return PlainTextResponse(body, media_type="text/csv", headers={"Cache-Control": "no-store"})
 
 
-@router.delete("/{job}")
+@router.delete("/{job}", summary="Cancel a device import")
 async def cancel_import(tenant: str, job: str, gw: GatewayDep) -> ImportJobOut:
     """Stops a queued or running job after the chunk it is writing; rows committed stay."""
     return ImportJobOut.of(await gw.registry.imports.cancel(tenant, job), [])

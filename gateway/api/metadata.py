@@ -39,29 +39,39 @@ async def _apply(gw: GatewayDep, tenant: str, device: str, mutate: Any) -> dict[
     return await gw.registry.metadata.get(tenant, device)
 
 
-@router.get("")
+@router.get("", summary="Get a device's metadata")
 async def get_metadata(tenant: str, device: str, gw: GatewayDep) -> dict[str, Any]:
+    """Every metadata key and value of the device (operators see all keys; the whitelist binds devices only)."""
     return await gw.registry.metadata.get(tenant, device)
 
 
-@router.put("", openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}})
+@router.put(
+    "",
+    summary="Replace a device's metadata",
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}},
+)
 async def replace_metadata(tenant: str, device: str, request: Request, gw: GatewayDep) -> dict[str, Any]:
     """Full replace: keys not in the body are removed."""
     new = await _object(request)
     return await _apply(gw, tenant, device, lambda _current: new)
 
 
-@router.patch("", openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}})
+@router.patch(
+    "",
+    summary="Update a device's metadata",
+    openapi_extra={"requestBody": {"content": {"application/json": {"schema": {"type": "object"}}}}},
+)
 async def update_metadata(tenant: str, device: str, request: Request, gw: GatewayDep) -> dict[str, Any]:
     """Partial update: top-level keys replaced, no deep merge."""
     new = await _object(request)
     return await _apply(gw, tenant, device, lambda current: {**current, **new})
 
 
-@router.delete("")
+@router.delete("", summary="Delete metadata keys")
 async def delete_metadata(
     tenant: str, device: str, gw: GatewayDep, keys: Annotated[str, Query(description="comma-separated key names")]
 ) -> dict[str, Any]:
+    """Removes the keys named in `keys` (absent ones are ignored) and answers the metadata left."""
     names = [k for k in keys.split(",") if k]
     if not names:
         raise BadRequest("keys: at least one key name", "keys", status=422)

@@ -12,8 +12,10 @@ from .schemas import TenantIn, TenantOut, TenantPatch
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
 
-@router.post("", status_code=201)
+@router.post("", summary="Create a tenant", status_code=201)
 async def create_tenant(body: TenantIn, gw: GatewayDep) -> TenantOut:
+    """A new, enabled tenant with its `default` group. `maxDevices` and `maxConnections` cap its fleet
+    and its sessions; `forwardExtensions` names 1/KP extensions whose publishes reach its applications."""
     tenant = await gw.manage.tenants.create(
         body.id,
         max_devices=body.max_devices,
@@ -23,18 +25,22 @@ async def create_tenant(body: TenantIn, gw: GatewayDep) -> TenantOut:
     return TenantOut.of(tenant)
 
 
-@router.get("")
+@router.get("", summary="List tenants")
 async def list_tenants(gw: GatewayDep) -> list[TenantOut]:
+    """Every tenant, with its limits and forwarded extensions."""
     return [TenantOut.of(t) for t in await gw.registry.tenants.list()]
 
 
-@router.get("/{tenant}")
+@router.get("/{tenant}", summary="Get a tenant")
 async def get_tenant(tenant: str, gw: GatewayDep) -> TenantOut:
+    """One tenant; 404 when there is none with this id."""
     return TenantOut.of(await gw.registry.tenants.get(tenant))
 
 
-@router.patch("/{tenant}")
+@router.patch("/{tenant}", summary="Change a tenant")
 async def patch_tenant(tenant: str, body: TenantPatch, gw: GatewayDep) -> TenantOut:
+    """Enable or disable it, change its limits or forwarded extensions; absent fields stay. Disabling
+    closes its sessions and stops trusting its CAs."""
     fields = body.model_fields_set
     kwargs: dict[str, Any] = {
         name: getattr(body, name) for name in ("max_devices", "max_connections") if name in fields
@@ -44,7 +50,8 @@ async def patch_tenant(tenant: str, body: TenantPatch, gw: GatewayDep) -> Tenant
     return TenantOut.of(await gw.manage.tenants.update(tenant, enabled=body.enabled, **kwargs))
 
 
-@router.delete("/{tenant}", status_code=204)
+@router.delete("/{tenant}", summary="Delete a tenant", status_code=204)
 async def delete_tenant(tenant: str, gw: GatewayDep) -> Response:
+    """Deletes it with its devices, credentials, metadata and connection records, and closes its sessions."""
     await gw.manage.tenants.delete(tenant)
     return Response(status_code=204)

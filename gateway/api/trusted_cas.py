@@ -35,8 +35,11 @@ def _check_templates(body: TrustedCaIn | TrustedCaPatch) -> None:
             raise BadRequest(f"{field}: {problem}", field, status=422)
 
 
-@router.post("/trusted-cas", status_code=201)
+@router.post("/trusted-cas", summary="Trust a CA", status_code=201)
 async def add_trusted_ca(tenant: str, body: TrustedCaIn, gw: GatewayDep) -> TrustedCaOut:
+    """Devices with a certificate from this CA (PEM, with its chain) authenticate for the tenant; with
+    `autoProvisioningEnabled`, unknown ones are created on their first CONNECT, named by the templates.
+    New TLS handshakes see it at once."""
     _check_templates(body)
     try:
         parsed = parse_ca(body.cert)
@@ -68,12 +71,13 @@ async def add_trusted_ca(tenant: str, body: TrustedCaIn, gw: GatewayDep) -> Trus
     return TrustedCaOut.of(ca)
 
 
-@router.get("/trusted-cas")
+@router.get("/trusted-cas", summary="List trusted CAs")
 async def list_trusted_cas(tenant: str, gw: GatewayDep) -> list[TrustedCaOut]:
+    """The tenant's trusted CAs and their provisioning settings."""
     return [TrustedCaOut.of(ca) for ca in await gw.registry.trusted_cas.list(tenant)]
 
 
-@router.post("/trusted-cas/check")
+@router.post("/trusted-cas/check", summary="Check a device certificate")
 async def check_certificate(tenant: str, body: CertificateCheckIn, gw: GatewayDep) -> CertificateCheckOut:
     """Dry-run: what would this device certificate get? Nothing is written, no rate token is used."""
     await gw.registry.tenants.get(tenant)
@@ -121,26 +125,32 @@ async def check_certificate(tenant: str, body: CertificateCheckIn, gw: GatewayDe
     )
 
 
-@router.get("/trusted-cas/{ca_id}")
+@router.get("/trusted-cas/{ca_id}", summary="Get a trusted CA")
 async def get_trusted_ca(tenant: str, ca_id: str, gw: GatewayDep) -> TrustedCaOut:
+    """One trusted CA with its provisioning settings."""
     return TrustedCaOut.of(await gw.registry.trusted_cas.get(tenant, ca_id))
 
 
-@router.patch("/trusted-cas/{ca_id}")
+@router.patch("/trusted-cas/{ca_id}", summary="Change a trusted CA")
 async def patch_trusted_ca(tenant: str, ca_id: str, body: TrustedCaPatch, gw: GatewayDep) -> TrustedCaOut:
+    """Change its provisioning settings or disable it; absent fields stay. Disabling closes the sessions
+    its certificates opened."""
     _check_templates(body)
     changes = {name: getattr(body, name) for name in body.model_fields_set}
     return TrustedCaOut.of(await gw.manage.trusted_cas.update(tenant, ca_id, **changes))
 
 
-@router.delete("/trusted-cas/{ca_id}", status_code=204)
+@router.delete("/trusted-cas/{ca_id}", summary="Stop trusting a CA", status_code=204)
 async def delete_trusted_ca(tenant: str, ca_id: str, gw: GatewayDep) -> Response:
+    """Removes the CA and closes the sessions its certificates opened; the devices and their credentials stay."""
     await gw.manage.trusted_cas.delete(tenant, ca_id)
     return Response(status_code=204)
 
 
-@router.get("/tombstones")
+@router.get("/tombstones", summary="List certificate tombstones")
 async def list_tombstones(tenant: str, gw: GatewayDep) -> list[TombstoneOut]:
+    """Certificates of deleted auto-provisioned devices: they cannot provision a device again until their
+    tombstone is cleared."""
     await gw.registry.tenants.get(tenant)
     return [
         TombstoneOut(fingerprint=t.fingerprint, device_id=t.device_id, ca_id=t.ca_id, deleted_at=t.deleted_at)
@@ -148,8 +158,9 @@ async def list_tombstones(tenant: str, gw: GatewayDep) -> list[TombstoneOut]:
     ]
 
 
-@router.delete("/tombstones/{fingerprint}", status_code=204)
+@router.delete("/tombstones/{fingerprint}", summary="Clear a certificate tombstone", status_code=204)
 async def clear_tombstone(tenant: str, fingerprint: str, gw: GatewayDep) -> Response:
+    """Lets the certificate with this fingerprint auto-provision a device again."""
     await gw.registry.tenants.get(tenant)
     if not await gw.registry.provisioning.clear_tombstone(tenant, fingerprint):
         raise NotFound("no tombstone for this fingerprint", field="fingerprint")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import admin, filters, groups, imports, pki, serve
+from . import admin, check_config, filters, groups, imports, pki, serve
 
 app = typer.Typer(
     name="mqtt-gateway",
@@ -14,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.command("serve")(serve.serve)
+app.command("check-config")(check_config.check_config)
 imports.register(admin.device)
 for sub in [*admin.groups(), groups.group, filters.endpoint_filter, pki.ca, pki.pki]:
     app.add_typer(sub)

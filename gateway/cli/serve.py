@@ -21,34 +21,56 @@ DataDirOption = Annotated[
     Path | None,
     typer.Option("--data-dir", help="data directory [default: ./gateway-data; env GATEWAY_DATA_DIR]"),
 ]
+# `serve` and `check-config` take the same options, and settings_of turns them into settings for both.
+ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
+HostOption = Annotated[str | None, typer.Option("--host", help="address all listeners bind to")]
+MqttPortOption = Annotated[int | None, typer.Option("--mqtt-port", help="0 = any free port")]
+MqttsPortOption = Annotated[int | None, typer.Option("--mqtts-port", help="0 = any free port")]
+ApiPortOption = Annotated[int | None, typer.Option("--api-port", help="0 = any free port")]
+WsPortOption = Annotated[
+    int | None, typer.Option("--ws-port", help="MQTT over WebSocket [default: off]; 0 = any free port")
+]
+WssPortOption = Annotated[
+    int | None, typer.Option("--wss-port", help="MQTT over WebSocket and TLS [default: off]; 0 = any free port")
+]
+
+
+def settings_of(
+    config: Path | None,
+    data_dir: Path | None,
+    host: str | None,
+    mqtt_port: int | None,
+    mqtts_port: int | None,
+    api_port: int | None,
+    ws_port: int | None = None,
+    wss_port: int | None = None,
+) -> GatewaySettings:
+    """Defaults < the TOML file < GATEWAY_* < these flags. Raises SettingsError."""
+    return load_settings(
+        config,
+        data_dir=data_dir,
+        host=host,
+        mqtt_port=mqtt_port,
+        mqtts_port=mqtts_port,
+        api_port=api_port,
+        ws_port=ws_port,
+        wss_port=wss_port,
+    )
 
 
 def serve(
-    config: Annotated[Path | None, typer.Option("--config", help="TOML settings file")] = None,
+    config: ConfigOption = None,
     data_dir: DataDirOption = None,
-    host: Annotated[str | None, typer.Option("--host", help="address all listeners bind to")] = None,
-    mqtt_port: Annotated[int | None, typer.Option("--mqtt-port", help="0 = any free port")] = None,
-    mqtts_port: Annotated[int | None, typer.Option("--mqtts-port", help="0 = any free port")] = None,
-    api_port: Annotated[int | None, typer.Option("--api-port", help="0 = any free port")] = None,
-    ws_port: Annotated[
-        int | None, typer.Option("--ws-port", help="MQTT over WebSocket [default: off]; 0 = any free port")
-    ] = None,
-    wss_port: Annotated[
-        int | None, typer.Option("--wss-port", help="MQTT over WebSocket and TLS [default: off]; 0 = any free port")
-    ] = None,
+    host: HostOption = None,
+    mqtt_port: MqttPortOption = None,
+    mqtts_port: MqttsPortOption = None,
+    api_port: ApiPortOption = None,
+    ws_port: WsPortOption = None,
+    wss_port: WssPortOption = None,
 ) -> None:
     """Start the gateway: MQTT, MQTT over TLS (and over WebSocket, if asked) and the management API."""
     try:
-        settings = load_settings(
-            config,
-            data_dir=data_dir,
-            host=host,
-            mqtt_port=mqtt_port,
-            mqtts_port=mqtts_port,
-            api_port=api_port,
-            ws_port=ws_port,
-            wss_port=wss_port,
-        )
+        settings = settings_of(config, data_dir, host, mqtt_port, mqtts_port, api_port, ws_port, wss_port)
     except SettingsError as exc:
         typer.echo(f"mqtt-gateway: {exc}", err=True)
         raise typer.Exit(2) from None
