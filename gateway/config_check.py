@@ -9,7 +9,8 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from pki.devca import LOOPBACK_NAMES, WILDCARD_HOSTS
+from pki.names import LOOPBACK_NAMES, WILDCARD_HOSTS
+from pki.server_cert import ServerCertificateError, check_server_certificate
 
 from .kp1.whitelist import WhitelistError, load_whitelist
 from .settings import GatewaySettings, squeeze
@@ -27,18 +28,31 @@ def file_problems(settings: GatewaySettings) -> list[str]:
         except WhitelistError as exc:
             where = "" if settings.epmx_whitelist.is_absolute() else f" (relative to {Path.cwd()})"
             problems.append(f"invalid setting 'epmx_whitelist': {squeeze(str(exc))}{where}")
+    for cert, key, name in (
+        (settings.tls_cert_file, settings.tls_key_file, "tls_cert_file"),
+        (settings.api_tls_cert_file, settings.api_tls_key_file, "api_tls_cert_file"),
+    ):
+        if cert is not None and key is not None:
+            try:
+                check_server_certificate(cert, key)
+            except ServerCertificateError as exc:
+                problems.append(f"invalid setting '{name}': {exc}")
     if settings.event_loop == "uvloop" and importlib.util.find_spec("uvloop") is None:
         problems.append("invalid setting 'event_loop': uvloop is not installed (pip install 'mqtt-gateway[fast]')")
     return problems
 
 
 def certificate_warning(settings: GatewaySettings) -> str | None:
-    """Listening on every address, the development server certificate can name only the loopback ones."""
-    if not settings.tls_enabled or settings.host not in WILDCARD_HOSTS:
+    """Listening on every address with the development server certificate for loopback names only:
+    devices on other hosts that check the server's name cannot connect."""
+    if not settings.tls_enabled or settings.tls_cert_file is not None or settings.host not in WILDCARD_HOSTS:
+        return None
+    if any(name not in LOOPBACK_NAMES for name in settings.tls_server_names):
         return None
     return (
         f"host {settings.host}: the development server certificate ({settings.tls_dir / 'server.pem'}) names only "
-        f"{', '.join(LOOPBACK_NAMES)}; a device that checks the server's name must connect by one of them"
+        f"{', '.join(LOOPBACK_NAMES)}; devices on other hosts need the names they dial in tls_server_names "
+        "(or your own certificate in tls_cert_file)"
     )
 
 

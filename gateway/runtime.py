@@ -9,11 +9,14 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 
 import uvicorn
 
-from pki.devca import ServerTls, ensure_server_tls, server_names
+from pki.devca import ServerTls, ensure_server_tls
 from pki.files import write_public
+from pki.names import server_names
+from pki.server_cert import check_server_certificate
 from registry import Registry
 
 from .admin_token import ensure_admin_token
@@ -94,6 +97,7 @@ class Gateway:
         self.imports: ImportRunner | None = None
         self.filters: FilterEvaluator | None = None
         self.tls: ServerTls | None = None
+        self._api_ssl: ssl.SSLContext | None = None
         self.admin_token = ""
         self.admin_token_created = False
         self.ports: dict[str, int] = {}
@@ -124,8 +128,10 @@ class Gateway:
         self.admin_token, self.admin_token_created = ensure_admin_token(s.admin_token_path)
         self.services.epmp = Epmp(self.registry, s, load_whitelist(s.epmx_whitelist))
         listeners = [ListenerSpec("mqtt", s.host, s.mqtt_port)]
+        if s.tls_enabled or s.api_tls:
+            self.tls = await self._server_tls()
         if s.tls_enabled:
-            self.tls = await asyncio.to_thread(ensure_server_tls, s.tls_dir, server_names(s.host))
+            assert self.tls is not None
             if (warning := certificate_warning(s)) is not None:
                 log.warning("%s", warning)
             self.services.trust = TrustedCas(self.registry, self.tls.cert_path, self.tls.key_path)
@@ -164,7 +170,8 @@ class Gateway:
             await self.broker.shutdown()
             await self.registry.close()
             raise
-        write_public(s.ports_path, json.dumps({"host": s.host, **self.ports}, indent=2).encode())
+        served = {"host": s.host, **self.ports, **({"api_tls": True} if s.api_tls else {})}
+        write_public(s.ports_path, json.dumps(served, indent=2).encode())
         log.info(
             "gateway node %s up: %s",
             s.node_id,
@@ -183,6 +190,47 @@ class Gateway:
             self.services.epmp.whitelist = whitelist
         log.info("EPMX whitelist reloaded: %d app version(s)", len(whitelist.versions))
 
+    async def _server_tls(self, *, reissue: bool = False) -> ServerTls:
+        """The server certificate in use: the operator's (checked first: a bad file stops here with one
+        line), or the development one for `tls_server_names`, made or re-made when it does not cover them."""
+        s = self.settings
+        if s.tls_cert_file is not None and s.tls_key_file is not None:
+            await asyncio.to_thread(check_server_certificate, s.tls_cert_file, s.tls_key_file)
+            return ServerTls(None, s.tls_cert_file, s.tls_key_file)
+        names = server_names(s.host, s.tls_server_names)
+        tls = await asyncio.to_thread(ensure_server_tls, s.tls_dir, names, reissue=reissue)
+        await asyncio.to_thread(check_server_certificate, tls.cert_path, tls.key_path)
+        return tls
+
+    def _api_certificate(self) -> tuple[Path, Path]:
+        s = self.settings
+        if s.api_tls_cert_file is not None and s.api_tls_key_file is not None:
+            return s.api_tls_cert_file, s.api_tls_key_file
+        assert self.tls is not None
+        return self.tls.cert_path, self.tls.key_path
+
+    async def reload_tls(self) -> None:
+        """SIGHUP: the certificate files are read again; handshakes from now on present them, sessions
+        already up stay. Raises ServerCertificateError (and changes nothing) for a file that cannot serve."""
+        if self.tls is None:
+            return
+        tls = await self._server_tls()
+        api_cert = None
+        if self._api_ssl is not None:
+            self.tls, previous = tls, self.tls
+            try:
+                api_cert = self._api_certificate()
+                await asyncio.to_thread(check_server_certificate, *api_cert)
+            except BaseException:
+                self.tls = previous
+                raise
+        if self.services.trust is not None:
+            self.services.trust.store.use_certificate(tls.cert_path, tls.key_path)
+        if self._api_ssl is not None and api_cert is not None:
+            self._api_ssl.load_cert_chain(*api_cert)
+        self.tls = tls
+        log.info("TLS certificate reloaded: %s", tls.cert_path)
+
     async def reload_trust(self) -> None:
         """After any change to trusted CAs or tenants: new handshakes see it at once."""
         if self.services.trust is not None:
@@ -191,7 +239,14 @@ class Gateway:
     async def _start_api(self) -> None:
         sock = self.api_socket = _bind(self.settings.host, self.settings.api_port)
         app = create_app(self, self.admin_token)
-        config = uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False)
+        cert, key = self._api_certificate() if self.settings.api_tls else (None, None)
+        config = uvicorn.Config(
+            app, lifespan="off", log_level="warning", access_log=False, ssl_certfile=cert, ssl_keyfile=key
+        )
+        if cert is not None:  # our hold on its context, to load a new certificate into on SIGHUP
+            await asyncio.to_thread(check_server_certificate, *self._api_certificate())
+            config.load()
+            self._api_ssl = config.ssl
         self._api = _EmbeddedApiServer(config)
         self._api_task = asyncio.create_task(self._api.serve(sockets=[sock]))
         while not self._api.started:

@@ -6,13 +6,15 @@ import socket
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
 )
+
+from pki.names import LOOPBACK_NAMES, is_server_name
 
 Port = int
 
@@ -35,6 +37,19 @@ class GatewaySettings(BaseSettings):
     mqtt_port: Port = Field(1883, ge=0, le=65535)
     mqtts_port: Port = Field(8883, ge=0, le=65535)
     tls_enabled: bool = True
+    tls_cert_file: Path | None = Field(
+        None,
+        description="your server certificate (PEM; intermediates after it) for mqtts and wss; unset: the"
+        " generated development one. Re-read on SIGHUP",
+    )
+    tls_key_file: Path | None = Field(None, description="the private key of tls_cert_file (PEM, not encrypted)")
+    tls_server_names: list[str] = Field(
+        default_factory=lambda: list(LOOPBACK_NAMES),
+        description="DNS names and IP addresses the generated development server certificate covers",
+    )
+    api_tls: bool = Field(False, description="HTTPS on the API port, with the server certificate by default")
+    api_tls_cert_file: Path | None = Field(None, description="a certificate of its own for the API (PEM)")
+    api_tls_key_file: Path | None = Field(None, description="the private key of api_tls_cert_file")
     ws_port: Port | None = Field(None, ge=0, le=65535, description="MQTT over WebSocket; off unless set")
     wss_port: Port | None = Field(
         None, ge=0, le=65535, description="MQTT over WebSocket and TLS (mqtts' certificate and checks); off unless set"
@@ -160,6 +175,23 @@ class GatewaySettings(BaseSettings):
     @classmethod
     def _any_case(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("tls_server_names")
+    @classmethod
+    def _server_names(cls, names: list[str]) -> list[str]:
+        if not names or len(names) > 100:
+            raise ValueError("1 to 100 DNS names or IP addresses")
+        for name in names:
+            if not is_server_name(name):
+                raise ValueError(f"{name!r} is neither a DNS name nor an IP address")
+        return names
+
+    @model_validator(mode="after")
+    def _certificate_pairs(self) -> GatewaySettings:
+        for cert, key in (("tls_cert_file", "tls_key_file"), ("api_tls_cert_file", "api_tls_key_file")):
+            if (getattr(self, cert) is None) != (getattr(self, key) is None):
+                raise ValueError(f"{cert} and {key} go together: set both or neither")
+        return self
 
     @field_validator("wss_port")
     @classmethod

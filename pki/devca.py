@@ -29,7 +29,8 @@ RENEW_BEFORE = dt.timedelta(days=30)
 
 @dataclass(frozen=True)
 class ServerTls:
-    ca_path: Path
+    ca_path: Path | None
+    """The development CA devices trust; None for a certificate the operator brought."""
     cert_path: Path
     key_path: Path
 
@@ -160,25 +161,14 @@ def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
-WILDCARD_HOSTS = ("0.0.0.0", "::")  # noqa: S104 (naming them, not binding)
-
-
-def server_names(host: str) -> list[str]:
-    """The names the server certificate carries for listeners bound to `host`: the loopback ones, and
-    `host` itself unless it is a wildcard, which names no address a device could dial."""
-    names = list(LOOPBACK_NAMES)
-    if host not in names and host not in WILDCARD_HOSTS:
-        names.append(host)
-    return names
-
-
-def ensure_server_tls(tls_dir: Path, hostnames: list[str]) -> ServerTls:
-    """Loads the development CA and server certificate from `tls_dir`, creating what is missing."""
-    paths = ServerTls(tls_dir / "ca.pem", tls_dir / "server.pem", tls_dir / "server.key")
+def ensure_server_tls(tls_dir: Path, hostnames: list[str], *, reissue: bool = False) -> ServerTls:
+    """Loads the development CA and server certificate from `tls_dir`, creating what is missing, and
+    a new server certificate when the one there does not cover `hostnames` (or `reissue`)."""
+    ca_path = tls_dir / "ca.pem"
+    paths = ServerTls(ca_path, tls_dir / "server.pem", tls_dir / "server.key")
     ca_key_path = tls_dir / "ca.key"
-    if paths.ca_path.exists() and ca_key_path.exists():
-        ca_cert = x509.load_pem_x509_certificate(paths.ca_path.read_bytes())
+    if ca_path.exists() and ca_key_path.exists():
+        ca_cert = x509.load_pem_x509_certificate(ca_path.read_bytes())
         loaded = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
         if not isinstance(loaded, ec.EllipticCurvePrivateKey):
             raise ValueError(f"{ca_key_path} is not an EC private key")
@@ -186,10 +176,10 @@ def ensure_server_tls(tls_dir: Path, hostnames: list[str]) -> ServerTls:
     else:
         ca_cert, ca_key = create_ca("mqtt-gateway development CA")
         write_private(ca_key_path, _key_pem(ca_key))
-        write_public(paths.ca_path, _pem(ca_cert))
+        write_public(ca_path, _pem(ca_cert))
         paths.cert_path.unlink(missing_ok=True)
-        log.info("created development CA %s", paths.ca_path)
-    if not _server_cert_usable(paths, ca_cert, hostnames):
+        log.info("created development CA %s", ca_path)
+    if reissue or not _server_cert_usable(paths, ca_cert, hostnames):
         cert, key = issue_server_cert(ca_cert, ca_key, hostnames)
         write_private(paths.key_path, _key_pem(key))
         write_public(paths.cert_path, _pem(cert))

@@ -83,12 +83,22 @@ class TrustStore:
     def __init__(self, cert_path: Path, key_path: Path) -> None:
         self._cert_path, self._key_path = cert_path, key_path
         self._by_subject: dict[bytes, list[TrustAnchor]] = {}
+        self._anchors: list[TrustAnchor] = []
         self._current = self._build_context([])
         self._listener = self._build_context([])
         self._listener.sni_callback = self._pick_current
 
+    def use_certificate(self, cert_path: Path, key_path: Path) -> None:
+        """A new server certificate (SIGHUP): every handshake that starts after this call presents it;
+        sessions already up keep theirs. The listener's context is changed in place (the listeners
+        hold it), the per-handshake one rebuilt with the same anchors."""
+        self._listener.load_cert_chain(cert_path, key_path)
+        self._cert_path, self._key_path = cert_path, key_path
+        self._current = self._build_context(self._anchors)
+
     def replace(self, anchors: list[TrustAnchor]) -> None:
         """Takes effect for every handshake that starts after this call."""
+        self._anchors = list(anchors)
         by_subject: dict[bytes, list[TrustAnchor]] = defaultdict(list)
         for anchor in anchors:
             by_subject[anchor.cert.subject.public_bytes()].append(anchor)

@@ -34,8 +34,14 @@ class ApiClient:
             host = "127.0.0.1"
         if ":" in host:
             host = f"[{host}]"
+        scheme = "https" if ports.get("api_tls") else "http"
+        ca = data_dir / "tls" / "ca.pem"  # the development CA, when the gateway serves its certificate
+        ca_file: str | bool = str(ca) if scheme == "https" and ca.exists() else True
         self._http = httpx.Client(
-            base_url=f"http://{host}:{ports['api']}", headers={"Authorization": f"Bearer {token}"}, timeout=30
+            base_url=f"{scheme}://{host}:{ports['api']}",
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=30,
+            verify=ca_file,
         )
 
     def call(

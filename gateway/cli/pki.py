@@ -113,3 +113,29 @@ def pki_issue(
         raise typer.Exit(1)
     cert_path, key_path = write_device_cert(directory, common_name)
     typer.echo(f"{cert_path}\n{key_path}")
+
+
+@pki.command("server-cert")
+def pki_server_cert(
+    names: Annotated[
+        list[str],
+        typer.Option("--name", help="a DNS name or IP address devices dial (repeat for more); loopback ones are kept"),
+    ],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Re-issue the development server certificate (DATA_DIR/tls/server.pem) for these names, signed by
+    the development CA (made if missing). A running gateway uses it after SIGHUP; add the names to
+    `tls_server_names` too, or a later start with fewer names keeps this one (it covers them)."""
+    from pki.devca import ensure_server_tls
+    from pki.names import LOOPBACK_NAMES, is_server_name
+
+    from .client import data_dir_of
+
+    bad = [n for n in names if not is_server_name(n)]
+    if bad:
+        typer.echo(f"mqtt-gateway: {bad[0]!r} is neither a DNS name nor an IP address", err=True)
+        raise typer.Exit(2)
+    wanted = [*dict.fromkeys([*names, *LOOPBACK_NAMES])]
+    tls = ensure_server_tls(data_dir_of(data_dir) / "tls", wanted, reissue=True)
+    typer.echo(f"{tls.cert_path} for {', '.join(wanted)} (CA: {tls.ca_path})")
+    typer.echo("a running gateway presents it after SIGHUP (systemctl reload mqtt-gateway); sessions stay")

@@ -7,13 +7,16 @@ import logging
 import signal
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from ..datadir import DataDirInUse
 from ..logs import configure_logging
 from ..settings import GatewaySettings, SettingsError, load_settings
+
+if TYPE_CHECKING:
+    from ..runtime import Gateway
 
 log = logging.getLogger("gateway.serve")
 
@@ -99,14 +102,22 @@ def run_loop(main: Coroutine[Any, Any, None], event_loop: str = "asyncio") -> No
     uvloop.run(main)
 
 
-def _reload(gateway: object) -> None:
-    """SIGHUP: re-read the EPMX whitelist; a broken file is logged and the old one stays."""
+def _reload(gateway: Gateway) -> None:
+    """SIGHUP: re-read the EPMX whitelist and the TLS certificate files; a broken file is logged and
+    the old one stays. Sessions stay connected."""
     from ..kp1.whitelist import WhitelistError
 
     try:
-        gateway.reload_whitelist()  # type: ignore[attr-defined]
+        gateway.reload_whitelist()
     except WhitelistError as exc:
-        logging.getLogger("gateway").error("whitelist not reloaded: %s", exc)
+        log.error("whitelist not reloaded: %s", exc)
+    task = asyncio.ensure_future(gateway.reload_tls())
+    task.add_done_callback(_tls_reloaded)
+
+
+def _tls_reloaded(task: asyncio.Future[None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("TLS certificate not reloaded, the old one stays: %s", exc)
 
 
 async def _run(settings: GatewaySettings) -> None:
@@ -117,13 +128,14 @@ async def _run(settings: GatewaySettings) -> None:
     host = settings.host
     ready = (
         f"mqtt-gateway ready: mqtt://{host}:{gateway.ports['mqtt']}"
-        + (f"  mqtts://{host}:{gateway.ports['mqtts']} (CA: {gateway.tls.ca_path})" if gateway.tls else "")
+        + (f"  mqtts://{host}:{gateway.ports['mqtts']}" if "mqtts" in gateway.ports else "")
+        + (f" (CA: {gateway.tls.ca_path})" if gateway.tls and gateway.tls.ca_path and "mqtts" in gateway.ports else "")
         + "".join(
             f"  {name}://{host}:{gateway.ports[name]}{settings.ws_path}"
             for name in ("ws", "wss")
             if name in gateway.ports
         )
-        + f"  API http://{host}:{gateway.ports['api']}"
+        + f"  API {'https' if settings.api_tls else 'http'}://{host}:{gateway.ports['api']}"
     )
     if settings.log_format == "json":  # every line JSON, and the admin token never in a shipped log
         if gateway.admin_token_created:
