@@ -2,25 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..datadir import DataDirInUse
-from ..logs import configure_logging
-from ..settings import GatewaySettings, SettingsError, load_settings
+from .options import DataDirOption
+
+if TYPE_CHECKING:  # imported when serving, not when the CLI starts (docs/api.md#cli)
+    from ..settings import GatewaySettings
 
 log = logging.getLogger("gateway.serve")
-
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="data directory [default: ./gateway-data; env GATEWAY_DATA_DIR]"),
-]
 
 
 def serve(
@@ -32,6 +26,10 @@ def serve(
     api_port: Annotated[int | None, typer.Option("--api-port", help="0 = any free port")] = None,
 ) -> None:
     """Start the gateway: MQTT, MQTT over TLS and the management API."""
+    from ..datadir import DataDirInUse
+    from ..logs import configure_logging
+    from ..settings import SettingsError, load_settings
+
     try:
         settings = load_settings(
             config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, mqtts_port=mqtts_port, api_port=api_port
@@ -53,6 +51,8 @@ def serve(
 def run_loop(main: Coroutine[Any, Any, None], event_loop: str = "asyncio") -> None:
     """asyncio's loop, or uvloop (`event_loop = "uvloop"`, the `[fast]` extra installed). Not uvloop by
     default: measured here it makes TLS handshakes 2.5-20x slower (docs/benchmarks.md)."""
+    import asyncio
+
     if event_loop != "uvloop":
         asyncio.run(main)
         return
@@ -75,6 +75,9 @@ def _reload(gateway: object) -> None:
 
 
 async def _run(settings: GatewaySettings) -> None:
+    import asyncio
+    import signal
+
     from ..runtime import Gateway
 
     gateway = Gateway(settings)
