@@ -1,155 +1,194 @@
-"""Tenant, device, token and password commands: thin calls to the management API."""
+"""Tenant and device commands: thin calls to the management API."""
 
-from __future__ import annotations
-
-import json
-import sys
 from typing import Annotated, Any
-from urllib.parse import urlencode
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from .client import run
-from .serve import DataDirOption
+from .client import api_path, fail, run
+from .imports import device_import
+from .options import AttrOption, DataDirOption, Device, JsonOption, Tenant, YesOption, confirm, pairs
+from .output import pages, show
+from .typer_group import subgroup
 
-tenant = typer.Typer(name="tenant", help="Create, list, disable and delete tenants.", no_args_is_help=True)
-device = typer.Typer(name="device", help="Create, inspect, disable and delete devices.", no_args_is_help=True)
-token = typer.Typer(
-    name="token", help="Issue endpoint tokens and move them through their states.", no_args_is_help=True
-)
-password = typer.Typer(name="password", help="Username/password credentials.", no_args_is_help=True)
-
-JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
+tenant = subgroup("tenant", "Create, list, change, disable and delete tenants.")
+device = subgroup("device", "Devices: create, list, inspect, change, delete.")
+tombstone = subgroup("tombstone", "Deleted devices: what is left of them (their ids stay taken).")
+device.add_typer(tombstone)
 
 
-service_account = typer.Typer(
-    name="service-account", help="A tenant's event consumers (role service).", no_args_is_help=True
-)
-
-
-def groups() -> list[typer.Typer]:
-    return [tenant, device, token, password, service_account]
-
-
-@service_account.command("create")
-def service_account_create(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    account_id: Annotated[str, typer.Argument(metavar="ID")],
-    data_dir: DataDirOption = None,
-) -> None:
-    """Prints {"id", "username", "password"}; the password is shown this once."""
-    typer.echo(json.dumps(run(data_dir, "POST", f"/v1/tenants/{tenant_id}/service-accounts", {"id": account_id})))
-
-
-@service_account.command("delete")
-def service_account_delete(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    account_id: Annotated[str, typer.Argument(metavar="ID")],
-    data_dir: DataDirOption = None,
-) -> None:
-    """Delete the account and close its sessions."""
-    run(data_dir, "DELETE", f"/v1/tenants/{tenant_id}/service-accounts/{account_id}")
-
-
-def show(data: Any, as_json: bool, columns: list[str] | None = None) -> None:
-    if as_json or columns is None:
-        typer.echo(json.dumps(data, indent=2))
-        return
-    rows = data if isinstance(data, list) else [data]
-    table = Table(*columns)
-    for row in rows:
-        table.add_row(*(_cell(row.get(c)) for c in columns))
-    Console().print(table)
-
-
-def _cell(value: Any) -> str:
-    if value is None:
-        return "-"
-    return json.dumps(value) if isinstance(value, dict | list) else str(value)
-
-
-def _attrs(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            typer.echo(f"mqtt-gateway: --attr wants key=value, got {pair!r}", err=True)
-            raise typer.Exit(2)
-        out[key] = value
-    return out
-
-
-TENANT_COLUMNS = ["id", "enabled", "maxDevices", "createdAt"]
+TENANT_COLUMNS = ["id", "enabled", "maxDevices", "maxConnections", "forwardExtensions", "createdAt"]
 DEVICE_COLUMNS = ["id", "group", "appVersion", "state", "enabled", "attributes"]
+TenantId = Annotated[str, typer.Argument(metavar="ID", help="the tenant's id")]
+
+
+def _limit(value: str | None, option: str) -> dict[str, int | None]:
+    """`--max-devices 10` -> {"...": 10}; `none` -> null (no limit); not given -> nothing."""
+    if value is None:
+        return {}
+    if value.lower() == "none":
+        return {option: None}
+    try:
+        return {option: int(value)}
+    except ValueError:
+        raise fail(f"{option}: a number or none, got {value!r}", 2) from None
+
+
+MaxDevices = Annotated[
+    str | None, typer.Option("--max-devices", metavar="N|none", help="devices the tenant may have (none: no limit)")
+]
+MaxConnections = Annotated[
+    str | None,
+    typer.Option("--max-connections", metavar="N|none", help="sessions its devices may hold at once (none: no limit)"),
+]
+ForwardExtension = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--forward-extension",
+        metavar="EXT",
+        help="a 1/KP extension (besides dcx) whose device publishes reach the tenant's applications; repeat for more",
+    ),
+]
 
 
 @tenant.command("create")
-def tenant_create(id: str, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
-    """Create tenant ID."""
-    show(run(data_dir, "POST", "/v1/tenants", {"id": id}), as_json, TENANT_COLUMNS)
+def tenant_create(
+    id: TenantId,
+    max_devices: MaxDevices = None,
+    max_connections: MaxConnections = None,
+    forward_extension: ForwardExtension = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a tenant."""
+    body: dict[str, Any] = {"id": id}
+    body |= _limit(max_devices, "maxDevices") | _limit(max_connections, "maxConnections")
+    if forward_extension:
+        body["forwardExtensions"] = forward_extension
+    show(run(data_dir, "POST", "/v1/tenants", body), as_json, TENANT_COLUMNS)
 
 
 @tenant.command("list")
 def tenant_list(data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    """Every tenant."""
     show(run(data_dir, "GET", "/v1/tenants"), as_json, TENANT_COLUMNS)
 
 
+@tenant.command("get")
+def tenant_get(id: TenantId, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    """One tenant with its limits."""
+    show(run(data_dir, "GET", api_path("/v1/tenants/{}", id)), as_json, TENANT_COLUMNS)
+
+
+@tenant.command("update")
+def tenant_update(
+    id: TenantId,
+    max_devices: MaxDevices = None,
+    max_connections: MaxConnections = None,
+    forward_extension: ForwardExtension = None,
+    no_forward_extensions: Annotated[
+        bool, typer.Option("--no-forward-extensions", help="forward no extension besides dcx")
+    ] = False,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a tenant's limits or forwarded extensions.
+
+    What is not given stays as it is."""
+    body: dict[str, Any] = _limit(max_devices, "maxDevices") | _limit(max_connections, "maxConnections")
+    if forward_extension and no_forward_extensions:
+        raise fail("--forward-extension and --no-forward-extensions exclude each other", 2)
+    if forward_extension or no_forward_extensions:
+        body["forwardExtensions"] = forward_extension or []
+    if not body:
+        raise fail("nothing to change: give --max-devices, --max-connections or --forward-extension", 2)
+    show(run(data_dir, "PATCH", api_path("/v1/tenants/{}", id), body), as_json, TENANT_COLUMNS)
+
+
 @tenant.command("disable")
-def tenant_disable(id: str, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+def tenant_disable(id: TenantId, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
     """Refuse the tenant's devices and close their sessions."""
-    show(run(data_dir, "PATCH", f"/v1/tenants/{id}", {"enabled": False}), as_json, TENANT_COLUMNS)
+    show(run(data_dir, "PATCH", api_path("/v1/tenants/{}", id), {"enabled": False}), as_json, TENANT_COLUMNS)
 
 
 @tenant.command("enable")
-def tenant_enable(id: str, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
-    show(run(data_dir, "PATCH", f"/v1/tenants/{id}", {"enabled": True}), as_json, TENANT_COLUMNS)
+def tenant_enable(id: TenantId, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    """Accept the tenant's devices again."""
+    show(run(data_dir, "PATCH", api_path("/v1/tenants/{}", id), {"enabled": True}), as_json, TENANT_COLUMNS)
 
 
 @tenant.command("delete")
-def tenant_delete(id: str, data_dir: DataDirOption = None) -> None:
-    """Delete the tenant with all its devices and credentials."""
-    run(data_dir, "DELETE", f"/v1/tenants/{id}")
+def tenant_delete(id: TenantId, yes: YesOption = False, data_dir: DataDirOption = None) -> None:
+    """Delete a tenant and everything in it.
+
+    Its devices, credentials, groups and CAs. Asks first, unless --yes (needed when stdin is not a terminal)."""
+    target = api_path("/v1/tenants/{}", id)
+    confirm(f"Delete tenant {id!r} with all its devices, credentials and CAs?", yes)
+    run(data_dir, "DELETE", target)
 
 
 @device.command("create")
 def device_create(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
-    group: Annotated[str, typer.Option("--group")] = "default",
-    app_version: Annotated[str | None, typer.Option("--app-version")] = None,
-    attr: Annotated[list[str] | None, typer.Option("--attr", help="key=value, repeatable")] = None,
+    tenant_id: Tenant,
+    device_id: Device,
+    group: Annotated[str, typer.Option("--group", metavar="GROUP", help="an existing group")] = "default",
+    app_version: Annotated[
+        str | None, typer.Option("--app-version", metavar="VERSION", help="its application version")
+    ] = None,
+    attr: AttrOption = None,
+    reuse_deleted_id: Annotated[
+        bool, typer.Option("--reuse-deleted-id", help="take the id of a deleted device again, on purpose")
+    ] = False,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    body = {"id": device_id, "group": group, "appVersion": app_version, "attributes": _attrs(attr or [])}
-    show(run(data_dir, "POST", f"/v1/tenants/{tenant_id}/devices", body), as_json, DEVICE_COLUMNS)
+    """Create a device (`enrolled` until its first credential)."""
+    body = {"id": device_id, "group": group, "appVersion": app_version, "attributes": pairs(attr or [], "--attr")}
+    query = "?reuseDeletedId=true" if reuse_deleted_id else ""
+    show(run(data_dir, "POST", api_path("/v1/tenants/{}/devices", tenant_id) + query, body), as_json, DEVICE_COLUMNS)
+
+
+LimitPage = Annotated[int, typer.Option("--limit", metavar="N", help="devices per page (1-1000)")]
+After = Annotated[str | None, typer.Option("--after", metavar="CURSOR", help="the `next` cursor of the previous page")]
+AllPages = Annotated[bool, typer.Option("--all", help="every page, one after the other")]
 
 
 @device.command("list")
 def device_list(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    limit: Annotated[int, typer.Option("--limit", help="devices per page (1-1000)")] = 100,
-    after: Annotated[str | None, typer.Option("--after", help="the `next` cursor of the previous page")] = None,
-    all_pages: Annotated[bool, typer.Option("--all", help="every page, one after the other")] = False,
-    group: Annotated[str | None, typer.Option("--group", help="in this group")] = None,
-    state: Annotated[str | None, typer.Option("--state", help="enrolled, registered or provisioned")] = None,
+    tenant_id: Tenant,
+    limit: LimitPage = 100,
+    after: After = None,
+    all_pages: AllPages = False,
+    group: Annotated[str | None, typer.Option("--group", metavar="GROUP", help="in this group")] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", metavar="STATE", help="enrolled, registered or provisioned")
+    ] = None,
     enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="enabled or disabled ones")] = None,
     connected: Annotated[bool | None, typer.Option("--connected/--not-connected", help="connected now, or not")] = None,
-    app_version: Annotated[str | None, typer.Option("--app-version", help="with this app version")] = None,
+    app_version: Annotated[
+        str | None, typer.Option("--app-version", metavar="VERSION", help="with this app version")
+    ] = None,
     auto_provisioned: Annotated[
         bool | None, typer.Option("--auto-provisioned/--not-auto-provisioned", help="made by auto-provisioning, or not")
     ] = None,
-    attr: Annotated[list[str] | None, typer.Option("--attr", help="attribute key=value, repeatable")] = None,
-    metadata: Annotated[list[str] | None, typer.Option("--metadata", help="metadata key=value, repeatable")] = None,
-    last_seen_before: Annotated[str | None, typer.Option("--last-seen-before", help="ISO time")] = None,
-    last_seen_after: Annotated[str | None, typer.Option("--last-seen-after", help="ISO time")] = None,
-    q: Annotated[str | None, typer.Option("--q", help="device id prefix")] = None,
+    attr: Annotated[
+        list[str] | None, typer.Option("--attr", metavar="KEY=VALUE", help="with this attribute; repeatable")
+    ] = None,
+    metadata: Annotated[
+        list[str] | None, typer.Option("--metadata", metavar="KEY=VALUE", help="with this metadata; repeatable")
+    ] = None,
+    last_seen_before: Annotated[
+        str | None, typer.Option("--last-seen-before", metavar="TIME", help="not connected since (ISO time)")
+    ] = None,
+    last_seen_after: Annotated[
+        str | None, typer.Option("--last-seen-after", metavar="TIME", help="connected since (ISO time)")
+    ] = None,
+    q: Annotated[str | None, typer.Option("--q", metavar="PREFIX", help="device id prefix")] = None,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """List devices a page at a time (the cursor of the next page is printed last), filtered."""
+    """List devices, filtered, a page at a time.
+
+    The cursor of the next page is printed last (`--after` it, or `--all` pages)."""
     params: dict[str, Any] = {
         "limit": limit,
         "group": group,
@@ -162,21 +201,18 @@ def device_list(
         "lastSeenAfter": last_seen_after,
         "q": q,
     }
-    params |= {f"attr.{k}": v for k, v in _attrs(attr or []).items()}
-    params |= {f"metadata.{k}": v for k, v in _attrs(metadata or []).items()}
-    cursor = after
-    while True:
-        query = {k: v for k, v in {**params, "after": cursor}.items() if v is not None}
-        page = run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices?{urlencode(query)}")
-        if as_json:
-            typer.echo(json.dumps(page["devices"] if all_pages else page, indent=None if all_pages else 2))
-        else:
-            show(page["devices"], False, DEVICE_COLUMNS)
-        cursor = page["next"]
-        if not all_pages or cursor is None:
-            break
-    if not as_json:
-        typer.echo(f"next: {cursor}" if cursor else "next: - (last page)")
+    params |= {f"attr.{k}": v for k, v in pairs(attr or [], "--attr").items()}
+    params |= {f"metadata.{k}": v for k, v in pairs(metadata or [], "--metadata").items()}
+    pages(
+        data_dir,
+        api_path("/v1/tenants/{}/devices", tenant_id),
+        params,
+        "devices",
+        DEVICE_COLUMNS,
+        after,
+        all_pages,
+        as_json,
+    )
 
 
 def _flag(value: bool | None) -> str | None:
@@ -185,110 +221,131 @@ def _flag(value: bool | None) -> str | None:
 
 @device.command("get")
 def device_get(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
-    data_dir: DataDirOption = None,
-    as_json: JsonOption = False,
+    tenant_id: Tenant, device_id: Device, data_dir: DataDirOption = None, as_json: JsonOption = False
 ) -> None:
-    show(run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices/{device_id}"), as_json, DEVICE_COLUMNS)
+    """One device: group, app version, state, attributes, policy."""
+    show(run(data_dir, "GET", api_path("/v1/tenants/{}/devices/{}", tenant_id, device_id)), as_json, DEVICE_COLUMNS)
 
 
 @device.command("status")
 def device_status(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
+    tenant_id: Tenant,
+    device_id: Device,
+    log: Annotated[int, typer.Option("--log", metavar="N", help="connection log entries (0-1000)")] = 50,
     data_dir: DataDirOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="accepted for scripts: the status is JSON anyway")] = False,
 ) -> None:
     """Connection status and log, as JSON."""
-    show(run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices/{device_id}/connection"), True)
+    path = api_path("/v1/tenants/{}/devices/{}/connection", tenant_id, device_id)
+    show(run(data_dir, "GET", f"{path}?log={log}"), True)
 
 
-def _set_device(data_dir: Any, tenant_id: str, device_id: str, enabled: bool, as_json: bool) -> None:
-    body = {"enabled": enabled}
-    show(run(data_dir, "PATCH", f"/v1/tenants/{tenant_id}/devices/{device_id}", body), as_json, DEVICE_COLUMNS)
+@device.command("history")
+def device_history(
+    tenant_id: Tenant,
+    device_id: Device,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", help="entries (1-1000)")] = 100,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The device's lifecycle, newest first.
+
+    Created, state changes (with why), policies applied or failed."""
+    path = api_path("/v1/tenants/{}/devices/{}/history", tenant_id, device_id)
+    show(run(data_dir, "GET", f"{path}?limit={limit}"), as_json, ["at", "event", "detail"])
+
+
+@device.command("update")
+def device_update(
+    tenant_id: Tenant,
+    device_id: Device,
+    group: Annotated[str | None, typer.Option("--group", metavar="GROUP", help="move it into this group")] = None,
+    app_version: Annotated[
+        str | None, typer.Option("--app-version", metavar="VERSION", help="its new app version")
+    ] = None,
+    clear_app_version: Annotated[bool, typer.Option("--clear-app-version", help="it has no app version")] = False,
+    attr: Annotated[
+        list[str] | None,
+        typer.Option("--attr", metavar="KEY=VALUE", help="its attributes become these (all of them); repeatable"),
+    ] = None,
+    clear_attrs: Annotated[bool, typer.Option("--clear-attrs", help="it has no attributes")] = False,
+    enabled: Annotated[bool | None, typer.Option("--enabled/--disabled", help="accept it, or refuse it")] = None,
+    state: Annotated[
+        str | None, typer.Option("--state", metavar="STATE", help="an operator transition: registered")
+    ] = None,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Change a device.
+
+    What is not given stays as it is; --attr replaces all of its attributes."""
+    if app_version is not None and clear_app_version:
+        raise fail("--app-version and --clear-app-version exclude each other", 2)
+    if attr and clear_attrs:
+        raise fail("--attr and --clear-attrs exclude each other", 2)
+    body: dict[str, Any] = {
+        k: v for k, v in {"group": group, "enabled": enabled, "state": state}.items() if v is not None
+    }
+    if app_version is not None or clear_app_version:
+        body["appVersion"] = app_version
+    if attr or clear_attrs:
+        body["attributes"] = pairs(attr or [], "--attr")
+    if not body:
+        raise fail("nothing to change: give --group, --app-version, --attr, --enabled/--disabled or --state", 2)
+    path = api_path("/v1/tenants/{}/devices/{}", tenant_id, device_id)
+    show(run(data_dir, "PATCH", path, body), as_json, DEVICE_COLUMNS)
 
 
 @device.command("disable")
 def device_disable(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
-    data_dir: DataDirOption = None,
-    as_json: JsonOption = False,
+    tenant_id: Tenant, device_id: Device, data_dir: DataDirOption = None, as_json: JsonOption = False
 ) -> None:
     """Refuse the device and close its sessions."""
-    _set_device(data_dir, tenant_id, device_id, False, as_json)
+    path = api_path("/v1/tenants/{}/devices/{}", tenant_id, device_id)
+    show(run(data_dir, "PATCH", path, {"enabled": False}), as_json, DEVICE_COLUMNS)
 
 
 @device.command("enable")
 def device_enable(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
-    data_dir: DataDirOption = None,
-    as_json: JsonOption = False,
+    tenant_id: Tenant, device_id: Device, data_dir: DataDirOption = None, as_json: JsonOption = False
 ) -> None:
-    _set_device(data_dir, tenant_id, device_id, True, as_json)
+    """Accept the device again."""
+    path = api_path("/v1/tenants/{}/devices/{}", tenant_id, device_id)
+    show(run(data_dir, "PATCH", path, {"enabled": True}), as_json, DEVICE_COLUMNS)
 
 
 @device.command("delete")
-def device_delete(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
-    data_dir: DataDirOption = None,
-) -> None:
-    run(data_dir, "DELETE", f"/v1/tenants/{tenant_id}/devices/{device_id}")
+def device_delete(tenant_id: Tenant, device_id: Device, yes: YesOption = False, data_dir: DataDirOption = None) -> None:
+    """Delete a device and close its sessions.
+
+    Its credentials and metadata go with it. Asks first, unless --yes (needed when stdin is not a terminal)."""
+    path = api_path("/v1/tenants/{}/devices/{}", tenant_id, device_id)
+    confirm(f"Delete device {device_id!r} of tenant {tenant_id!r} with its credentials?", yes)
+    run(data_dir, "DELETE", path)
 
 
-@token.command("issue")
-def token_issue(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
-    value: Annotated[str | None, typer.Option("--token", help="use this token instead of a generated one")] = None,
-    data_dir: DataDirOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Issue an endpoint token; prints the token alone (or the JSON record with --json)."""
-    body = {"token": value} if value else None
-    result = run(data_dir, "POST", f"/v1/tenants/{tenant_id}/devices/{device_id}/tokens", body)
-    typer.echo(json.dumps(result, indent=2) if as_json else result["token"])
-
-
-@token.command("set-state")
-def token_set_state(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    value: Annotated[str, typer.Argument(metavar="TOKEN")],
-    state: Annotated[str, typer.Argument(metavar="STATE", help="inactive, active, suspended or revoked")],
+@device.command("connected")
+def device_connected(
+    tenant_id: Tenant,
+    limit: Annotated[int, typer.Option("--limit", metavar="N", help="devices per page (1-10000)")] = 1000,
+    after: After = None,
+    all_pages: AllPages = False,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    result = run(data_dir, "PATCH", f"/v1/tenants/{tenant_id}/tokens/{value}", {"state": state})
-    show(result, as_json, ["token", "device", "state", "lastUsedAt"])
+    """The tenant's devices connected now.
+
+    With their sessions and node; the cursor of the next page is printed last."""
+    path = api_path("/v1/tenants/{}/connected-devices", tenant_id)
+    columns = ["id", "sessions", "node", "connectedSince"]
+    pages(data_dir, path, {"limit": limit}, "devices", columns, after, all_pages, as_json)
 
 
-@token.command("list")
-def token_list(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
-    data_dir: DataDirOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    result = run(data_dir, "GET", f"/v1/tenants/{tenant_id}/devices/{device_id}/tokens")
-    show(result, as_json, ["token", "state", "createdAt", "lastUsedAt"])
+@tombstone.command("list")
+def device_tombstones(tenant_id: Tenant, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    """Deleted devices (the newest 1,000): id, group, app version, when."""
+    path = api_path("/v1/tenants/{}/deleted-devices", tenant_id)
+    show(run(data_dir, "GET", path), as_json, ["id", "group", "appVersion", "deletedAt"])
 
 
-@password.command("set")
-def password_set(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
-    device_id: Annotated[str, typer.Argument(metavar="DEVICE")],
-    auth_id: Annotated[str, typer.Argument(metavar="AUTH_ID")],
-    data_dir: DataDirOption = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Set AUTH_ID's password, read from stdin (first line). MQTT username: AUTH_ID@TENANT."""
-    secret = sys.stdin.readline().rstrip("\r\n")
-    if not secret:
-        typer.echo("mqtt-gateway: no password on stdin", err=True)
-        raise typer.Exit(2)
-    result = run(
-        data_dir, "PUT", f"/v1/tenants/{tenant_id}/devices/{device_id}/passwords/{auth_id}", {"password": secret}
-    )
-    show(result, as_json, ["authId", "username", "state", "lastUsedAt"])
+device.command("import")(device_import)  # in gateway/cli/imports.py, with the `import-job` commands

@@ -1,6 +1,5 @@
-"""`mqtt-gateway device import TENANT FILE.csv`: upload, follow the job with a progress bar, report."""
-
-from __future__ import annotations
+"""`mqtt-gateway device import TENANT FILE.csv`: upload, follow the job with a progress bar, report;
+`mqtt-gateway import-job ...`: the tenant's import jobs afterwards."""
 
 import os
 import time
@@ -8,45 +7,46 @@ from pathlib import Path
 from typing import Annotated, Any, TextIO
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .admin import JsonOption, show
-from .client import run
-from .serve import DataDirOption
+from .client import api_path, fail, run
+from .options import DataDirOption, JsonOption, Tenant
+from .output import show
+from .typer_group import subgroup
 
 POLL_S = 0.5
-
-
-def register(device_commands: typer.Typer) -> None:
-    """`device import` belongs with the other device commands (gateway/cli/admin.py)."""
-    device_commands.command("import")(device_import)
+import_job = subgroup("import-job", "Device import jobs and the tokens they made.")
+Job = Annotated[str, typer.Argument(metavar="JOB", help="the job's id")]
+JOB_COLUMNS = ["jobId", "state", "total", "processed", "created", "unchanged", "failed", "tokens", "createdAt"]
+TokensOut = Annotated[
+    Path | None,
+    typer.Option("--tokens-out", metavar="FILE", help="write generated tokens here (deviceId,token; mode 0600)"),
+]
 
 
 def device_import(
-    tenant_id: Annotated[str, typer.Argument(metavar="TENANT")],
+    tenant_id: Tenant,
     file: Annotated[
         Path | None, typer.Argument(metavar="FILE.csv", dir_okay=False, help="the devices, one per row")
     ] = None,
-    tokens_out: Annotated[
-        Path | None, typer.Option("--tokens-out", help="write generated tokens here (deviceId,token; mode 0600)")
-    ] = None,
+    tokens_out: TokensOut = None,
     template: Annotated[bool, typer.Option("--template", help="print a CSV template and exit")] = False,
-    errors: Annotated[int, typer.Option("--errors", help="row errors to print at most")] = 100,
+    errors: Annotated[int, typer.Option("--errors", metavar="N", help="row errors to print at most")] = 100,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Register devices from a CSV as a job: a progress bar while it runs, then the counts and row errors.
-    Exits 1 when any row failed (the valid rows are registered all the same)."""
+    """Register devices from a CSV, as a job.
+
+    A progress bar while it runs, then the counts and row errors. Exits 1 when any row failed (the
+    valid rows are registered all the same)."""
     if template:
         typer.echo(run(data_dir, "GET", "/v1/device-imports/template.csv", text=True), nl=False)
         return
     if file is None or not file.is_file():
-        typer.echo("mqtt-gateway: give the CSV file to import (or --template for a start)", err=True)
-        raise typer.Exit(2)
+        raise fail("give the CSV file to import (or --template for a start)", 2)
+    imports_path = api_path("/v1/tenants/{}/device-imports", tenant_id)
     tokens_file = _open_private(tokens_out) if tokens_out is not None else None  # before the tokens exist
-    accepted = run(data_dir, "POST", f"/v1/tenants/{tenant_id}/device-imports", content=file.read_bytes())
-    path = f"/v1/tenants/{tenant_id}/device-imports/{accepted['jobId']}"
+    accepted = run(data_dir, "POST", imports_path, content=file.read_bytes())
+    path = api_path("/v1/tenants/{}/device-imports/{}", tenant_id, accepted["jobId"])
     job = _follow(data_dir, path, accepted["total"], quiet=as_json)
     job = run(data_dir, "GET", f"{path}?errors={errors}")
     if tokens_file is not None:
@@ -63,6 +63,9 @@ def device_import(
 
 
 def _follow(data_dir: Path | None, path: str, total: int, *, quiet: bool) -> dict[str, Any]:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
     console = Console(stderr=True)
     columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]}"))
     with Progress(*columns, TimeRemainingColumn(), console=console, disable=quiet or not console.is_terminal) as bar:
@@ -87,8 +90,7 @@ def _open_private(path: Path) -> TextIO:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT: tightened before writing
     except OSError as exc:
-        typer.echo(f"mqtt-gateway: cannot write --tokens-out {path}: {exc.strerror}", err=True)
-        raise typer.Exit(2) from None
+        raise fail(f"cannot write --tokens-out {path}: {exc.strerror}", 2) from None
     return os.fdopen(fd, "w", encoding="utf-8")
 
 
@@ -105,3 +107,57 @@ def _summary(job: dict[str, Any], tokens_out: Path | None) -> None:
         typer.echo(f"generated tokens written to {tokens_out} (mode 0600; the gateway no longer has them)")
     elif job["tokens"] == "available":
         typer.echo("generated tokens are waiting: pass --tokens-out FILE to save them")
+
+
+@import_job.command("list")
+def import_job_list(tenant_id: Tenant, data_dir: DataDirOption = None, as_json: JsonOption = False) -> None:
+    """The tenant's newest 100 import jobs (without their row errors)."""
+    show(run(data_dir, "GET", api_path("/v1/tenants/{}/device-imports", tenant_id)), as_json, JOB_COLUMNS)
+
+
+@import_job.command("get")
+def import_job_get(
+    tenant_id: Tenant,
+    job_id: Job,
+    errors: Annotated[int, typer.Option("--errors", metavar="N", help="row errors to print at most")] = 100,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """A job's state and counts, then its first row errors."""
+    job = run(data_dir, "GET", api_path("/v1/tenants/{}/device-imports/{}", tenant_id, job_id) + f"?errors={errors}")
+    if as_json:
+        show(job, True)
+    else:
+        _summary(job, None)
+
+
+@import_job.command("cancel")
+def import_job_cancel(
+    tenant_id: Tenant, job_id: Job, data_dir: DataDirOption = None, as_json: JsonOption = False
+) -> None:
+    """Stop a queued or running job after the chunk it is writing; rows committed stay."""
+    job = run(data_dir, "DELETE", api_path("/v1/tenants/{}/device-imports/{}", tenant_id, job_id))
+    show(job, as_json, JOB_COLUMNS)
+
+
+@import_job.command("tokens")
+def import_job_tokens(
+    tenant_id: Tenant,
+    job_id: Job,
+    tokens_out: Annotated[
+        Path, typer.Option("--tokens-out", metavar="FILE", help="write them here (deviceId,token; mode 0600)")
+    ],
+    data_dir: DataDirOption = None,
+) -> None:
+    """Download the tokens a job generated, once.
+
+    Into a private file (mode 0600): the gateway forgets them."""
+    path = api_path("/v1/tenants/{}/device-imports/{}/tokens", tenant_id, job_id)
+    out = _open_private(tokens_out)  # before the download: the tokens come once
+    try:
+        with out:
+            out.write(run(data_dir, "GET", path, text=True))
+    except typer.Exit:
+        tokens_out.unlink(missing_ok=True)
+        raise
+    typer.echo(f"generated tokens written to {tokens_out} (mode 0600; the gateway no longer has them)")

@@ -2,28 +2,23 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from ..datadir import DataDirInUse
-from ..logs import configure_logging
-from ..settings import GatewaySettings, SettingsError, load_settings
+from .options import DataDirOption
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported when serving, not when the CLI starts (docs/api.md#cli)
+    import asyncio
+
     from ..runtime import Gateway
+    from ..settings import GatewaySettings
 
 log = logging.getLogger("gateway.serve")
 
-DataDirOption = Annotated[
-    Path | None,
-    typer.Option("--data-dir", help="data directory [default: ./gateway-data; env GATEWAY_DATA_DIR]"),
-]
 # `serve` and `check-config` take the same options, and settings_of turns them into settings for both.
 ConfigOption = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
 HostOption = Annotated[str | None, typer.Option("--host", help="address all listeners bind to")]
@@ -49,6 +44,8 @@ def settings_of(
     wss_port: int | None = None,
 ) -> GatewaySettings:
     """Defaults < the TOML file < GATEWAY_* < these flags. Raises SettingsError."""
+    from ..settings import load_settings
+
     return load_settings(
         config,
         data_dir=data_dir,
@@ -72,6 +69,10 @@ def serve(
     wss_port: WssPortOption = None,
 ) -> None:
     """Start the gateway: MQTT, MQTT over TLS (and over WebSocket, if asked) and the management API."""
+    from ..datadir import DataDirInUse
+    from ..logs import configure_logging
+    from ..settings import SettingsError
+
     try:
         settings = settings_of(config, data_dir, host, mqtt_port, mqtts_port, api_port, ws_port, wss_port)
     except SettingsError as exc:
@@ -91,6 +92,8 @@ def serve(
 def run_loop(main: Coroutine[Any, Any, None], event_loop: str = "asyncio") -> None:
     """asyncio's loop, or uvloop (`event_loop = "uvloop"`, the `[fast]` extra installed). Not uvloop by
     default: measured here it makes TLS handshakes 2.5-20x slower (docs/benchmarks.md)."""
+    import asyncio
+
     if event_loop != "uvloop":
         asyncio.run(main)
         return
@@ -105,6 +108,8 @@ def run_loop(main: Coroutine[Any, Any, None], event_loop: str = "asyncio") -> No
 def _reload(gateway: Gateway) -> None:
     """SIGHUP: re-read the EPMX whitelist and the TLS certificate files; a broken file is logged and
     the old one stays. Sessions stay connected."""
+    import asyncio
+
     from ..kp1.whitelist import WhitelistError
 
     try:
@@ -121,6 +126,9 @@ def _tls_reloaded(task: asyncio.Future[None]) -> None:
 
 
 async def _run(settings: GatewaySettings) -> None:
+    import asyncio
+    import signal
+
     from ..runtime import Gateway
 
     gateway = Gateway(settings)
