@@ -28,10 +28,11 @@ from .models import EndpointFilter, EndpointFilterState, FilterMember, from_ms, 
 MAX_FILTERS_PER_TENANT = 100
 SCAN_CHUNK = 1000
 """Devices the first scan evaluates per transaction at most (fewer for costly queries)."""
-EVALUATION_BUDGET = 5_000
-"""Device x condition evaluations per transaction, about 20 ms here (a metadata condition costs ~4 us
-per device): a CONNECT waiting for the writer waits that long at most. 250 devices of a tenant with
-10 two-condition filters per transaction; 1 with 100 filters of 64 conditions."""
+EVALUATION_BUDGET = 2_000
+"""Device x comparison evaluations per transaction (a filter's `cost`; each `$in` value counts), about
+10 ms here (a metadata comparison costs ~4 us per device): a CONNECT waiting for the writer waits
+that long at most. 100 devices of a tenant with 10 two-comparison filters per transaction; 1 with
+100 filters of 64 comparisons."""
 
 _NOTED_MATCHING = "SELECT d.id FROM devices d WHERE d.tenant_id = ? AND d.id IN (SELECT value FROM json_each(?)) AND "
 """...followed by a compiled query (registry/filter_query.py): fixed SQL whose values are all bound."""
@@ -136,7 +137,8 @@ class EndpointFilterStore:
             if row is None:
                 await require_tenant(tx, tenant_id)
                 raise NotFound(f"filter {filter_id!r} not found in tenant {tenant_id!r}", field="filter")
-            await emit(tx, tenant_id, "filter/deactivated", node, filterId=filter_id, reason="deleted")
+            if row["state"] == EndpointFilterState.ACTIVE:  # a pending one was never announced
+                await emit(tx, tenant_id, "filter/deactivated", node, filterId=filter_id, reason="deleted")
 
     async def members(
         self, tenant_id: str, filter_id: str, *, after: str = "", limit: int = 100
@@ -159,14 +161,14 @@ class EndpointFilterStore:
         async with self._db.transaction() as tx:
             async with tx.execute(
                 "SELECT tenant_id, id, query, scan_after FROM endpoint_filters WHERE state = 'pending'"
-                " ORDER BY created_at LIMIT 1"
+                " ORDER BY scanned_at, created_at LIMIT 1"
             ) as cur:
                 pending = await cur.fetchone()
             if pending is None:
                 return False
             tenant_id, filter_id, after = pending["tenant_id"], pending["id"], pending["scan_after"] or ""
             query = _compiled(pending["query"])
-            chunk = max(1, min(chunk, EVALUATION_BUDGET // query.conditions))
+            chunk = max(1, min(chunk, EVALUATION_BUDGET // query.cost))
             async with tx.execute(
                 f"SELECT d.id, ({query.sql}) FROM devices d WHERE d.tenant_id = ? AND d.id > ?"  # noqa: S608
                 " ORDER BY d.id LIMIT ?",
@@ -185,10 +187,10 @@ class EndpointFilterStore:
                 "INSERT INTO endpoint_filter_members (tenant_id, filter_id, device_id, matched_at) VALUES (?, ?, ?, ?)",
                 [(tenant_id, filter_id, r[0], now) for r in rows if r[1]],
             )
-            if not done:
+            if not done:  # its turn ends: the pending filter scanned longest ago goes next
                 await tx.execute(
-                    "UPDATE endpoint_filters SET scan_after = ? WHERE tenant_id = ? AND id = ?",
-                    (upper, tenant_id, filter_id),
+                    "UPDATE endpoint_filters SET scan_after = ?, scanned_at = ? WHERE tenant_id = ? AND id = ?",
+                    (upper, now, tenant_id, filter_id),
                 )
                 return True
             await tx.execute(
@@ -215,7 +217,7 @@ class EndpointFilterStore:
                 return 0
             tenant_id = oldest[0]
             filters = await _filters_of(tx, tenant_id)
-            cost = sum(f.query.conditions for f in filters)
+            cost = sum(f.query.cost for f in filters)
             take = max(1, min(limit, EVALUATION_BUDGET // max(1, cost)))
             async with tx.execute(
                 "SELECT seq, device_id FROM endpoint_filter_dirty WHERE tenant_id = ? ORDER BY seq LIMIT ?",
@@ -259,8 +261,11 @@ async def _reevaluate(
     added, removed = sorted(now_in - before), sorted(before - now_in)
     if not added and not removed:
         return
-    async with tx.execute(
-        "SELECT id, app_version FROM devices WHERE tenant_id = ? AND id IN (SELECT value FROM json_each(?))",
+    async with tx.execute(  # a deleted device: the version its tombstone kept
+        "SELECT id, app_version FROM devices WHERE tenant_id = ?1 AND id IN (SELECT value FROM json_each(?2))"
+        " UNION ALL SELECT device_id, app_version FROM device_tombstones WHERE tenant_id = ?1"
+        " AND device_id IN (SELECT value FROM json_each(?2))"
+        " AND device_id NOT IN (SELECT id FROM devices WHERE tenant_id = ?1)",
         (tenant_id, json.dumps(sorted({d for _, d in added + removed}))),
     ) as cur:
         app_versions: dict[str, str | None] = {r[0]: r[1] for r in await cur.fetchall()}

@@ -50,8 +50,9 @@ class CompiledQuery:
     sql: str
     """A boolean expression over the device row `d`: 1 when the device matches, else 0."""
     args: tuple[object, ...]
-    conditions: int
-    """Its field conditions (at least 1): what evaluating it for one device costs, roughly."""
+    cost: int
+    """Its leaf comparisons (at least 1; each value of an `$in` is one): what evaluating it for one
+    device costs, roughly. The evaluator sizes its transactions by it."""
 
 
 def compile_query(query: object) -> CompiledQuery:
@@ -63,7 +64,7 @@ def compile_query(query: object) -> CompiledQuery:
         raise Invalid(f"a query is at most {MAX_QUERY_BYTES} bytes", field="/query")
     compiler = _Compiler()
     sql = compiler.query(query, ("query",), 1)
-    return CompiledQuery(text, sql, tuple(compiler.args), max(1, compiler.conditions))
+    return CompiledQuery(text, sql, tuple(compiler.args), max(1, compiler.cost))
 
 
 def _pointer(path: tuple[str | int, ...]) -> str:
@@ -79,6 +80,7 @@ class _Compiler:
         self.args: list[object] = []
         self.conditions = 0
         self.values = 0
+        self.cost = 0
 
     def query(self, query: object, path: tuple[str | int, ...], depth: int) -> str:
         if not isinstance(query, dict):
@@ -111,6 +113,7 @@ class _Compiler:
         self.conditions += 1
         if self.conditions > MAX_CONDITIONS:
             raise _fail(path, f"a query has at most {MAX_CONDITIONS} conditions")
+        self.cost += len(value) if op in ("$in", "$nin") and isinstance(value, list) else 1
         if op == "$exists":
             if not isinstance(value, bool):
                 raise _fail(path, "$exists takes true or false")
@@ -144,7 +147,9 @@ class _Compiler:
                 value.encode("utf-8")
             except UnicodeEncodeError:
                 raise _fail(path, "a string value must be valid Unicode (no lone surrogates)") from None
-        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > _MAX_INT:
+            if "\x00" in value:  # SQLite's JSON functions end a string at U+0000
+                raise _fail(path, "a string value cannot hold U+0000")
+        if isinstance(value, int) and not isinstance(value, bool) and not -_MAX_INT - 1 <= value <= _MAX_INT:
             raise _fail(path, "an integer value must fit in 64 bits")
         if isinstance(value, float) and value != value:
             raise _fail(path, "NaN is not a value")
@@ -219,17 +224,25 @@ class _Flag(_Target):
         raise _fail(path, "true or false cannot be ordered")
 
 
-def _json_match(json_sql: str, json_args: list[object], op: str, value: Scalar, args: list[object]) -> str:
-    """A JSON value (`json_sql` is a json_type/json_extract argument list) against a literal of the
-    same JSON type."""
+def _json_match(
+    json_sql: str, json_args: list[object], raw_sql: str, op: str, value: Scalar, args: list[object]
+) -> str:
+    """A JSON value (`json_sql` is a json_type/json_extract argument list; `raw_sql` its JSON text)
+    against a literal of the same JSON type. json_extract ends a string at U+0000, so a stored string
+    holding one (`\u0000` in its JSON text) never matches a string literal (which cannot hold one)."""
     args += json_args
     if value is None:
         return f"COALESCE(json_type({json_sql}) = 'null', 0)"
     if isinstance(value, bool):
         return f"COALESCE(json_type({json_sql}) = '{'true' if value else 'false'}', 0)"
-    kind = "= 'text'" if isinstance(value, str) else "IN ('integer', 'real')"
+    if isinstance(value, str):
+        args += [*json_args, value, *json_args]
+        return (
+            f"COALESCE(json_type({json_sql}) = 'text' AND json_extract({json_sql}) {op} ?"
+            f" AND instr({raw_sql}, '\\u0000') = 0, 0)"
+        )
     args += [*json_args, value]
-    return f"COALESCE(json_type({json_sql}) {kind} AND json_extract({json_sql}) {op} ?, 0)"
+    return f"COALESCE(json_type({json_sql}) IN ('integer', 'real') AND json_extract({json_sql}) {op} ?, 0)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,10 +254,10 @@ class _Attribute(_Target):
         return "(json_type(d.attributes, ?) IS NOT NULL)"
 
     def equals(self, value: Scalar, args: list[object]) -> str:
-        return _json_match("d.attributes, ?", [self._path], "=", value, args)
+        return _json_match("d.attributes, ?", [self._path], "d.attributes -> ?", "=", value, args)
 
     def compare(self, op: str, value: Scalar, args: list[object], path: tuple[str | int, ...]) -> str:
-        return _json_match("d.attributes, ?", [self._path], op, value, args)
+        return _json_match("d.attributes, ?", [self._path], "d.attributes -> ?", op, value, args)
 
     @property
     def _path(self) -> str:
@@ -267,13 +280,13 @@ class _Metadata(_Target):
 
     def compare(self, op: str, value: Scalar, args: list[object], path: tuple[str | int, ...]) -> str:
         args.append(self.key)
-        match = _json_match("m.value, '$'", [], op, value, args)
+        match = _json_match("m.value, '$'", [], "m.value", op, value, args)
         return f"{_METADATA_ROW} AND {match})"
 
 
 _FIXED: dict[str, _Target] = {
     "group": _Column("d.grp"),
-    "state": _Column("d.state", allowed=tuple(s.value for s in DeviceState)),
+    "state": _Column("d.state", allowed=tuple(s.value for s in DeviceState if s != DeviceState.DELETED)),
     "appVersion": _Column("d.app_version", nullable=True),
     "enabled": _Flag("(d.enabled = 1)"),
     "connected": _Flag(CONNECTED_SQL),

@@ -326,3 +326,63 @@ async def test_noted_changes_survive_a_restart(tmp_path: Path) -> None:
     async with restarted_gateway(data_dir, "node-a") as gw:
         await wait_until(lambda: _has_change(gw, ("matched", "v2", "d1")))
         assert await _changes(gw) == [("matched", "v2", "d1")]
+
+
+async def test_costly_queries_get_small_transactions_and_scans_take_turns(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    """Found by attack: a 256-value `$in` counted as one comparison, so one scan transaction held the
+    writer for seconds; and the oldest pending filter always went first, so one tenant's costly (or
+    replaced) filter kept another tenant's pending for minutes."""
+    from registry.endpoint_filters import EVALUATION_BUDGET
+    from registry.filter_query import compile_query
+
+    many = {"metadata.city": {"$in": [f"city-{i}" for i in range(256)]}}
+    assert compile_query(many).cost == 256
+    assert gateway.filters is not None
+    await gateway.filters.stop()
+    await ok(api.post("/v1/tenants", json={"id": "acme"}), 201)
+    await ok(api.post("/v1/tenants", json={"id": "small"}), 201)
+    csv = "deviceId\n" + "".join(f"d{i:03}\n" for i in range(100))
+    job = await ok(api.post("/v1/tenants/acme/device-imports", content=csv.encode()), 202)
+
+    async def imported() -> bool:
+        return (await ok(api.get(f"/v1/tenants/acme/device-imports/{job['jobId']}")))["state"] == "succeeded"
+
+    await wait_until(imported, timeout=30)
+    await ok(api.post(FILTERS, json={"id": "costly", "query": many}), 201)
+    store = gateway.registry.endpoint_filters
+    assert await store.scan_pending(node="n")  # one chunk of the costly filter
+    row = await gateway.registry.db.read_one("SELECT scan_after FROM endpoint_filters WHERE id = 'costly'")
+    assert row is not None and row[0] == f"d{EVALUATION_BUDGET // 256 - 1:03}"  # 7 devices, not 100
+    await ok(api.post("/v1/tenants/small/devices", json={"id": "s1"}), 201)
+    await ok(api.post("/v1/tenants/small/endpoint-filters", json={"id": "all", "query": {}}), 201)
+    assert await store.scan_pending(node="n")  # the small tenant's turn comes next, not after 14 chunks
+    assert (await ok(api.get("/v1/tenants/small/endpoint-filters/all")))["state"] == "active"
+    assert (await ok(api.get(f"{FILTERS}/costly")))["state"] == "pending"
+    await ok(api.delete(f"{FILTERS}/costly"), 204)  # never activated: nothing to deactivate
+    assert await outbox_events(gateway, "acme", "filter/deactivated") == []
+
+
+async def test_a_string_with_nul_is_not_its_prefix(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """Found by attack: json_extract ends a string at U+0000, so `admin\\u0000-not-really` matched "admin"."""
+    await ok(api.post("/v1/tenants", json={"id": "acme"}), 201)
+    await ok(api.post("/v1/tenants/acme/devices", json={"id": "d1", "attributes": {"role": "admin\u0000-x"}}), 201)
+    await ok(api.put("/v1/tenants/acme/devices/d1/metadata", json={"role": "admin\u0000-not-really"}))
+    await ok(api.post("/v1/tenants/acme/devices", json={"id": "d2", "attributes": {"role": "admin"}}), 201)
+    await ok(api.put("/v1/tenants/acme/devices/d2/metadata", json={"role": "admin"}))
+    assert await _matches(api, {"metadata.role": "admin"}, "m") == ["d2"]
+    assert await _matches(api, {"attr.role": "admin"}, "a") == ["d2"]
+    assert await _matches(api, {"metadata.role": {"$ne": "admin"}}, "n") == ["d1"]
+    r = await api.post(FILTERS, json={"id": "nul", "query": {"metadata.role": "admin\u0000-not-really"}})
+    assert r.status_code == 422 and r.json()["field"] == "/query/metadata.role"
+
+
+async def test_unmatched_for_a_deleted_device_names_its_app_version(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    await _fleet(api)
+    await ok(api.post(FILTERS, json={"id": "v1", "query": {"appVersion": "v1"}}), 201)
+    await _active(api, "v1")
+    await ok(api.delete("/v1/tenants/acme/devices/k1"), 204)
+    await wait_until(lambda: _has_change(gateway, ("unmatched", "v1", "k1")))
+    (event,) = await outbox_events(gateway, "acme", "endpoint/unmatched")
+    assert event["payload"]["appVersionName"] == "v1"
