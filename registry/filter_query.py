@@ -20,6 +20,7 @@ A refusal names the offending place as a JSON Pointer into the request (`/query/
 from __future__ import annotations
 
 import json
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -158,20 +159,21 @@ class _Compiler:
         return value
 
 
-class _Target:
+class _Target(ABC):
     """How one field is read from a device row."""
 
+    @abstractmethod
     def check(self, value: Scalar, path: tuple[str | int, ...]) -> None:
         """Refuses values the field can never hold (a bad state, a number for a group)."""
 
-    def exists(self, args: list[object]) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def exists(self, args: list[object]) -> str: ...
 
-    def equals(self, value: Scalar, args: list[object]) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def equals(self, value: Scalar, args: list[object]) -> str: ...
 
-    def compare(self, op: str, value: Scalar, args: list[object], path: tuple[str | int, ...]) -> str:
-        raise NotImplementedError
+    @abstractmethod
+    def compare(self, op: str, value: Scalar, args: list[object], path: tuple[str | int, ...]) -> str: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +251,9 @@ def _json_match(
 class _Attribute(_Target):
     key: str
 
+    def check(self, value: Scalar, path: tuple[str | int, ...]) -> None:
+        """Any JSON scalar: what a device stores is its own choice."""
+
     def exists(self, args: list[object]) -> str:
         args.append(self._path)
         return "(json_type(d.attributes, ?) IS NOT NULL)"
@@ -270,6 +275,9 @@ _METADATA_ROW = "EXISTS (SELECT 1 FROM metadata m WHERE m.tenant_id = d.tenant_i
 @dataclass(frozen=True, slots=True)
 class _Metadata(_Target):
     key: str
+
+    def check(self, value: Scalar, path: tuple[str | int, ...]) -> None:
+        """Any JSON scalar: what a device stores is its own choice."""
 
     def exists(self, args: list[object]) -> str:
         args.append(self.key)
