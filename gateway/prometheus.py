@@ -47,7 +47,7 @@ class GatewayCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         m = self._metrics
-        yield from self._sessions()
+        yield from self._connected_sessions()
         connects = {("accepted", "ok"): float(m.connects_accepted)}
         connects |= {("refused", reason): float(n) for reason, n in m.connects_refused.items()}
         yield _labelled("gateway_connects", "CONNECTs by outcome and reason", ["outcome", "reason"], connects)
@@ -95,7 +95,7 @@ class GatewayCollector(Collector):
         info.add_metric([self._gateway.settings.node_id], 1)
         yield info
 
-    def _sessions(self) -> Iterator[Metric]:
+    def _connected_sessions(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
             "gateway_sessions_connected", "Device sessions connected now, by tenant", labels=["tenant"]
         )
