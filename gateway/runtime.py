@@ -113,6 +113,10 @@ class Gateway:
         try:
             await self._start()
         except BaseException:
+            # a start refused after the registry opened (a bad certificate): its threads must end too,
+            # or the process would wait for them at exit instead of exiting with the error
+            with contextlib.suppress(Exception):
+                await self.registry.close()
             self._data_dir_lock.release()
             self._data_dir_lock = None
             raise

@@ -152,6 +152,29 @@ async def test_a_certificate_that_cannot_serve_stops_the_start_with_one_line(tmp
         timeout=60,
     )
     assert r.returncode == 1 and "tls_cert_file" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    served = await asyncio.to_thread(  # serve exits with the one line (it used to hang at exit)
+        subprocess.run,
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data2"),
+            "--mqtt-port",
+            "0",
+            "--mqtts-port",
+            "0",
+            "--api-port",
+            "0",
+        ],
+        env={"GATEWAY_TLS_CERT_FILE": str(cert), "GATEWAY_TLS_KEY_FILE": str(key), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode == 1 and "Traceback" not in served.stderr, served.stderr
+    assert served.stderr.strip().splitlines()[-1].startswith("mqtt-gateway: ")
 
 
 def _presented(port: int, cafile: Path, server_name: str) -> bytes:
