@@ -19,8 +19,8 @@ DEVICES = 200
 
 
 async def _gateway(data_dir: Path, fleet: int) -> tuple[dict[str, Any], Any]:
-    from gateway.runtime import Gateway
-    from gateway.settings import GatewaySettings
+    from gateway.node.runtime import Gateway
+    from gateway.node.settings import GatewaySettings
 
     gw = Gateway(
         GatewaySettings(

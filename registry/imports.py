@@ -1,7 +1,7 @@
 """Batch registration jobs: a CSV upload becomes devices (with credentials) a chunk at a time. Each
 chunk is one transaction together with the job's progress, so a crash leaves no half-created device
 and a restart resumes after the last committed chunk. The CSV itself is parsed and checked by
-gateway/imports.py; what the registry decides here is what needs the registry (existing devices,
+gateway/services/imports.py; what the registry decides here is what needs the registry (existing devices,
 groups, tombstones, taken tokens and auth-ids, the tenant's device limit)."""
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ MAX_ERRORS_KEPT = 10_000
 
 @dataclass(frozen=True, slots=True)
 class ImportRow:
-    """One data row, parsed and checked on its own (gateway/imports.py)."""
+    """One data row, parsed and checked on its own (gateway/services/imports.py)."""
 
     row: int
     """The CSV line it came from, the header being row 1."""

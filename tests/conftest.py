@@ -19,8 +19,8 @@ import aiomqtt
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
-from gateway.settings import GatewaySettings
+from gateway.node.runtime import Gateway
+from gateway.node.settings import GatewaySettings
 
 
 def test_settings(data_dir: Path, **overrides: Any) -> GatewaySettings:

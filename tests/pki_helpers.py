@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 NOW = dt.datetime.now(dt.UTC)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import api_client, connection, make_device, ok, test_settings, wait_until
 from .wire import RawClient, connack, connect_packet

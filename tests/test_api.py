@@ -7,7 +7,7 @@ import socket
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import api_client, make_device, ok
 

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from gateway.api.docs import COOKIE, SESSION_SECONDS, _session_value
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import api_client, ok
 

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device, mqtt, next_message, ok, outbox_events
 from .pki_helpers import make_ca

@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from gateway.api.audit import admin_actor
-from gateway.audit import BurstLog
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
+from gateway.ops.audit import BurstLog
 
 from .conftest import api_client, make_device, mqtt, ok, served_gateway, wait_until
 from .pki_helpers import make_ca, make_device_cert

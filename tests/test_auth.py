@@ -7,7 +7,7 @@ import logging
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import connect_refused, connection, make_device, mqtt, ok
 from .wire import connack, connect_packet

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from amqtt.broker import Broker
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 from pki.devca import ensure_server_tls
 
 from .conftest import make_device, ok, wait_until

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import load_settings
+from gateway.node.settings import load_settings
 
 ROOT = Path(__file__).parent.parent
 EXAMPLE = ROOT / "config" / "gateway.example.toml"

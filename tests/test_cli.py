@@ -12,7 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import mqtt
 

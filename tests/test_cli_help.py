@@ -18,7 +18,15 @@ from typer.testing import CliRunner
 from gateway.cli import app
 from pki.templates import DEFAULT_AUTH_ID_TEMPLATE, DEFAULT_DEVICE_ID_TEMPLATE
 
-HEAVY = ["httpx", "pydantic", "pydantic_settings", "gateway.settings", "gateway.runtime", "cryptography", "amqtt"]
+HEAVY = [
+    "httpx",
+    "pydantic",
+    "pydantic_settings",
+    "gateway.node.settings",
+    "gateway.node.runtime",
+    "cryptography",
+    "amqtt",
+]
 HEAVY += ["fastapi", "rich", "asyncio", "typer.rich_utils", "typer._adapters", "pki.devca"]
 OTHER_COMMANDS = ["gateway.cli.credentials", "gateway.cli.pki", "gateway.cli.groups", "gateway.cli.filters"]
 

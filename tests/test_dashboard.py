@@ -16,7 +16,7 @@ import aiomqtt
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import connect_refused, make_device, mqtt, ok
 from .pki_helpers import device_tls, make_ca, make_device_cert

@@ -17,8 +17,8 @@ import pytest
 from starlette.requests import Request
 
 from gateway.api.app import create_app
-from gateway.recent_refusals import MAX_KEYS_PER_MINUTE, OTHER_TENANTS, RecentRefusals
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
+from gateway.ops.recent_refusals import MAX_KEYS_PER_MINUTE, OTHER_TENANTS, RecentRefusals
 from gateway.ui import views
 from gateway.ui.sessions import COOKIE, Sessions
 from registry.models import now_ms

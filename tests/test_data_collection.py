@@ -9,7 +9,7 @@ import aiomqtt
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device, mqtt, next_message, ok
 from .test_events import collect, service_account

@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.datadir import DataDirInUse
-from gateway.runtime import Gateway
+from gateway.node.datadir import DataDirInUse
+from gateway.node.runtime import Gateway
 
 from .conftest import admin_http, connection, make_device, served_gateway, served_ports, spawn_gateway, test_settings
 from .wire import RawClient, connect_packet

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import httpx
 
-from gateway.runtime import Gateway
-from gateway.settings import GatewaySettings
+from gateway.node.runtime import Gateway
+from gateway.node.settings import GatewaySettings
 
 from .conftest import served_ports
 

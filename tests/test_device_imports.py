@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import mqtt, ok, outbox_events, restarted_gateway, served_gateway, wait_until
 

@@ -6,7 +6,7 @@ import json
 
 import httpx
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import connect_refused, mqtt, next_message, ok, outbox_events
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device, mqtt, ok, wait_until
 

@@ -10,7 +10,7 @@ import aiomqtt
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device, mqtt, next_json, ok, outbox_events, restarted_gateway, wait_until
 

@@ -14,10 +14,10 @@ import aiomqtt
 import httpx
 import pytest
 
-from gateway.identity import DeviceIdentity
+from gateway.auth.identity import DeviceIdentity
 from gateway.kp1.epmp import Reply
 from gateway.kp1.topic import Kp1Topic
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import api_client, make_device, ok, outbox_events, test_settings, wait_until
 from .wire import RawClient, connect_packet, publish_packet, subscribe_packet

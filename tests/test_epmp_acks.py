@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device, ok, restarted_gateway, served_gateway, wait_until
 from .wire import RawClient, ack_packet, connect_packet, publish_fields, publish_packet, subscribe_packet

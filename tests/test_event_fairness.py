@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from gateway import events as dispatcher
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device, mqtt, wait_until
 from .test_events import collect, service_account

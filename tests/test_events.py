@@ -12,7 +12,7 @@ import aiomqtt
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import (
     make_device,

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import (
     admin_http,

@@ -13,8 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.audit import secret_hint
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
+from gateway.ops.audit import secret_hint
 
 from .conftest import make_device, ok, wait_until
 from .pki_helpers import Issued, device_tls, make_ca, make_device_cert

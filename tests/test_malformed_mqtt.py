@@ -7,7 +7,7 @@ import struct
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device, mqtt, next_message, ok
 from .wire import RawClient, connect_packet

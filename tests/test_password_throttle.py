@@ -15,7 +15,7 @@ import pytest
 
 from gateway.auth.slots import Slots, SlotsBusy
 from gateway.auth.throttle import MAX_KEYS, AuthThrottle, address_key
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import api_client, make_device, ok, test_settings, wait_until
 from .wire import RawClient, connect_packet

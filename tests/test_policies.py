@@ -7,7 +7,7 @@ import json
 
 import httpx
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device, mqtt, next_json, next_message, ok, outbox_events
 

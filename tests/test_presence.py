@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import (
     admin_http,

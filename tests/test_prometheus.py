@@ -10,7 +10,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import api_client, connect_refused, make_device, mqtt, next_json, ok, wait_until
 from .pki_helpers import make_ca, make_device_cert

@@ -9,7 +9,7 @@ import struct
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import connection, make_device, ok
 from .wire import RawClient, ack_packet, connect_packet, packet, publish_fields, publish_packet, subscribe_packet

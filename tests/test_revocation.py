@@ -7,7 +7,7 @@ import time
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import connection, make_device, ok
 from .wire import RawClient, connect_packet

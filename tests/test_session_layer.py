@@ -14,7 +14,7 @@ import pytest
 from gateway.mqtt import qos
 from gateway.mqtt.delivery import Delivery, DeliveryLimits
 from gateway.mqtt.qos import Outgoing
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device
 from .wire import RawClient, ack_packet, connect_packet, publish_fields, publish_packet, subscribe_packet

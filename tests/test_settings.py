@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.settings import SettingsError, load_settings
+from gateway.node.settings import SettingsError, load_settings
 
 
 def test_defaults_are_the_embedded_ones(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,7 +89,7 @@ def test_missing_config_file(tmp_path: Path) -> None:
 
 def test_every_setting_is_documented_and_in_the_example() -> None:
     """docs/configuration.md and config/gateway.example.toml name every setting, with its default."""
-    from gateway.settings import GatewaySettings
+    from gateway.node.settings import GatewaySettings
 
     root = Path(__file__).parent.parent
     docs = (root / "docs" / "configuration.md").read_text()

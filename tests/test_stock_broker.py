@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device
 from .wire import RawClient, connack, connect_packet, publish_fields, publish_packet, subscribe_packet

@@ -22,8 +22,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from gateway.config_check import certificate_warning
-from gateway.runtime import Gateway
+from gateway.node.config_check import certificate_warning
+from gateway.node.runtime import Gateway
 from pki.devca import create_ca, issue_server_cert
 from pki.server_cert import ServerCertificateError
 

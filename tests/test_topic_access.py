@@ -6,7 +6,7 @@ import aiomqtt
 import httpx
 import pytest
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import make_device, mqtt, next_message, ok
 from .wire import RawClient, connect_packet, publish_packet, subscribe_packet

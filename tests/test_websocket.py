@@ -19,7 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import (
     admin_http,

@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .conftest import connection, make_device, ok, outbox_events, wait_until
 from .pki_helpers import NOW, Issued, device_tls, make_ca, make_device_cert

@@ -6,7 +6,7 @@ import asyncio
 import ssl
 from pathlib import Path
 
-from gateway.runtime import Gateway
+from gateway.node.runtime import Gateway
 
 from .wire import RawClient, connect_packet
 

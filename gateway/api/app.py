@@ -11,7 +11,7 @@ from fastapi.responses import PlainTextResponse
 
 from .. import ui
 from ..kp1.whitelist import WhitelistError
-from ..prometheus import CONTENT_TYPE
+from ..ops.prometheus import CONTENT_TYPE
 from . import (
     audit,
     commands,
@@ -34,7 +34,7 @@ from .errors import BadRequest
 from .limits import BodySizeLimit
 
 if TYPE_CHECKING:
-    from ..runtime import Gateway
+    from ..node.runtime import Gateway
 
 DESCRIPTION = """Tenants, devices and their credentials, trusted CAs, metadata, commands, groups and their
 policies, device imports and endpoint filters of one gateway node.

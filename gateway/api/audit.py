@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter, Query
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..audit import audit, secret_hint
+from ..ops.audit import audit, secret_hint
 from .deps import GatewayDep
 from .schemas import AuditPageOut
 
 if TYPE_CHECKING:
-    from ..runtime import Gateway
+    from ..node.runtime import Gateway
 
 log = logging.getLogger(__name__)
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})

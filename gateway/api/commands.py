@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from registry.commands import MAX_ID
 from registry.models import CommandState
 
-from ..commands import CommandService, WaitInterrupted
+from ..services.commands import CommandService, WaitInterrupted
 from .body import model_body
 from .deps import GatewayDep
 from .errors import error_response

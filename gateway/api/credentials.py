@@ -1,6 +1,6 @@
 """/v1/tenants/{tenant}/devices/{device}/tokens, /passwords and /certificates.
 
-What a change does to live sessions is gateway/management.py's (`Credentials`), not the handlers'.
+What a change does to live sessions is gateway/services/management.py's (`Credentials`), not the handlers'.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.exceptions import HTTPException
 
 if TYPE_CHECKING:
-    from ..runtime import Gateway
+    from ..node.runtime import Gateway
 
 _bearer = HTTPBearer(auto_error=False, description="the admin token, from `<data-dir>/admin-token`")
 

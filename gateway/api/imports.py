@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
 
-from ..imports import TEMPLATE, CsvRefused
+from ..services.imports import TEMPLATE, CsvRefused
 from .deps import GatewayDep
 from .errors import BadRequest, error_response
 from .schemas import ImportAccepted, ImportJobOut
 
 if TYPE_CHECKING:
-    from ..imports import ImportRunner
+    from ..services.imports import ImportRunner
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/device-imports", tags=["device imports"])
 template = APIRouter(tags=["device imports"])

@@ -30,8 +30,8 @@ from registry.models import (
     TrustedCa,
 )
 
-from ..commands import result_message
-from ..data import RESERVED_EXTENSIONS
+from ..services.commands import result_message
+from ..services.data import RESERVED_EXTENSIONS
 
 Id = Annotated[str, StringConstraints(pattern=ID_PATTERN)]
 AppVersion = Annotated[str, StringConstraints(pattern=APP_VERSION_PATTERN)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ..services import GatewayServices
+from ..node.context import GatewayServices
 from .outcome import AuthOutcome, Refusal
 from .password import authenticate_password
 from .token import authenticate_token

@@ -7,7 +7,7 @@ from enum import StrEnum
 
 from registry.models import AuthRecord, CredentialState, DeviceState
 
-from ..identity import DeviceIdentity
+from .identity import DeviceIdentity
 
 
 class Refusal(StrEnum):

@@ -10,8 +10,8 @@ from registry import Registry
 from registry.identifiers import is_valid_auth_id, is_valid_id
 from registry.models import CredentialKind
 
-from ..identity import SERVICE, DeviceIdentity
 from .hashing import HasherBusy, PasswordHasher
+from .identity import SERVICE, DeviceIdentity
 from .outcome import AuthOutcome, Refusal, state_refusal
 
 

@@ -12,12 +12,12 @@ import dataclasses
 import logging
 from dataclasses import dataclass
 
-from ..acl import decide
-from ..audit import audit, secret_hint
-from ..identity import IDENTITY_ATTR, RETRY_LATER_ATTR
 from ..mqtt.amqtt_api import Action, BaseAuthPlugin, Session
-from ..services import GatewayServices, services_of
+from ..node.context import GatewayServices, services_of
+from ..ops.audit import audit, secret_hint
+from .acl import decide
 from .credentials import ConnectCredentials, Verifier, verifier_chain, verify
+from .identity import IDENTITY_ATTR, RETRY_LATER_ATTR
 from .outcome import AuthOutcome, Refusal
 from .password import parse_username
 
@@ -78,7 +78,7 @@ RETRY_LATER = frozenset({Refusal.AUTH_BUSY, Refusal.REGISTRY_UNAVAILABLE})
 
 class DeviceAuthPlugin(BaseAuthPlugin):
     """Inside `mqtt-gateway serve` the services come on the context; in a stock amqtt broker from
-    `registry` in the plugin's config (gateway/stock.py)."""
+    `registry` in the plugin's config (gateway/node/stock.py)."""
 
     @dataclass
     class Config:
@@ -92,13 +92,13 @@ class DeviceAuthPlugin(BaseAuthPlugin):
         registry = getattr(self.context.config, "registry", None)
         if not registry:
             raise RuntimeError("DeviceAuthPlugin in a stock amqtt broker needs `registry: <path>` in its config")
-        from ..stock import stock_services  # only a stock broker needs it
+        from ..node.stock import stock_services  # only a stock broker needs it
 
         return await stock_services(registry)
 
     async def close(self) -> None:
         if services_of(self.context) is None:
-            from ..stock import close_stock_services
+            from ..node.stock import close_stock_services
 
             await close_stock_services()
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import ipaddress
 from collections import OrderedDict
 
-from ..settings import GatewaySettings
+from ..node.settings import GatewaySettings
 from .ratelimit import TokenBucket
 
 # At most ~50-130 password failures a second reach argon2 (2 workers), so churning 10,000 usernames

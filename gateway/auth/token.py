@@ -5,7 +5,7 @@ from __future__ import annotations
 from registry import Registry
 from registry.identifiers import is_valid_token
 
-from ..identity import DeviceIdentity
+from .identity import DeviceIdentity
 from .outcome import AuthOutcome, Refusal, state_refusal
 
 

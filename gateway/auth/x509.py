@@ -19,8 +19,8 @@ from registry.identifiers import is_valid_id
 from registry.models import AuthRecord
 from registry.provisioning import ProvisioningRefused, ProvisioningRequest
 
-from ..identity import DeviceIdentity
-from ..trust import TrustedCas
+from ..node.trust import TrustedCas
+from .identity import DeviceIdentity
 from .outcome import AuthOutcome, Refusal, state_refusal
 
 

@@ -31,8 +31,8 @@ def check_config(
 ) -> None:
     """Check the settings serve would run with (same options, same GATEWAY_* variables) and the files
     they name; print them as TOML. Exit 0 when serve could start with them, 1 with one line per problem."""
-    from ..config_check import as_toml, certificate_warning, file_problems  # not at CLI start-up
-    from ..settings import SettingsError
+    from ..node.config_check import as_toml, certificate_warning, file_problems  # not at CLI start-up
+    from ..node.settings import SettingsError
 
     try:
         settings = settings_of(config, data_dir, host, mqtt_port, mqtts_port, api_port, ws_port, wss_port)

@@ -14,8 +14,8 @@ from .options import DataDirOption
 if TYPE_CHECKING:  # imported when serving, not when the CLI starts (docs/api.md#cli)
     import asyncio
 
-    from ..runtime import Gateway
-    from ..settings import GatewaySettings
+    from ..node.runtime import Gateway
+    from ..node.settings import GatewaySettings
 
 log = logging.getLogger("gateway.serve")
 
@@ -44,7 +44,7 @@ def settings_of(
     wss_port: int | None = None,
 ) -> GatewaySettings:
     """Defaults < the TOML file < GATEWAY_* < these flags. Raises SettingsError."""
-    from ..settings import load_settings
+    from ..node.settings import load_settings
 
     return load_settings(
         config,
@@ -69,9 +69,9 @@ def serve(
     wss_port: WssPortOption = None,
 ) -> None:
     """Start the gateway: MQTT, MQTT over TLS (and over WebSocket, if asked) and the management API."""
-    from ..datadir import DataDirInUse
-    from ..logs import configure_logging
-    from ..settings import SettingsError
+    from ..node.datadir import DataDirInUse
+    from ..node.settings import SettingsError
+    from ..ops.logs import configure_logging
 
     try:
         settings = settings_of(config, data_dir, host, mqtt_port, mqtts_port, api_port, ws_port, wss_port)
@@ -129,7 +129,7 @@ async def _run(settings: GatewaySettings) -> None:
     import asyncio
     import signal
 
-    from ..runtime import Gateway
+    from ..node.runtime import Gateway
 
     gateway = Gateway(settings)
     await gateway.start()

@@ -1,6 +1,6 @@
 """11/CEP on the device side: `kp1/<app version>/cex/<token>/command/<type>[/<request id>]` (fetch and
 observe commands) and `.../result/<type>[/<request id>]` (report results). The wire format only; what
-happens to commands is gateway/commands.py."""
+happens to commands is gateway/services/commands.py."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 
 from registry.commands import ResultIn
 
-from ..settings import GatewaySettings
+from ..node.settings import GatewaySettings
 from .payload import PayloadError, parse_json
 from .reply import Kp1Error
 from .topic import MAX_REQUEST_ID

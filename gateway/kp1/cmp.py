@@ -1,12 +1,12 @@
 """7/CMP on the device side: `kp1/<app version>/cmx/<token>/config/json[/<request id>]` (get, and
 observe, the group's policy) and `.../applied/json[/<request id>]` (report applying it). The wire
-format only; the policies themselves are gateway/policies.py."""
+format only; the policies themselves are gateway/services/policies.py."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..settings import GatewaySettings
+from ..node.settings import GatewaySettings
 from .payload import PayloadError, parse_json
 from .reply import Kp1Error
 

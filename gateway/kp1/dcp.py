@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..settings import GatewaySettings
+from ..node.settings import GatewaySettings
 from .payload import PayloadError, parse_json
 from .reply import Kp1Error
 

@@ -16,8 +16,8 @@ from registry import Registry
 from registry.errors import Conflict
 from registry.metadata import canonical
 
-from ..identity import DeviceIdentity
-from ..settings import GatewaySettings
+from ..auth.identity import DeviceIdentity
+from ..node.settings import GatewaySettings
 from .payload import PayloadError, parse_json
 from .reply import Kp1Error, Reply, answered, status_reply
 from .topic import Kp1Topic

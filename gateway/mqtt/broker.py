@@ -30,11 +30,10 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ..acl import TopicAccessPlugin
+from ..auth.acl import TopicAccessPlugin
+from ..auth.identity import RETRY_LATER_ATTR, DeviceIdentity, identity_of, owner_of, session_key
 from ..auth.outcome import Refusal
-from ..identity import RETRY_LATER_ATTR, DeviceIdentity, identity_of, owner_of, session_key
-from ..keyed_lock import KeyedLock
-from ..services import GatewayServices
+from ..node.context import GatewayServices
 from . import codec
 from .admission import SocketAdmission, SocketTicket
 from .amqtt_api import Action, BaseAuthPlugin, BaseContext, BrokerEvents, PluginManager, as_plugin_session
@@ -42,6 +41,7 @@ from .connect_packet import ConnectRejected, read_connect_packet
 from .connection import CloseReason, Connection
 from .delivery import Delivery
 from .inbound import Inbound
+from .keyed_lock import KeyedLock
 from .listener import Listeners, ListenerSpec
 from .presence import Presence
 from .router import Router

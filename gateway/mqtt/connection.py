@@ -19,8 +19,8 @@ from typing import Any, Protocol
 
 from registry.models import now_ms
 
-from ..metrics import Metrics
-from ..settings import GatewaySettings
+from ..node.settings import GatewaySettings
+from ..ops.metrics import Metrics
 from . import codec
 from .codec import FixedHeader, Publish
 from .packet_checks import check_packet

@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from ..metrics import Metrics
+from ..ops.metrics import Metrics
 from .qos import Link, Outgoing, OutgoingFlows
 
 log = logging.getLogger(__name__)

@@ -14,17 +14,17 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from ..identity import DeviceIdentity, identity_of, owner_key
-from ..keyed_lock import KeyedLock
+from ..auth.identity import DeviceIdentity, identity_of, owner_key
 from ..kp1 import cep, cmp, dcp
 from ..kp1 import topic as kp1_topic
 from ..kp1.epmp import RESOURCES
 from ..kp1.reply import Reply, error_reply
-from ..services import GatewayServices
-from ..topics import COMMANDS_ROOT
+from ..node.context import GatewayServices
+from ..services.topics import COMMANDS_ROOT
 from .amqtt_api import Action
 from .codec import Publish
 from .connection import CloseReason, Connection
+from .keyed_lock import KeyedLock
 from .router import SUBSCRIBE_FAILURE, Allowed, Router
 from .session import ClientSession
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 
-from ..audit import audit
-from ..identity import DeviceIdentity, identity_of
-from ..services import GatewayServices
+from ..auth.identity import DeviceIdentity, identity_of
+from ..node.context import GatewayServices
+from ..ops.audit import audit
 from .session import ClientSession
 
 log = logging.getLogger(__name__)

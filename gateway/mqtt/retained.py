@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-from ..identity import DeviceIdentity
+from ..auth.identity import DeviceIdentity
 from .subscriptions import topic_matches
 
 

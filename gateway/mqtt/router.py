@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ..identity import DeviceIdentity, identity_of, owner_key
-from ..metrics import Metrics
-from ..settings import GatewaySettings
+from ..auth.identity import DeviceIdentity, identity_of, owner_key
+from ..node.settings import GatewaySettings
+from ..ops.metrics import Metrics
 from .amqtt_api import Action
 from .delivery import Delivery, DeliveryLimits
 from .qos import Outgoing

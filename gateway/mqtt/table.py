@@ -11,9 +11,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ..identity import DeviceIdentity, identity_of, owner_key, owner_of
-from ..metrics import Metrics
-from ..settings import GatewaySettings
+from ..auth.identity import DeviceIdentity, identity_of, owner_key, owner_of
+from ..node.settings import GatewaySettings
+from ..ops.metrics import Metrics
 from .admission import TenantConnections
 from .connection import CloseReason, Connection
 from .router import Router

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs
 from fastapi import APIRouter, Request
 from starlette.responses import RedirectResponse, Response
 
-from ..audit import audit
+from ..ops.audit import audit
 from .render import render, secure
 from .sessions import Sessions, clear_cookie, set_cookie
 

@@ -15,7 +15,7 @@ from registry.identifiers import is_valid_id
 from registry.models import ConnectionStatus, Device, DeviceState, Tenant, TrustedCa, from_ms, now_ms
 
 if TYPE_CHECKING:
-    from ..runtime import Gateway
+    from ..node.runtime import Gateway
 
 HOUR_MS = 3_600_000
 PAGE = 50

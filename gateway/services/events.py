@@ -20,9 +20,9 @@ import time
 
 from registry import Registry
 
-from .mqtt.broker import GatewayBroker
-from .mqtt.connection import Connection
-from .mqtt.qos import Outgoing
+from ..mqtt.broker import GatewayBroker
+from ..mqtt.connection import Connection
+from ..mqtt.qos import Outgoing
 from .topics import events_topic
 
 log = logging.getLogger(__name__)

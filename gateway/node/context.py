@@ -8,19 +8,19 @@ from typing import TYPE_CHECKING, Any
 
 from registry import Registry
 
-from .audit import BurstLog
-from .auth.hashing import PasswordHasher
-from .auth.recent import RecentLogins
-from .auth.throttle import AuthThrottle
-from .metrics import Metrics
+from ..auth.hashing import PasswordHasher
+from ..auth.recent import RecentLogins
+from ..auth.throttle import AuthThrottle
+from ..ops.audit import BurstLog
+from ..ops.metrics import Metrics
 from .settings import GatewaySettings
 from .trust import TrustedCas
 
 if TYPE_CHECKING:
-    from .commands import CommandService
-    from .data import DataCollection
-    from .kp1.epmp import Epmp
-    from .policies import PolicyService
+    from ..kp1.epmp import Epmp
+    from ..services.commands import CommandService
+    from ..services.data import DataCollection
+    from ..services.policies import PolicyService
 
 
 @dataclass
@@ -50,6 +50,6 @@ class GatewayServices:
 
 def services_of(context: Any) -> GatewayServices | None:
     """The services `mqtt-gateway serve` hands its plugins on their context (GatewayContext); None in
-    a stock amqtt broker, where a plugin opens its own (gateway/stock.py)."""
+    a stock amqtt broker, where a plugin opens its own (gateway/node/stock.py)."""
     services = getattr(context, "services", None)
     return services if isinstance(services, GatewayServices) else None

@@ -1,6 +1,6 @@
 """`GET /metrics`: the gateway's counters in the Prometheus text format.
 
-The counters live in one place, gateway/metrics.py (what `GET /v1/metrics` shows as JSON); a
+The counters live in one place, gateway/ops/metrics.py (what `GET /v1/metrics` shows as JSON); a
 collector reads them at scrape time, so nothing is counted twice. Each Gateway has its own
 CollectorRegistry (several run in one test process). What needs the registry (the event backlog)
 is read before the scrape, asynchronously, since collectors are synchronous.
@@ -19,7 +19,7 @@ from prometheus_client.registry import Collector
 from .metrics import Metrics
 
 if TYPE_CHECKING:
-    from .runtime import Gateway
+    from ..node.runtime import Gateway
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 REGISTRY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)

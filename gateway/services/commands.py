@@ -25,19 +25,19 @@ from registry.commands import ResultOutcome, encode_json
 from registry.errors import Conflict, Invalid, LimitReached, NotFound, RegistryError
 from registry.models import Command, CommandState, now_ms, to_ms
 
-from .audit import audit
-from .identity import DeviceIdentity
-from .kp1 import cep
-from .kp1.payload import PayloadError, parse_json
-from .kp1.reply import Kp1Error, Reply, answered, error_reply, status_reply
-from .kp1.topic import MAX_REQUEST_ID, Kp1Topic, topics_matched
-from .metrics import Metrics
-from .settings import GatewaySettings
+from ..auth.identity import DeviceIdentity
+from ..kp1 import cep
+from ..kp1.payload import PayloadError, parse_json
+from ..kp1.reply import Kp1Error, Reply, answered, error_reply, status_reply
+from ..kp1.topic import MAX_REQUEST_ID, Kp1Topic, topics_matched
+from ..node.settings import GatewaySettings
+from ..ops.audit import audit
+from ..ops.metrics import Metrics
 from .topics import command_result_topic, parse_command_topic
 
 if TYPE_CHECKING:
-    from .mqtt.broker import GatewayBroker
-    from .mqtt.session import ClientSession
+    from ..mqtt.broker import GatewayBroker
+    from ..mqtt.session import ClientSession
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ from typing import Any, Protocol
 from registry import Registry
 from registry.models import Credential, CredentialKind, CredentialState, Device, Group, Tenant, TrustedCa
 
-from .identity import DeviceIdentity
-from .services import GatewayServices
+from ..auth.identity import DeviceIdentity
+from ..node.context import GatewayServices
 
 Match = Callable[[DeviceIdentity], bool]
 
 
 class Node(Protocol):
-    """The running gateway, as seen from here (gateway/runtime.py)."""
+    """The running gateway, as seen from here (gateway/node/runtime.py)."""
 
     registry: Registry
     services: GatewayServices

@@ -19,28 +19,28 @@ from pki.names import server_names
 from pki.server_cert import check_server_certificate
 from registry import Registry
 
+from ..api.app import create_app
+from ..auth.hashing import PasswordHasher
+from ..auth.identity import DeviceIdentity
+from ..kp1.epmp import Epmp
+from ..kp1.whitelist import load_whitelist
+from ..mqtt.broker import GatewayBroker
+from ..mqtt.connection import CloseReason
+from ..mqtt.listener import ListenerSpec
+from ..mqtt.websocket import WebSocketOptions, message_limit
+from ..ops.metrics import Metrics
+from ..ops.prometheus import PrometheusExporter
+from ..services.commands import CommandService
+from ..services.data import DataCollection
+from ..services.endpoint_filters import FilterEvaluator
+from ..services.events import EventDispatcher
+from ..services.imports import ImportRunner
+from ..services.management import Management
+from ..services.policies import PolicyService
 from .admin_token import ensure_admin_token
-from .api.app import create_app
-from .auth.hashing import PasswordHasher
-from .commands import CommandService
 from .config_check import certificate_warning
-from .data import DataCollection
+from .context import GatewayServices
 from .datadir import DataDirLock, claim
-from .endpoint_filters import FilterEvaluator
-from .events import EventDispatcher
-from .identity import DeviceIdentity
-from .imports import ImportRunner
-from .kp1.epmp import Epmp
-from .kp1.whitelist import load_whitelist
-from .management import Management
-from .metrics import Metrics
-from .mqtt.broker import GatewayBroker
-from .mqtt.connection import CloseReason
-from .mqtt.listener import ListenerSpec
-from .mqtt.websocket import WebSocketOptions, message_limit
-from .policies import PolicyService
-from .prometheus import PrometheusExporter
-from .services import GatewayServices
 from .settings import GatewaySettings
 from .trust import TrustedCas
 
@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 
 PLUGINS: dict[str, dict[str, object]] = {
     "gateway.auth.plugin.DeviceAuthPlugin": {},
-    "gateway.acl.TopicAccessPlugin": {},
+    "gateway.auth.acl.TopicAccessPlugin": {},
 }
 
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 from registry import Registry
 
-from .auth.hashing import PasswordHasher
-from .metrics import Metrics
-from .services import GatewayServices
+from ..auth.hashing import PasswordHasher
+from ..ops.metrics import Metrics
+from .context import GatewayServices
 from .settings import load_settings
 
 _opened: dict[Path, GatewayServices] = {}

@@ -10,11 +10,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from .audit import audit, audit_enabled, topic_hint
+from ..kp1.topic import device_may_use
+from ..mqtt.amqtt_api import Action, BaseTopicPlugin, Session
+from ..ops.audit import audit, audit_enabled, topic_hint
+from ..services.topics import service_may_use
 from .identity import identity_of
-from .kp1.topic import device_may_use
-from .mqtt.amqtt_api import Action, BaseTopicPlugin, Session
-from .topics import service_may_use
 
 
 def decide(session: Session | None, topic: str | None, action: Action) -> bool:

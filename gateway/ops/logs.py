@@ -1,5 +1,5 @@
 """Log set-up for `mqtt-gateway serve`: `log_format = "text"` (one line per record) or `"json"` (one
-JSON object per line, for a log shipper). Audit lines (gateway/audit.py) carry their fields on the
+JSON object per line, for a log shipper). Audit lines (gateway/ops/audit.py) carry their fields on the
 record, so in JSON they are keys, not a logfmt string to parse again."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from datetime import UTC, datetime
 from typing import Any
 
-from .settings import GatewaySettings
+from ..node.settings import GatewaySettings
 
 FIELDS_ATTR = "audit_fields"
 """The record attribute audit() puts its event's fields in."""

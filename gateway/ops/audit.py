@@ -7,7 +7,7 @@ import hashlib
 import logging
 from collections.abc import Collection
 
-from .kp1.topic import KP1
+from ..kp1.topic import KP1
 from .logs import FIELDS_ATTR
 
 log = logging.getLogger("gateway.audit")

@@ -25,8 +25,8 @@ from registry.identifiers import generate_token, is_valid_app_version, is_valid_
 from registry.imports import ImportRow
 from registry.models import ImportJob, ImportState
 
-from .auth.hashing import PasswordHasher
-from .settings import GatewaySettings
+from ..auth.hashing import PasswordHasher
+from ..node.settings import GatewaySettings
 
 log = logging.getLogger(__name__)
 

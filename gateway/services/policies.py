@@ -12,15 +12,15 @@ from typing import TYPE_CHECKING
 from registry import Registry
 from registry.errors import Conflict, NotFound
 
-from .identity import DeviceIdentity
-from .kp1 import cmp
-from .kp1.reply import Kp1Error, Reply, answered, status_reply
-from .kp1.topic import Kp1Topic, topics_matched
-from .settings import GatewaySettings
+from ..auth.identity import DeviceIdentity
+from ..kp1 import cmp
+from ..kp1.reply import Kp1Error, Reply, answered, status_reply
+from ..kp1.topic import Kp1Topic, topics_matched
+from ..node.settings import GatewaySettings
 
 if TYPE_CHECKING:
-    from .mqtt.broker import GatewayBroker
-    from .mqtt.session import ClientSession
+    from ..mqtt.broker import GatewayBroker
+    from ..mqtt.session import ClientSession
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,7 @@ from pki.trust import TrustAnchor, TrustStore
 from registry import Registry
 from registry.models import TrustedCa
 
-from .auth.ratelimit import TokenBucket
+from ..auth.ratelimit import TokenBucket
 
 
 class TrustedCas:

@@ -18,14 +18,14 @@ from typing import Any
 
 from registry.models import now_ms
 
-from .auth.ratelimit import TokenBucket
-from .identity import DeviceIdentity, owner_key
-from .kp1 import dcp
-from .kp1.payload import PayloadError, parse_json
-from .kp1.reply import Kp1Error, Reply, error_reply, status_reply
-from .kp1.topic import Kp1Topic
-from .metrics import Metrics
-from .settings import GatewaySettings
+from ..auth.identity import DeviceIdentity, owner_key
+from ..auth.ratelimit import TokenBucket
+from ..kp1 import dcp
+from ..kp1.payload import PayloadError, parse_json
+from ..kp1.reply import Kp1Error, Reply, error_reply, status_reply
+from ..kp1.topic import Kp1Topic
+from ..node.settings import GatewaySettings
+from ..ops.metrics import Metrics
 from .topics import data_topic
 
 Route = Callable[..., int]

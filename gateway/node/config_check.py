@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from pki.names import LOOPBACK_NAMES, WILDCARD_HOSTS
 from pki.server_cert import ServerCertificateError, check_server_certificate
 
-from .kp1.whitelist import WhitelistError, load_whitelist
+from ..kp1.whitelist import WhitelistError, load_whitelist
 from .settings import GatewaySettings, squeeze
 
 _READ = os.R_OK

@@ -1,0 +1,1 @@
+"""Operating a node: the audit log, log set-up, counters and their Prometheus view."""

@@ -1,0 +1,1 @@
+"""The gateway's services behind MQTT and the API: commands, policies, data, events, imports, filters."""
