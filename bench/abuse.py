@@ -8,6 +8,10 @@ Each server runs in its own process (bench.servers); the attacks come from raw s
 3. one device subscribes to many filters; another device's publish -> own subscriber round trip
    is timed before and after.
 Prints the server's RSS growth for 1 and 2, and the round-trip ratio for 3.
+
+Then the gateway alone meets the attacks of bench/attacks/ (one module each, listed in ATTACKS), each
+with another tenant's 10/EPMP round trips measured meanwhile, beside the same bystander's figure with
+no attack running.
 """
 
 from __future__ import annotations
@@ -17,13 +21,19 @@ import asyncio
 import statistics
 import sys
 import time
+from types import ModuleType
 
 from rich.console import Console
 from rich.table import Table
 
 from tests.wire import RawClient, connect_packet, publish_packet, subscribe_many, subscribe_packet
 
+from .attacks import Outcome
+from .attacks.bystander import Bystander, RoundTrips
 from .server_process import Server
+
+ATTACKS: list[ModuleType] = []
+"""The modules of bench/attacks/ run against the gateway, in this order."""
 
 
 async def _connected(port: int, client_id: str, username: str) -> RawClient:
@@ -149,7 +159,33 @@ async def main(quick: bool) -> None:
     )
 
 
+async def attacks(quick: bool) -> None:
+    """Each attack on a gateway of its own, so that what one left behind does not weigh on the next."""
+    rows: list[tuple[str, str, Outcome]] = []
+    quiet: RoundTrips | None = None
+    for attack in ATTACKS:
+        server = Server("gateway")
+        try:
+            if quiet is None:
+                async with Bystander(server) as watch:
+                    await asyncio.sleep(3 if quick else 10)
+                quiet = watch.result
+            print(f"gateway: {attack.NAME} ...", file=sys.stderr, flush=True)
+            rows.append((attack.NAME, attack.WHAT, await attack.run(server, quick)))
+        finally:
+            server.close()
+    table = Table(title=f"attacks on the gateway; another tenant's 10/EPMP round trips with no attack: {quiet}")
+    for col in ("attack", "what the attacker does", "what it got", "the bystander meanwhile"):
+        table.add_column(col)
+    for name, what, outcome in rows:
+        table.add_row(name, what, outcome.effect, str(outcome.bystander) if outcome.bystander else "-")
+    Console(width=160).print(table)
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="smaller attacks, for CI")
-    asyncio.run(main(parser.parse_args().quick))
+    quick = parser.parse_args().quick
+    asyncio.run(main(quick))
+    if ATTACKS:
+        asyncio.run(attacks(quick))

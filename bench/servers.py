@@ -45,6 +45,9 @@ async def _gateway(data_dir: Path, fleet: int) -> tuple[dict[str, Any], Any]:
     for start in range(0, fleet, 100_000):
         ids = [f"f{i}" for i in range(start, min(fleet, start + 100_000))]
         await reg.devices.import_devices("bench", ids, app_version="v1", with_tokens=True, certificate_bound=False)
+    await reg.tenants.create("bystander")  # another tenant's device: what an attack costs everyone else
+    await reg.devices.create("bystander", "b1", app_version="v1")
+    bystander_token = (await reg.credentials.issue_token("bystander", "b1")).auth_id
     app_password = "bench-app-secret"
     await reg.service_accounts.create("bench", "app", await gw.services.hasher.hash(app_password))
     await reg.devices.create("bench", "pw")
@@ -61,6 +64,8 @@ async def _gateway(data_dir: Path, fleet: int) -> tuple[dict[str, Any], Any]:
         "app_password": app_password,
         "ca": str(gw.tls.ca_path if gw.tls else ""),
         "fleet": [f"f{i}" for i in range(min(fleet, 20_000))],
+        "bystander_token": bystander_token,
+        "data_dir": str(data_dir),
     }
     return info, gw.stop
 
