@@ -19,7 +19,8 @@ O(every subscription on the node).
 The rooms: listener.py (sockets, admission, TLS), connect_packet.py (the CONNECT), table.py (the
 session table and caps), connection.py (one connection's packets), qos.py (outgoing QoS flows),
 inbound.py (what a PUBLISH does), router.py / delivery.py / retained.py (where messages go),
-presence.py (what the registry and the audit log learn of a connection), amqtt_api.py (the seam).
+presence.py (what the registry and the audit log learn of a connection), local_reach.py (how the
+services reach sessions: gateway/services/reach.py), amqtt_api.py (the seam to amqtt).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from ..auth.acl import TopicAccessPlugin
@@ -75,9 +76,9 @@ class GatewayBroker:
         if len(acl) != 1:
             raise ValueError("GatewayBroker needs exactly one TopicAccessPlugin")
         self._acl = acl[0]
-        self.router = Router(settings, services.metrics, self._allowed)
+        self.router = Router(settings, services.metrics, self.allowed)
         self.table = SessionTable(settings, services.metrics, self.router)
-        self.inbound = Inbound(services, self.router, self._allowed)
+        self.inbound = Inbound(services, self.router, self.allowed)
         admission = SocketAdmission(settings.max_connections, settings.max_pending_connects_per_address)
         self.presence = Presence(services)
         self.listeners = Listeners(admission, settings.connect_timeout, self._serve, self.presence.refused)
@@ -123,36 +124,6 @@ class GatewayBroker:
     def epmp_pending(self, owner: str) -> int:
         """10/EPMP requests of a device (`<tenant>/<device>`) waiting to be answered."""
         return self.inbound.pending_requests(owner)
-
-    def connected_services(self) -> Iterator[DeviceIdentity]:
-        for live in self.table.live.values():
-            identity = identity_of(live.connection.session)
-            if identity is not None and identity.is_service and live.connection.connack_sent:
-                yield identity
-
-    def connected_sessions_of(self, owner: str) -> list[ClientSession]:
-        """The sessions of a device (`<tenant>/<device>`) connected now (CONNACK sent)."""
-        found = []
-        for key in self.table.keys_of(owner):
-            live = self.table.live.get(key)
-            if live is not None and live.connection.connack_sent:
-                found.append(live.connection.session)
-        return found
-
-    def event_consumers(self, tenant_id: str, topic: str) -> list[Connection]:
-        """Connections of the tenant's service accounts subscribed to `topic` (found through the
-        subscription index: the cost does not grow with the number of connected devices)."""
-        consumers: dict[str, Connection] = {}
-        for key, _qos, _filter in self.router.index.match(topic):
-            live = self.table.live.get(key)
-            if live is None or key in consumers or not live.connection.connack_sent:  # [MQTT-3.2.0-1]
-                continue
-            identity = identity_of(live.connection.session)
-            if identity is None or not identity.is_service or identity.tenant_id != tenant_id:
-                continue
-            if self._acl.allowed(live.connection.session, topic, Action.RECEIVE):
-                consumers[key] = live.connection
-        return list(consumers.values())
 
     async def close_sessions(
         self, match: Callable[[DeviceIdentity], bool], *, reason: str, detail: str | None = None
@@ -287,7 +258,8 @@ class GatewayBroker:
         )
         await self.presence.disconnected(session, identity, reason, connection.close_detail, connection.connected_at)
 
-    def _allowed(self, session: Any, topic: str, action: Action) -> bool:
+    def allowed(self, session: Any, topic: str, action: Action) -> bool:
+        """The topic ACL, counting what it denies."""
         allowed = self._acl.allowed(session, topic, action)
         if not allowed:
             if action == Action.PUBLISH:

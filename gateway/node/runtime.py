@@ -27,6 +27,7 @@ from ..kp1.whitelist import load_whitelist
 from ..mqtt.broker import GatewayBroker
 from ..mqtt.connection import CloseReason
 from ..mqtt.listener import ListenerSpec
+from ..mqtt.local_reach import LocalReach
 from ..mqtt.websocket import WebSocketOptions, message_limit
 from ..ops.metrics import Metrics
 from ..ops.prometheus import PrometheusExporter
@@ -92,6 +93,7 @@ class Gateway:
         self.registry.audit.retention_ms = int(settings.audit_retention_days * 86_400_000)
         """Management writes with their side effects (closing sessions, reloading trust)."""
         self.broker: GatewayBroker | None = None
+        self.reach: LocalReach | None = None
         self.events: EventDispatcher | None = None
         self.commands: CommandService | None = None
         self.imports: ImportRunner | None = None
@@ -152,16 +154,17 @@ class Gateway:
         except Exception:
             await self.registry.close()
             raise
-        self.services.data = DataCollection(s, self.services.metrics, self.broker.router.route)
+        self.reach = LocalReach(self.broker)
+        self.services.data = DataCollection(s, self.services.metrics, self.reach)
         for tenant in await self.registry.tenants.list():
             self.services.data.set_forwarded(tenant.id, tenant.forward_extensions)
-        self.commands = CommandService(self.registry, s, self.services.metrics, self.broker)
+        self.commands = CommandService(self.registry, s, self.services.metrics, self.reach)
         self.services.commands = self.commands
         self.commands.start()
-        self.services.policies = PolicyService(self.registry, s, self.broker)
+        self.services.policies = PolicyService(self.registry, s, self.reach)
         self.imports = ImportRunner(self.registry, s, self.services.hasher)
         await self.imports.start()
-        self.events = EventDispatcher(self.broker, self.registry, retention_hours=s.event_retention_hours)
+        self.events = EventDispatcher(self.reach, self.registry, retention_hours=s.event_retention_hours)
         self.events.start()
         self.filters = FilterEvaluator(self.registry, node=s.node_id)
         self.filters.start()
@@ -262,9 +265,9 @@ class Gateway:
 
     async def kick(self, match: Callable[[DeviceIdentity], bool], detail: str) -> int:
         """Closes the matching live sessions now (revocation, disable, delete)."""
-        if self.broker is None:
+        if self.reach is None:
             return 0
-        return await self.broker.close_sessions(match, reason=CloseReason.KICKED, detail=detail)
+        return await self.reach.kick(match, detail)
 
     async def _stop_workers(self) -> None:
         """The background tasks that write the registry: events, filters, imports."""

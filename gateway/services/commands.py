@@ -33,10 +33,10 @@ from ..kp1.topic import MAX_REQUEST_ID, Kp1Topic, topics_matched
 from ..node.settings import GatewaySettings
 from ..ops.audit import audit
 from ..ops.metrics import Metrics
+from .reach import Reach
 from .topics import command_result_topic, parse_command_topic
 
 if TYPE_CHECKING:
-    from ..mqtt.broker import GatewayBroker
     from ..mqtt.session import ClientSession
 
 log = logging.getLogger(__name__)
@@ -98,11 +98,11 @@ def _key(command: Command) -> Key:
 
 
 class CommandService:
-    def __init__(self, registry: Registry, settings: GatewaySettings, metrics: Metrics, broker: GatewayBroker) -> None:
+    def __init__(self, registry: Registry, settings: GatewaySettings, metrics: Metrics, reach: Reach) -> None:
         self._registry = registry
         self._settings = settings
         self._metrics = metrics
-        self._broker = broker
+        self._reach = reach
         self._waiters: dict[Key, list[asyncio.Future[Command | None]]] = {}
         """None for a waiter means: stop waiting (device deleted, or the gateway stopping)."""
         self._stopping = False
@@ -242,7 +242,7 @@ class CommandService:
         if target is None:
             return
         refusal = {"id": command_id, "state": "refused", "statusCode": status, "reasonPhrase": message, "payload": None}
-        self._broker.router.route(
+        self._reach.publish(
             command_result_topic(target.tenant_id, target.device_id, target.command_type),
             json.dumps(refusal, separators=(",", ":")).encode(),
             1,
@@ -331,18 +331,17 @@ class CommandService:
         by_type: dict[str, list[Command]] = {}
         for command in commands:
             by_type.setdefault(command.type, []).append(command)
-        sessions = [only] if only is not None else self._broker.connected_sessions_of(f"{tenant_id}/{device_id}")
+        sessions = [only] if only is not None else self._reach.sessions_of(tenant_id, device_id)
         reached: set[tuple[str, int]] = set()
-        router = self._broker.router
         for session in sessions:
             unobserved = session.attributes.get(UNOBSERVED_ATTR, ())
             for command_type, of_type in by_type.items():
                 if command_type in unobserved:
                     continue
                 body = _commands_json(of_type)
-                held = router.index.filters_of(session.key) if filters is None else filters
+                held = self._reach.subscriptions_of(session) if filters is None else filters
                 topics = topics_matched(held, cep.EXTENSION, _status_rest(command_type))
-                if any(router.deliver(session.key, topic, body, 1) for topic in topics):  # once: the first taker
+                if any(self._reach.deliver(session, topic, body, 1) for topic in topics):  # once: the first taker
                     reached.update((c.type, c.id) for c in of_type)
         pending = [(c.type, c.id) for c in commands if c.state == CommandState.PENDING and (c.type, c.id) in reached]
         await self._registry.commands.mark_delivered(tenant_id, device_id, pending)
@@ -364,7 +363,7 @@ class CommandService:
         for future in self._waiters.pop(_key(command), []):
             if not future.done():
                 future.set_result(command)
-        self._broker.router.route(
+        self._reach.publish(
             command_result_topic(command.tenant_id, command.device_id, command.type),
             json.dumps(result_message(command), separators=(",", ":")).encode(),
             1,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import base64
 import json
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,10 +26,8 @@ from ..kp1.reply import Kp1Error, Reply, error_reply, status_reply
 from ..kp1.topic import Kp1Topic
 from ..node.settings import GatewaySettings
 from ..ops.metrics import Metrics
+from .reach import Reach
 from .topics import data_topic
-
-Route = Callable[..., int]
-"""Router.route: (topic, data, qos, droppable=...) -> sessions reached."""
 
 RESERVED_EXTENSIONS = frozenset({dcp.EXTENSION, "epmx", "cex", "cmx"})
 """Handled by the gateway itself: a tenant cannot forward them."""
@@ -49,10 +47,10 @@ class LastSample:
 
 
 class DataCollection:
-    def __init__(self, settings: GatewaySettings, metrics: Metrics, route: Route) -> None:
+    def __init__(self, settings: GatewaySettings, metrics: Metrics, reach: Reach) -> None:
         self._settings = settings
         self._metrics = metrics
-        self._route = route
+        self._reach = reach
         self._last: OrderedDict[str, LastSample] = OrderedDict()  # owner -> sample, least recent first
         self._last_bytes = 0
         self._buckets: dict[str, TokenBucket] = {}
@@ -80,7 +78,9 @@ class DataCollection:
             separators=(",", ":"),
         ).encode()
         envelope = head[:-1] + b',"samples":' + samples_json + b"}"
-        self._route(data_topic(identity.tenant_id, identity.device_id, dcp.EXTENSION), envelope, 1, droppable=True)
+        self._reach.publish(
+            data_topic(identity.tenant_id, identity.device_id, dcp.EXTENSION), envelope, 1, droppable=True
+        )
         last = raw if len(samples) == 1 and raw[:1] == b"{" else json.dumps(samples[-1]).encode()
         self._remember(owner, now, request.app_version, last, len(samples))
         self._metrics.data_messages += 1
@@ -114,7 +114,9 @@ class DataCollection:
         except PayloadError:
             message["payloadBase64"] = base64.b64encode(payload).decode()
         body = json.dumps(message, separators=(",", ":")).encode()
-        self._route(data_topic(identity.tenant_id, identity.device_id, request.extension), body, 1, droppable=True)
+        self._reach.publish(
+            data_topic(identity.tenant_id, identity.device_id, request.extension), body, 1, droppable=True
+        )
         self._metrics.data_forwarded[request.extension] += 1
 
     def set_forwarded(self, tenant_id: str, extensions: Iterable[str]) -> None:

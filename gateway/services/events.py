@@ -20,9 +20,7 @@ import time
 
 from registry import Registry
 
-from ..mqtt.broker import GatewayBroker
-from ..mqtt.connection import Connection
-from ..mqtt.qos import Outgoing
+from .reach import Reach
 from .topics import events_topic
 
 log = logging.getLogger(__name__)
@@ -34,14 +32,14 @@ PRUNE_EVERY = 60.0
 class EventDispatcher:
     def __init__(
         self,
-        broker: GatewayBroker,
+        reach: Reach,
         registry: Registry,
         *,
         retention_hours: float,
         interval: float = 0.1,
         batch: int = 100,
     ):
-        self._broker = broker
+        self._reach = reach
         self._registry = registry
         self._retention_ms = int(retention_hours * 3_600_000)
         self._interval = interval
@@ -78,17 +76,13 @@ class EventDispatcher:
         waiting = [t for t in await self._registry.outbox.waiting_tenants() if t not in self._tenants]
         if not waiting:
             return []
-        connected = self._tenants_with_a_service_session()
+        connected = self._reach.tenants_with_applications()
         started = [t for t in waiting if t in connected]
         for tenant_id in started:
             task = asyncio.create_task(self._deliver(tenant_id))
             self._tenants[tenant_id] = task
             task.add_done_callback(functools.partial(self._finished, tenant_id))
         return started
-
-    def _tenants_with_a_service_session(self) -> set[str]:
-        """One pass over the sessions, so tenants whose consumers are away cost no registry read."""
-        return {identity.tenant_id for identity in self._broker.connected_services()}
 
     def _finished(self, tenant_id: str, task: asyncio.Task[None]) -> None:
         if self._tenants.get(tenant_id) is task:
@@ -101,14 +95,11 @@ class EventDispatcher:
         limit = 1  # the head alone first: a tenant whose head nobody subscribed to costs one row a round
         while True:
             events = await self._registry.outbox.pending(tenant_id, limit)
-            consumers: dict[str, list[Connection]] = {}
             delivered: list[int] = []
             try:
                 for event in events:
                     topic = events_topic(tenant_id, event.subject)
-                    if topic not in consumers:
-                        consumers[topic] = self._broker.event_consumers(tenant_id, topic)
-                    if not await _publish(consumers[topic], topic, event.body):
+                    if not await self._reach.deliver_event(tenant_id, topic, event.body, DELIVERY_TIMEOUT):
                         return
                     delivered.append(event.id)
             finally:
@@ -116,12 +107,3 @@ class EventDispatcher:
             if len(events) < limit:
                 return
             limit = self._batch
-
-
-async def _publish(consumers: list[Connection], topic: str, body: bytes) -> bool:
-    """True when at least one consumer acknowledged (PUBACK) within DELIVERY_TIMEOUT."""
-    results = await asyncio.gather(
-        *(asyncio.wait_for(c.flows.send(c, Outgoing(topic, body, 1), keep=False), DELIVERY_TIMEOUT) for c in consumers),
-        return_exceptions=True,
-    )
-    return any(not isinstance(r, BaseException) for r in results)

@@ -17,9 +17,9 @@ from ..kp1 import cmp
 from ..kp1.reply import Kp1Error, Reply, answered, status_reply
 from ..kp1.topic import Kp1Topic, topics_matched
 from ..node.settings import GatewaySettings
+from .reach import Reach
 
 if TYPE_CHECKING:
-    from ..mqtt.broker import GatewayBroker
     from ..mqtt.session import ClientSession
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,10 @@ def config_message(config_id: str, config_json: str) -> bytes:
 
 
 class PolicyService:
-    def __init__(self, registry: Registry, settings: GatewaySettings, broker: GatewayBroker) -> None:
+    def __init__(self, registry: Registry, settings: GatewaySettings, reach: Reach) -> None:
         self._registry = registry
         self._settings = settings
-        self._broker = broker
+        self._reach = reach
 
     # -- devices (kp1/<app version>/cmx/<token>/...) -----------------------------------------------------
 
@@ -95,7 +95,7 @@ class PolicyService:
         its group's policy. Returns the sessions reached."""
         reached = 0
         for device_id in device_ids:
-            sessions = self._broker.connected_sessions_of(f"{tenant_id}/{device_id}")
+            sessions = self._reach.sessions_of(tenant_id, device_id)
             if not sessions:
                 continue
             try:
@@ -111,7 +111,6 @@ class PolicyService:
         holding that topic under many app versions does not multiply what it is sent."""
         if session.attributes.get(UNOBSERVED_ATTR):
             return False
-        router = self._broker.router
-        held = router.index.filters_of(session.key) if filters is None else filters
+        held = self._reach.subscriptions_of(session) if filters is None else filters
         topics = topics_matched(held, cmp.EXTENSION, cmp.PUSH_REST)
-        return any(router.deliver(session.key, topic, message, 1) for topic in topics)  # once: the first taker
+        return any(self._reach.deliver(session, topic, message, 1) for topic in topics)  # once: the first taker
