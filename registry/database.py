@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator, Callable
@@ -158,12 +160,21 @@ class Database:
         start = time.perf_counter()
         async with self._write_lock:
             conn = self._writer
-            await conn.execute("BEGIN IMMEDIATE")
             try:
+                await conn.execute("BEGIN IMMEDIATE")
                 yield conn
             except BaseException:
-                await conn.execute("ROLLBACK")
+                # Shielded, and whatever statement was awaited: a caller cancelled (a worker stopping)
+                # while its BEGIN was in the writer thread would otherwise leave the writer inside its
+                # transaction, and every later BEGIN would fail. Queued behind that statement, so it
+                # runs after it.
+                await asyncio.shield(_roll_back(conn))
                 raise
             else:
                 await conn.execute("COMMIT")
         self._observed("transaction", start)
+
+
+async def _roll_back(conn: aiosqlite.Connection) -> None:
+    with contextlib.suppress(sqlite3.OperationalError):  # the BEGIN itself failed: nothing to roll back
+        await conn.execute("ROLLBACK")

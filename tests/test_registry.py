@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -134,3 +135,30 @@ def test_generated_tokens_never_look_like_an_option() -> None:
     tokens = [generate_token() for _ in range(5000)]
     assert all(t[0].isalnum() and len(t) == 32 and is_valid_token(t) for t in tokens)
     assert len(set(tokens)) == 5000
+
+
+@pytest.mark.parametrize("steps", [0, 1, 2, 3])
+async def test_a_transaction_cancelled_at_any_step_leaves_the_writer_usable(tmp_path: Path, steps: int) -> None:
+    """Found under load (issue 17): a background worker stopped while its transaction's BEGIN was in the
+    writer thread left that transaction open, and the next one failed with "cannot start a transaction
+    within a transaction" (a 500 on the API). Cancelled after `steps` turns of the loop, whichever
+    statement it was awaiting, the writer takes the next transaction."""
+    reg = await Registry(tmp_path / "r.sqlite3").open()
+    try:
+        await reg.tenants.create("acme")
+
+        async def write() -> None:
+            async with reg.db.transaction() as tx:
+                await tx.execute("UPDATE tenants SET enabled = 0 WHERE id = 'acme'")
+                await tx.execute("UPDATE tenants SET enabled = 1 WHERE id = 'acme'")
+
+        task = asyncio.create_task(write())
+        for _ in range(steps + 1):
+            await asyncio.sleep(0)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await reg.tenants.create("globex")  # a transaction of its own
+        assert {t.id for t in await reg.tenants.list()} == {"acme", "globex"}
+        assert not reg.db._writer.in_transaction  # type: ignore[union-attr]
+    finally:
+        await reg.close()
