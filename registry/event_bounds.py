@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from typing import Any
 
 import aiosqlite
@@ -144,9 +145,9 @@ async def make_room(tx: aiosqlite.Connection, tenant_id: str, node: str) -> int:
     if excess <= 0:
         return 0
     excess += _MARKER_ROOM
-    victims: list[aiosqlite.Row] = []
+    gone = Dropped()
     freed, after = 0, 0
-    while freed < excess:
+    while freed < excess:  # a page at a time, deleted as it goes: a huge import keeps little in memory
         async with tx.execute(
             "SELECT id, subject, created_at, coalesced, length(CAST(payload AS BLOB)) + ?1 AS size FROM outbox"
             " WHERE tenant_id = ?2 AND published_at IS NULL AND id > ?3 AND subject != ?4 AND id <"
@@ -156,25 +157,40 @@ async def make_room(tx: aiosqlite.Connection, tenant_id: str, node: str) -> int:
             rows = list(await cur.fetchall())
         if not rows:
             break
+        page = []
         for row in rows:
-            victims.append(row)
+            page.append(row["id"])
+            gone.add(row["subject"], 1 + int(row["coalesced"]), int(row["created_at"]))
             freed += int(row["size"])
             if freed >= excess:
                 break
+        await tx.execute("DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))", (json.dumps(page),))
         after = int(rows[-1]["id"])
-    if not victims:
+    if not gone.events:
         return 0
-    await tx.execute(
-        "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))", (json.dumps([v["id"] for v in victims]),)
-    )
-    dropped = sum(1 + int(v["coalesced"]) for v in victims)
-    await _count(tx, tenant_id, dropped=dropped)
-    await _mark_dropped(tx, tenant_id, node, victims)
-    return dropped
+    await _count(tx, tenant_id, dropped=gone.events)
+    await _mark_dropped(tx, tenant_id, node, gone)
+    return gone.events
 
 
-async def _mark_dropped(tx: aiosqlite.Connection, tenant_id: str, node: str, victims: list[aiosqlite.Row]) -> None:
-    """The tenant's undelivered `events/dropped` event, grown by `victims` (a new one if it has none)."""
+@dataclass
+class Dropped:
+    """What one `make_room` dropped: events (coalesced ones included), by subject, their time span."""
+
+    events: int = 0
+    subjects: Counter[str] = field(default_factory=Counter)
+    first: int | None = None
+    last: int | None = None
+
+    def add(self, subject: str, events: int, created_at: int) -> None:
+        self.events += events
+        self.subjects[subject] += events
+        self.first = created_at if self.first is None else min(self.first, created_at)
+        self.last = created_at if self.last is None else max(self.last, created_at)
+
+
+async def _mark_dropped(tx: aiosqlite.Connection, tenant_id: str, node: str, gone: Dropped) -> None:
+    """The tenant's undelivered `events/dropped` event, grown by what `gone` (a new one if it has none)."""
     key = encoded([DROPPED])
     async with tx.execute(
         "SELECT id, payload FROM outbox WHERE tenant_id = ? AND coalesce_key = ? AND published_at IS NULL"
@@ -183,19 +199,16 @@ async def _mark_dropped(tx: aiosqlite.Connection, tenant_id: str, node: str, vic
     ) as cur:
         found = await cur.fetchone()
     now = now_ms()
-    marker: dict[str, Any] = (
-        json.loads(found["payload"]) if found else {"dropped": 0, "subjects": {}, "firstTimestamp": now}
-    )
-    subjects: dict[str, int] = marker["subjects"]
-    for v in victims:
-        subjects[v["subject"]] = subjects.get(v["subject"], 0) + 1 + int(v["coalesced"])
+    marker: dict[str, Any] = json.loads(found["payload"]) if found else {"dropped": 0, "subjects": {}}
+    subjects = Counter[str](marker["subjects"]) + gone.subjects
     marker |= {
-        "correlationId": uuid.uuid4().hex,
+        "correlationId": uuid.uuid4().hex,  # new content: a consumer must not take it for the old
         "timestamp": now,
         "originatorReplicaId": node,
-        "dropped": marker["dropped"] + sum(1 + int(v["coalesced"]) for v in victims),
-        "firstTimestamp": min(int(marker["firstTimestamp"]), min(int(v["created_at"]) for v in victims)),
-        "lastTimestamp": max(int(v["created_at"]) for v in victims),
+        "dropped": marker["dropped"] + gone.events,
+        "subjects": dict(sorted(subjects.items())),
+        "firstTimestamp": min(marker.get("firstTimestamp", now), gone.first or now),
+        "lastTimestamp": max(marker.get("lastTimestamp", 0), gone.last or 0),
     }
     if found:
         await tx.execute(

@@ -51,6 +51,9 @@ class OutboxStore:
     def __init__(self, db: Database, *, max_event_bytes: int | None = None, backlog_max_bytes: int | None = None):
         self._db = db
         self._limits = {EVENT_SETTING: max_event_bytes, BACKLOG_SETTING: backlog_max_bytes}
+        self._settled: set[str] = set()
+        """Tenants over half their bound whose keys were all folded: while they stay over it, a new
+        event folds its own key as it is written, so no pile can form and no scan is needed."""
 
     async def configure(self) -> None:
         """The bounds go to the registry, where the writers and the triggers read them."""
@@ -152,22 +155,31 @@ class OutboxStore:
             " WHERE key = ?), ?) / 2",
             (BACKLOG_SETTING, event_bounds.DEFAULT_BACKLOG_BYTES),
         )
+        self._settled &= {row["tenant_id"] for row in over}
         folded = 0
         for row in over:
             tenant_id = row["tenant_id"]
-            left = steps
-            for key in await event_bounds.keys_to_coalesce(self._db.reader, tenant_id):
-                while left > 0:
-                    left -= 1
-                    async with self._db.transaction() as tx:
-                        done = await event_bounds.coalesce(tx, tenant_id, key)
-                    folded += done
-                    if not done:
-                        break
-                if left <= 0:
-                    break
+            if tenant_id not in self._settled:
+                folded += await self._fold_piles(tenant_id, steps)
             async with self._db.transaction() as tx:
                 await event_bounds.make_room(tx, tenant_id, node)
+        return folded
+
+    async def _fold_piles(self, tenant_id: str, steps: int) -> int:
+        """Folds the tenant's keys with three events or more, up to `steps` transactions."""
+        folded, left = 0, steps
+        keys = await event_bounds.keys_to_coalesce(self._db.reader, tenant_id)
+        for key in keys:
+            while left > 0:
+                left -= 1
+                async with self._db.transaction() as tx:
+                    done = await event_bounds.coalesce(tx, tenant_id, key)
+                folded += done
+                if not done:
+                    break
+            if left <= 0:
+                return folded
+        self._settled.add(tenant_id)
         return folded
 
 

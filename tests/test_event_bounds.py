@@ -282,3 +282,41 @@ async def test_the_dashboard_lists_auto_provisioned_devices_after_their_events_a
         await wait_until(pruned, timeout=5)
     acme = await views.tenant_view(gateway, "acme", views.DeviceFilters())
     assert [p.device_id for p in acme.provisioned] == ["k-7"] and acme.provisioned_count == 1
+
+
+@pytest.mark.gateway_settings(**SMALL)
+async def test_an_import_larger_than_the_bound_keeps_its_newest_events_and_counts_the_rest(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    """2,000 rows with tokens write 4,000 events in its transactions; the tenant stays within its bound."""
+    await ok(api.post("/v1/tenants", json={"id": "acme"}), 201)
+    csv = "deviceId,group,appVersion,credential\n" + "".join(f"i{n:04d},,v1,token:generate\n" for n in range(2000))
+    accepted = await ok(api.post("/v1/tenants/acme/device-imports", content=csv.encode()), 202)
+
+    async def done() -> bool:
+        job = await ok(api.get(f"/v1/tenants/acme/device-imports/{accepted['jobId']}"))
+        return job["state"] not in ("queued", "running")
+
+    await wait_until(done, timeout=60)
+    assert await outbox_bytes(gateway, "acme") <= BOUND
+    kept = await gateway.registry.outbox.of_tenant("acme")
+    (marker,) = [e for e in kept if e.subject == "events/dropped"]
+    assert marker.payload["dropped"] + len(kept) - 1 == 4000
+    assert kept[-1].payload["endpointId"] == "i1999"  # the newest stays
+
+
+@pytest.mark.gateway_settings(**SMALL)
+async def test_an_event_changed_while_it_was_sent_is_not_marked_published(gateway: Gateway) -> None:
+    """events/dropped is changed in place: a delivery of its older text leaves it undelivered."""
+    registry = gateway.registry
+    await registry.tenants.create("acme")
+    for i in range(400):
+        await registry.devices.create("acme", f"a{i:03d}", node="test-node")
+    sent = await registry.outbox.pending("acme", limit=1000)  # what a delivery task read
+    (marker,) = [e for e in sent if e.subject == "events/dropped"]
+    for i in range(100):  # more are dropped meanwhile: the marker grows
+        await registry.devices.create("acme", f"b{i:03d}", node="test-node")
+    await registry.outbox.mark_published(sent)  # all of them acknowledged, as they were sent
+    (waiting,) = [e for e in await registry.outbox.pending("acme", limit=1000) if e.subject == "events/dropped"]
+    assert waiting.id == marker.id and waiting.payload["dropped"] > marker.payload["dropped"]
+    assert waiting.payload["correlationId"] != marker.payload["correlationId"]
