@@ -17,6 +17,7 @@ from .imports import ImportStore
 from .metadata import MetadataStore
 from .outbox import OutboxStore
 from .provisioning import ProvisioningStore
+from .recent import auto_provisioned_since
 from .service_accounts import ServiceAccountStore
 from .tenants import TenantStore
 from .trusted_cas import TrustedCaStore
@@ -27,7 +28,14 @@ __all__ = ["Conflict", "Invalid", "LimitReached", "NotFound", "Registry", "Regis
 class Registry:
     """One registry file and its stores."""
 
-    def __init__(self, path: Path, *, connection_log_limit: int = 100) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        connection_log_limit: int = 100,
+        max_event_bytes: int | None = None,
+        event_backlog_max_bytes: int | None = None,
+    ) -> None:
         self.db = Database(path)
         self.tenants = TenantStore(self.db)
         self.devices = DeviceStore(self.db)
@@ -37,7 +45,7 @@ class Registry:
         self.provisioning = ProvisioningStore(self.db)
         self.metadata = MetadataStore(self.db)
         self.service_accounts = ServiceAccountStore(self.db)
-        self.outbox = OutboxStore(self.db)
+        self.outbox = OutboxStore(self.db, max_event_bytes=max_event_bytes, backlog_max_bytes=event_backlog_max_bytes)
         self.commands = CommandStore(self.db)
         self.groups = GroupStore(self.db)
         self.imports = ImportStore(self.db)
@@ -47,7 +55,14 @@ class Registry:
     async def open(self) -> Registry:
         await self.db.open()
         await self.connections.configure()
+        await self.outbox.configure()
         return self
+
+    async def recently_auto_provisioned(
+        self, tenant_id: str, since_ms: int, *, limit: int = 20
+    ) -> tuple[list[tuple[int, str]], int]:
+        """(created at ms, device id) of the newest, and how many since `since_ms` (the dashboard)."""
+        return await auto_provisioned_since(self.db, tenant_id, since_ms, limit=limit)
 
     async def close(self) -> None:
         await self.db.close()

@@ -11,10 +11,11 @@ from typing import Literal
 
 from .database import Database
 
-_TABLES = {"connection_log": "at", "outbox": "created_at"}
+_TABLES = {"connection_log": "at", "outbox": "created_at", "device_history": "at"}
+Table = Literal["connection_log", "outbox", "device_history"]
 
 
-async def first_id_since(db: Database, table: Literal["connection_log", "outbox"], since_ms: int) -> int:
+async def first_id_since(db: Database, table: Table, since_ms: int) -> int:
     """The smallest id whose row is at or after `since_ms` (one past the last id when none is)."""
     column = _TABLES[table]  # a fixed name, never input
     # two subqueries: min() and max() together in one SELECT would scan the table
@@ -35,3 +36,20 @@ async def first_id_since(db: Database, table: Literal["connection_log", "outbox"
         else:
             lo = int(row["id"]) + 1
     return lo
+
+
+async def auto_provisioned_since(
+    db: Database, tenant_id: str, since_ms: int, *, limit: int = 20
+) -> tuple[list[tuple[int, str]], int]:
+    """The tenant's devices auto-provisioned since `since_ms`, newest first, as (created at ms, device
+    id), and how many there were: from their histories' `created` rows (events are pruned soon after
+    delivery; a device deleted since is not listed)."""
+    first = await first_id_since(db, "device_history", since_ms)
+    where = (
+        "FROM device_history WHERE id >= ? AND at >= ? AND tenant_id = ? AND event = 'created'"
+        " AND json_extract(detail, '$.autoProvisioned') = 1"
+    )
+    args = (first, since_ms, tenant_id)
+    rows = await db.read_all(f"SELECT at, device_id {where} ORDER BY id DESC LIMIT ?", (*args, limit))
+    total = await db.read_one(f"SELECT count(*) AS n {where}", args)
+    return [(int(r["at"]), str(r["device_id"])) for r in rows], int(total["n"]) if total else 0

@@ -2,7 +2,8 @@
 
 Replies go to `<request topic>/status` (success) or `/error` (`{"statusCode", "reasonPhrase"}`), only
 when the request carries a request id. Writes happen inside one registry transaction (see
-registry/metadata.py), so a refused request (403, 413) changes nothing.
+registry/metadata.py), so a refused request (403, 413) changes nothing. A device writing faster than
+`epmp_writes_per_second` (after a burst of `epmp_write_burst`) gets 429 before anything is parsed.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from registry.metadata import canonical
 
 from ..auth.identity import DeviceIdentity
 from ..node.settings import GatewaySettings
+from ..ops.metrics import Metrics
 from .payload import PayloadError, parse_json
 from .reply import Kp1Error, Reply, answered, status_reply
 from .topic import Kp1Topic
 from .whitelist import KEY_PATTERN, AppVersionRefused, KeyAccess, Whitelist
+from .write_rate import WriteRate
 
 log = logging.getLogger(__name__)
 
@@ -94,10 +97,14 @@ def _forbid(keys: list[str] | dict[str, Any], allowed: Callable[[str], bool], ve
 
 
 class Epmp:
-    def __init__(self, registry: Registry, settings: GatewaySettings, whitelist: Whitelist) -> None:
+    def __init__(
+        self, registry: Registry, settings: GatewaySettings, whitelist: Whitelist, metrics: Metrics | None = None
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.whitelist = whitelist
+        self._metrics = metrics or Metrics()
+        self._write_rate = WriteRate(settings.epmp_writes_per_second, settings.epmp_write_burst)
 
     async def handle(self, identity: DeviceIdentity, request: Kp1Topic, payload: bytes) -> Reply | None:
         return await answered(request, self._serve(identity, request, payload), "10/EPMP")
@@ -106,6 +113,9 @@ class Epmp:
         resource = RESOURCES.get(request.path)
         if resource is None:
             raise Kp1Error(404, f"unknown resource {request.path or '(empty)'!r}")
+        if resource in WRITES and not self._write_rate.admit(identity):
+            self._metrics.limits_hit["epmp_writes_per_second"] += 1
+            raise Kp1Error(429, "metadata write rate limit reached; slow down")
         if len(payload) > self.settings.epmp_max_payload_bytes:
             raise Kp1Error(413, f"payload over {self.settings.epmp_max_payload_bytes} bytes")
         access = await self._access(identity, request.app_version)
@@ -185,3 +195,4 @@ RESOURCES: dict[str, Resource] = {
     "/update/keys": Epmp.update_keys,
     "/delete/keys": Epmp.delete_keys,
 }
+WRITES = frozenset({Epmp.update, Epmp.update_keys, Epmp.delete_keys})

@@ -80,7 +80,12 @@ def _bind(host: str, port: int) -> socket.socket:
 class Gateway:
     def __init__(self, settings: GatewaySettings) -> None:
         self.settings = settings
-        self.registry = Registry(settings.registry_path, connection_log_limit=settings.connection_log_limit)
+        self.registry = Registry(
+            settings.registry_path,
+            connection_log_limit=settings.connection_log_limit,
+            max_event_bytes=settings.event_max_bytes,
+            event_backlog_max_bytes=settings.event_backlog_max_bytes,
+        )
         self.services = GatewayServices(
             settings=settings,
             registry=self.registry,
@@ -132,7 +137,7 @@ class Gateway:
                 "marked %d session(s) left open by a previous run of node %s as not connected", recovered, s.node_id
             )
         self.admin_token, self.admin_token_created = ensure_admin_token(s.admin_token_path)
-        self.services.epmp = Epmp(self.registry, s, load_whitelist(s.epmx_whitelist))
+        self.services.epmp = Epmp(self.registry, s, load_whitelist(s.epmx_whitelist), self.services.metrics)
         listeners = [ListenerSpec("mqtt", s.host, s.mqtt_port)]
         if s.tls_enabled or s.api_tls:
             self.tls = await self._server_tls()
@@ -164,7 +169,13 @@ class Gateway:
         self.services.policies = PolicyService(self.registry, s, self.reach)
         self.imports = ImportRunner(self.registry, s, self.services.hasher)
         await self.imports.start()
-        self.events = EventDispatcher(self.reach, self.registry, retention_hours=s.event_retention_hours)
+        self.events = EventDispatcher(
+            self.reach,
+            self.registry,
+            node=s.node_id,
+            retention_hours=s.event_retention_hours,
+            delivered_retention_seconds=s.event_delivered_retention_seconds,
+        )
         self.events.start()
         self.filters = FilterEvaluator(self.registry, node=s.node_id)
         self.filters.start()

@@ -87,7 +87,26 @@ class GatewaySettings(BaseSettings):
         description="10/EPMP and 11/CEP requests (and command invocations of one application) queued per device"
         " or account, all its connections together; more get 429",
     )
-    event_retention_hours: float = Field(168.0, gt=0, description="outbox events are kept this long")
+    epmp_writes_per_second: float = Field(
+        10.0,
+        gt=0,
+        description="10/EPMP writes (update, update/keys, delete/keys) one device may send per second"
+        " on average; beyond, 429",
+    )
+    epmp_write_burst: int = Field(100, ge=1, description="10/EPMP writes one device may send in a burst")
+    event_retention_hours: float = Field(168.0, gt=0, description="undelivered outbox events are kept this long")
+    event_delivered_retention_seconds: float = Field(
+        300.0, gt=0, le=86_400, description="delivered outbox events are pruned this long after their delivery"
+    )
+    event_max_bytes: int = Field(
+        131_072, ge=4096, description="one event's JSON; a larger one leaves out its largest fields (`omitted`)"
+    )
+    event_backlog_max_bytes: int = Field(
+        67_108_864,
+        ge=65_536,
+        description="a tenant's outbox; over half, events of one kind and device are coalesced, at it the oldest"
+        " are dropped (docs/epmp.md#bounds)",
+    )
     connection_log_limit: int = Field(100, ge=1, le=100_000, description="connection log rows kept per device")
     api_max_body_bytes: int = Field(1_048_576, ge=1024)
     password_hash_workers: int = Field(
@@ -185,6 +204,12 @@ class GatewaySettings(BaseSettings):
             if not is_server_name(name):
                 raise ValueError(f"{name!r} is neither a DNS name nor an IP address")
         return names
+
+    @model_validator(mode="after")
+    def _event_bounds(self) -> GatewaySettings:
+        if self.event_backlog_max_bytes < 4 * self.event_max_bytes:
+            raise ValueError("event_backlog_max_bytes must be at least 4 x event_max_bytes")
+        return self
 
     @model_validator(mode="after")
     def _certificate_pairs(self) -> GatewaySettings:

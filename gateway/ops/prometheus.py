@@ -19,6 +19,8 @@ from prometheus_client.registry import Collector
 from .metrics import Metrics
 
 if TYPE_CHECKING:
+    from registry.outbox import OutboxUsage
+
     from ..node.runtime import Gateway
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -44,6 +46,8 @@ class GatewayCollector(Collector):
         self._started = time.time()
         self.backlog: dict[str, tuple[int, int]] = {}
         """tenant -> (undelivered events, oldest created_at ms): refreshed before each scrape."""
+        self.outbox: dict[str, OutboxUsage] = {}
+        """tenant -> what its outbox holds and has coalesced or dropped: refreshed before each scrape."""
 
     def collect(self) -> Iterator[Metric]:
         m = self._metrics
@@ -118,6 +122,27 @@ class GatewayCollector(Collector):
             lag.add_metric([tenant], max(0.0, now - oldest_ms / 1000))
         yield backlog
         yield lag
+        held = GaugeMetricFamily(
+            "gateway_event_outbox_bytes",
+            "Bytes of a tenant's outbox (undelivered events and delivered ones not yet pruned), within"
+            " event_backlog_max_bytes",
+            labels=["tenant"],
+        )
+        for tenant, usage in sorted(self.outbox.items()):
+            held.add_metric([tenant], usage.bytes)
+        yield held
+        yield _labelled(
+            "gateway_events_coalesced",
+            "Events folded into a newer one of the same kind and device (over half the tenant's bound)",
+            ["tenant"],
+            {(t,): u.coalesced_total for t, u in self.outbox.items()},
+        )
+        yield _labelled(
+            "gateway_events_dropped",
+            "Undelivered events dropped, oldest first, at the tenant's bound (see its events/dropped event)",
+            ["tenant"],
+            {(t,): u.dropped_total for t, u in self.outbox.items()},
+        )
 
 
 class PrometheusExporter:
@@ -143,4 +168,5 @@ class PrometheusExporter:
 
     async def scrape(self) -> bytes:
         self._collector.backlog = await self._gateway.registry.outbox.backlog()
+        self._collector.outbox = await self._gateway.registry.outbox.usage()
         return generate_latest(self.registry)

@@ -9,6 +9,11 @@ to it, or no PUBACK within DELIVERY_TIMEOUT) ends the task, and the tenant's lat
 behind it until a later round. Tenants never wait for one another: the events of a tenant without a
 connected consumer are not read, and a consumer that never acknowledges holds up only its own
 tenant's task. A crash between commit and delivery re-sends (consumers dedupe on correlationId).
+
+Between deliveries, every COMPACT_EVERY seconds, the outbox's compactor keeps each tenant within
+its bound (registry/event_bounds.py) and delivered events are pruned `delivered_retention_seconds`
+after delivery; undelivered ones after `retention_hours`. An event changed while it was being sent
+(folded into) is not marked published by that delivery and goes out again.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import logging
 import time
 
 from registry import Registry
+from registry.outbox import OutboxEvent
 
 from .reach import Reach
 from .topics import events_topic
@@ -27,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DELIVERY_TIMEOUT = 5.0
 PRUNE_EVERY = 60.0
+COMPACT_EVERY = 1.0
 
 
 class EventDispatcher:
@@ -35,18 +42,23 @@ class EventDispatcher:
         reach: Reach,
         registry: Registry,
         *,
+        node: str,
         retention_hours: float,
+        delivered_retention_seconds: float = 300.0,
         interval: float = 0.1,
         batch: int = 100,
     ):
         self._reach = reach
         self._registry = registry
+        self._node = node
         self._retention_ms = int(retention_hours * 3_600_000)
+        self._delivered_retention_ms = int(delivered_retention_seconds * 1000)
         self._interval = interval
         self._batch = batch
         self._task: asyncio.Task[None] | None = None
         self._tenants: dict[str, asyncio.Task[None]] = {}  # the delivery task of each tenant being served
         self._last_prune = 0.0
+        self._last_compact = 0.0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run())
@@ -61,6 +73,10 @@ class EventDispatcher:
         while True:
             try:
                 await self.dispatch_once()
+                if time.monotonic() - self._last_compact > COMPACT_EVERY:
+                    self._last_compact = time.monotonic()
+                    await self._registry.outbox.compact(self._node)
+                    await self._registry.outbox.prune_delivered(self._delivered_retention_ms)
                 if time.monotonic() - self._last_prune > PRUNE_EVERY:
                     self._last_prune = time.monotonic()
                     await self._registry.outbox.prune(self._retention_ms)
@@ -95,13 +111,13 @@ class EventDispatcher:
         limit = 1  # the head alone first: a tenant whose head nobody subscribed to costs one row a round
         while True:
             events = await self._registry.outbox.pending(tenant_id, limit)
-            delivered: list[int] = []
+            delivered: list[OutboxEvent] = []
             try:
                 for event in events:
                     topic = events_topic(tenant_id, event.subject)
                     if not await self._reach.deliver_event(tenant_id, topic, event.body, DELIVERY_TIMEOUT):
                         return
-                    delivered.append(event.id)
+                    delivered.append(event)
             finally:
                 await self._registry.outbox.mark_published(delivered)
             if len(events) < limit:

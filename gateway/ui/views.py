@@ -19,7 +19,6 @@ if TYPE_CHECKING:
 
 HOUR_MS = 3_600_000
 PAGE = 50
-REGISTERED = "endpoint/lifecycle/registered"
 _CONNECTED = {"": None, "yes": True, "no": False}
 
 
@@ -163,10 +162,8 @@ async def tenant_view(gw: Gateway, tenant_id: str, filters: DeviceFilters) -> Te
         tenant_id, filters.query(), after=filters.after or None, limit=PAGE
     )
     presence = await gw.registry.connections.presence(tenant_id, [d.id for d in devices])
-    events, provisioned_count = await gw.registry.outbox.recent(
-        tenant_id, REGISTERED, now_ms() - HOUR_MS, auto_provisioned=True
-    )
-    provisioned = [Provisioned(str(e.payload.get("endpointId", "")), from_ms(at)) for at, e in events]
+    newest, provisioned_count = await gw.registry.recently_auto_provisioned(tenant_id, now_ms() - HOUR_MS)
+    provisioned = [Provisioned(device_id, from_ms(at)) for at, device_id in newest]
     return TenantView(
         tenant=tenant,
         connected=(await gw.registry.connections.connected_counts(tenant_id)).get(tenant_id, 0),
