@@ -37,6 +37,10 @@ async def _state(api: httpx.AsyncClient, command_id: int, device: str = "dev-1",
     return str(body["state"])
 
 
+async def _is(api: httpx.AsyncClient, command_id: int, state: str) -> bool:
+    return await _state(api, command_id) == state
+
+
 async def test_a_rest_command_round_trip(gateway: Gateway, api: httpx.AsyncClient) -> None:
     token = await make_device(api)
     async with mqtt(gateway, token) as device:
@@ -48,7 +52,8 @@ async def test_a_rest_command_round_trip(gateway: Gateway, api: httpx.AsyncClien
         topic, commands = await next_json(device)  # pushed: the device subscribed, so it observes
         assert topic == cex(token, "command/reboot/status")
         assert commands == [{"id": 1, "payload": {"delay": 5}}]
-        assert await _state(api, 1) == "delivered"
+        # marked in the registry right after the push is queued: the device may read it first
+        await wait_until(lambda: _is(api, 1, "delivered"))
         result = [{"id": 1, "statusCode": 200, "reasonPhrase": "rebooting", "payload": {"eta": 5}}]
         await device.publish(cex(token, "result/reboot/9"), json.dumps(result).encode(), qos=1)
         assert await next_json(device) == (cex(token, "result/reboot/9/status"), None)
@@ -124,12 +129,8 @@ async def test_a_command_for_an_offline_device_waits_until_it_asks(gateway: Gate
         await device.publish(
             cex(token, "result/reboot"), b'[{"id": 1, "statusCode": 200}, {"id": 2, "statusCode": 204}]', qos=1
         )
-        await wait_until(lambda: _done(api, 2))
+        await wait_until(lambda: _is(api, 2, "succeeded"))
     assert await _state(api, 1) == "succeeded"
-
-
-async def _done(api: httpx.AsyncClient, command_id: int) -> bool:
-    return await _state(api, command_id) == "succeeded"
 
 
 async def test_an_unanswered_command_expires_at_its_timeout(gateway: Gateway, api: httpx.AsyncClient) -> None:
@@ -260,7 +261,7 @@ async def test_pending_commands_survive_a_crash(tmp_path: Path) -> None:
             base_url=f"http://127.0.0.1:{gateway.ports['api']}",
             headers={"Authorization": f"Bearer {gateway.admin_token}"},
         ) as api:
-            await wait_until(lambda: _done(api, 1))
+            await wait_until(lambda: _is(api, 1, "succeeded"))
             assert await _state(api, 2) == "delivered"
             assert await _state(api, 1, kind="blink") == "expired"  # expired at start, with its event
             assert [e["payload"]["commandType"] for e in await outbox_events(gateway, "acme", "command/expired")] == [
