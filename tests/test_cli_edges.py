@@ -170,3 +170,24 @@ async def test_a_missing_csv_file_is_named(tmp_path: Path) -> None:
         assert r.returncode == 1 and "no running gateway" in r.stderr
     r = await run("device", "import", "acme", "--data-dir", str(tmp_path))
     assert r.returncode == 2 and "give the CSV file to import" in r.stderr
+
+
+async def test_pki_refuses_to_write_keys_into_a_python_package(tmp_path: Path) -> None:
+    """The README's walkthrough used to run `pki create-ca ./pki`: the CA key landed in the project's
+    own `pki` package, next to the code (and into a wheel built from it)."""
+    r = await run("pki", "create-ca", "./pki", cwd=ROOT)
+    assert r.returncode == 1 and "inside the Python package" in r.stderr and "Traceback" not in r.stderr
+    assert not (ROOT / "pki" / "ca.key").exists() and not (ROOT / "pki" / "ca.pem").exists()
+    package = tmp_path / "site-packages" / "somepkg"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    r = await run("pki", "create-ca", str(package / "keys" / "ca"))
+    assert r.returncode == 1 and f"inside the Python package {package}" in r.stderr
+    assert not (package / "keys").exists()
+    outside = tmp_path / "acme-pki"
+    r = await run("pki", "create-ca", str(outside))
+    assert r.returncode == 0 and (outside / "ca.key").exists(), r.stderr
+    (outside / "__init__.py").write_text("")  # the directory became a package: no device key goes there
+    r = await run("pki", "issue", str(outside), "kettle-42")
+    assert r.returncode == 1 and "inside the Python package" in r.stderr
+    assert not (outside / "kettle-42.key").exists()
