@@ -24,7 +24,7 @@ def write_private(path: Path, data: bytes) -> None:
     if package is not None:
         raise SecretInPackage(
             f"refusing to write the secret {path.name} inside the Python package {package}: it would ship"
-            " with the code; choose a directory outside the source tree (e.g. ~/acme-pki)"
+            " with the code; choose a directory outside the source tree"
         )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
