@@ -19,13 +19,19 @@ def package_holding(directory: Path) -> Path | None:
     return None
 
 
-def write_private(path: Path, data: bytes) -> None:
-    package = package_holding(path.parent)
+def refuse_package(directory: Path, what: str) -> None:
+    """Raises SecretInPackage when `directory` is, or is inside, a Python package; `what` names what
+    was to go there."""
+    package = package_holding(directory)
     if package is not None:
         raise SecretInPackage(
-            f"refusing to write the secret {path.name} inside the Python package {package}: it would ship"
-            " with the code; choose a directory outside the source tree"
+            f"refusing to write {what} inside the Python package {package}: it would ship with the code;"
+            " choose a directory outside the source tree"
         )
+
+
+def write_private(path: Path, data: bytes) -> None:
+    refuse_package(path.parent, f"the secret {path.name}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

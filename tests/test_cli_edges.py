@@ -191,3 +191,19 @@ async def test_pki_refuses_to_write_keys_into_a_python_package(tmp_path: Path) -
     r = await run("pki", "issue", str(outside), "kettle-42")
     assert r.returncode == 1 and "inside the Python package" in r.stderr
     assert not (outside / "kettle-42.key").exists()
+
+
+async def test_a_data_directory_inside_a_python_package_is_refused_before_anything_is_written(tmp_path: Path) -> None:
+    """Its registry holds tokens and password hashes, the directory the admin token and TLS keys."""
+    (tmp_path / "__init__.py").write_text("")
+    data_dir = tmp_path / "gateway-data"
+    ports = ["--mqtt-port", "0", "--mqtts-port", "0", "--api-port", "0"]
+    r = await run("serve", "--data-dir", str(data_dir), *ports)
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"mqtt-gateway: refusing to write the data directory {data_dir} inside the Python package {tmp_path}:"
+        " it would ship with the code; choose a directory outside the source tree"
+    )
+    assert not data_dir.exists()
+    r = await run("check-config", "--data-dir", str(data_dir))
+    assert r.returncode == 1 and f"is inside the Python package '{tmp_path}'" in r.stderr
