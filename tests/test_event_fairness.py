@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 import pytest
 
-from gateway import events as dispatcher
 from gateway.node.runtime import Gateway
+from gateway.services import events as dispatcher
 
 from .conftest import make_device, mqtt, wait_until
 from .test_events import collect, service_account
