@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,7 +163,8 @@ class ApiClient:
             base_url=endpoint.base_url,
             headers={"Authorization": f"Bearer {endpoint.token}"},
             timeout=TIMEOUT_S,
-            verify=endpoint.ca_file or True,
+            # a context, not the path: httpx >= 0.28 deprecates `verify=<str>` (a warning on every call)
+            verify=ssl.create_default_context(cafile=endpoint.ca_file) if endpoint.ca_file else True,
         )
 
     def call(
