@@ -8,8 +8,8 @@ import hashlib
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
-from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
+from cryptography.x509.oid import NameOID, PublicKeyAlgorithmOID
 
 MAX_CERT_BYTES = 16_384  # DER; real device and CA certificates are 0.5-2 KB
 
@@ -73,7 +73,16 @@ def subject_cn(cert: x509.Certificate) -> str:
     return subject_field(cert, NameOID.COMMON_NAME)
 
 
+def is_dsa(cert: x509.Certificate) -> bool:
+    """By the key's algorithm OID, before its key is loaded: cryptography >= 51 warns on every use of
+    its `dsa` module's names (once per CA upload, through an isinstance check for another key) and on
+    loading a DSA key."""
+    return cert.public_key_algorithm_oid == PublicKeyAlgorithmOID.DSA
+
+
 def key_description(cert: x509.Certificate) -> str:
+    if is_dsa(cert):
+        return "DSA"
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey):
         return f"RSA-{key.key_size}"
@@ -83,17 +92,15 @@ def key_description(cert: x509.Certificate) -> str:
         return "Ed25519"
     if isinstance(key, ed448.Ed448PublicKey):
         return "Ed448"
-    if isinstance(key, dsa.DSAPublicKey):
-        return f"DSA-{key.key_size}"
     return type(key).__name__
 
 
 def weak_key_reason(cert: x509.Certificate) -> str | None:
+    if is_dsa(cert):
+        return "weak key: DSA is not accepted"
     key = cert.public_key()
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < 2048:
         return f"weak key: RSA {key.key_size} bits (at least 2048 required)"
     if isinstance(key, ec.EllipticCurvePublicKey) and key.curve.key_size < 256:
         return f"weak key: EC {key.curve.name} (at least 256 bits required)"
-    if isinstance(key, dsa.DSAPublicKey):
-        return "weak key: DSA is not accepted"
     return None

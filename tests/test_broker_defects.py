@@ -1,4 +1,4 @@
-"""The six defects of amqtt 0.12.1's stock Broker (../shared/notes/amqtt-0.12.md), as regression tests.
+"""The six defects of amqtt 0.12.1's stock Broker (docs/broker-hardening.md), as regression tests.
 
 Each scenario runs twice: against the gateway, which must behave, and against a bare amqtt Broker
 started in the same test, which must still show the defect. The second half proves the scenario

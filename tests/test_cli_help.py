@@ -103,7 +103,16 @@ def test_ca_add_help_names_the_gateways_default_templates() -> None:
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["--version"], ["tenant", "list", "--help"], ["device", "update", "--help"], ["tenant"]]
+    "args",
+    [
+        ["--help"],
+        ["--version"],
+        ["tenant", "list", "--help"],
+        ["device", "update", "--help"],
+        ["tenant"],
+        ["tenant", "list", "-h"],
+        ["--data-dir", "elsewhere", "--url", "http://127.0.0.1:1", "tenant", "list", "--url", "http://h", "-h"],
+    ],
 )
 def test_help_and_version_import_no_heavy_module(args: list[str]) -> None:
     """Structural, not timed: what `mqtt-gateway ARGS` has imported when it exits. A subcommand's

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -131,3 +132,42 @@ async def test_a_device_flips_to_connected_and_back_live(
     await page.goto(f"{base}/ui/tenants/acme/devices/kettle-1")
     await expect(page).to_have_url(f"{base}/ui/login")
     assert dialogs == []
+
+
+LINES_OF = """els => els.map(el => {
+    const range = document.createRange();
+    range.selectNodeContents(el);
+    const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+    return [el.textContent.trim(), tops.size];
+})"""
+TIME_OR_ADDRESS = r"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC|(\d{1,3}(\.\d{1,3}){3}|\[?[0-9a-f]*:[0-9a-f:.]+\]?)(:\d+)?)$"
+
+
+async def test_the_device_page_keeps_times_and_addresses_on_one_line_at_1400_px(
+    gateway: Gateway, api: httpx.AsyncClient, page: Page, tmp_path: Path
+) -> None:
+    """Issue 17: at 1400 px the device page's cards were ~230 px wide, so "Last disconnected" left its
+    timestamp ~90 px and it wrapped over three lines; so did the address."""
+    token = await make_device(api, "acme", "kettle-1", app_version="kettle_v1")
+    await ok(api.put("/v1/tenants/acme/devices/kettle-1/metadata", json={"location": "kitchen"}))
+    async with mqtt(gateway, token, client_id="kettle-1-before"):
+        pass
+    base = f"http://127.0.0.1:{gateway.ports['api']}"
+    await page.set_viewport_size({"width": 1400, "height": 900})
+    await page.goto(f"{base}/ui/login")
+    await page.fill("input[name=token]", gateway.admin_token)
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(f"{base}/ui/")
+    async with mqtt(gateway, token, client_id="kettle-1-now") as device:
+        await device.publish(f"kp1/kettle_v1/dcx/{token}/json", b'{"temperature": 21}', qos=1)
+        await page.goto(f"{base}/ui/tenants/acme/devices/kettle-1")
+        await expect(page.locator("#device-connected")).to_have_text("connected")
+        await expect(page.locator("#last-data")).to_contain_text("temperature")
+        shot = await page.screenshot(path=str(tmp_path / "device.png"), full_page=True)
+        if target := os.environ.get("DASHBOARD_DEVICE_SCREENSHOT"):
+            Path(target).write_bytes(shot)
+        cells = await page.locator(".cards dd, .cards .when, #connection-log td").evaluate_all(LINES_OF)
+    shown = [(text, lines) for text, lines in cells if re.match(TIME_OR_ADDRESS, text)]
+    times, addresses = [t for t, _ in shown if t.endswith("UTC")], [t for t, _ in shown if not t.endswith("UTC")]
+    assert len(times) == 7 and len(addresses) == 4, shown  # 3 dd, the sample's, 3 log rows; 1 dd, 3 log rows
+    assert [(text, lines) for text, lines in cells if lines > 1] == []  # nor anything else in the cards

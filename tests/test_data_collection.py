@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from typing import Any
 
 import aiomqtt
@@ -250,3 +251,21 @@ async def test_forwarded_extensions_keep_the_data_size_limit(gateway: Gateway, a
         got = await collect(app, 2, timeout=1)
     assert [p["path"] for _, p in got] == ["/small"]
     assert (await ok(api.get("/v1/metrics")))["dataRefused"] == {"413": 1}
+
+
+async def test_received_at_has_one_form_over_mqtt_and_rest(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """Issue 17: `receivedAt` was epoch ms over MQTT and ISO text over REST, with nothing naming either.
+    REST keeps its ISO `receivedAt` (as all its times) and adds `receivedAtMs`, MQTT's very number."""
+    token = await make_device(api, "acme", "kettle-1")
+    app = await service_account(api)
+    async with mqtt(gateway, app["username"], app["password"], client_id="a") as application, mqtt(gateway, token) as d:
+        await application.subscribe(DATA, qos=1)
+        await d.publish(f"kp1/v1/dcx/{token}/json", b'{"t": 1}', qos=1)
+        ((_, sent),) = await collect(application, 1)
+    last = await ok(api.get("/v1/tenants/acme/devices/kettle-1/data/last"))
+    assert isinstance(sent["receivedAt"], int) and last["receivedAtMs"] == sent["receivedAt"]
+    iso = datetime.fromisoformat(last["receivedAt"])
+    assert iso.tzinfo is not None and round(iso.timestamp() * 1000) == sent["receivedAt"]
+    schema = (await ok(api.get("/openapi.json")))["components"]["schemas"]["LastDataOut"]["properties"]
+    assert "ms since the epoch" in schema["receivedAtMs"]["description"]
+    assert "ISO 8601" in schema["receivedAt"]["description"]

@@ -1,4 +1,4 @@
-"""Issue 4: 10/EPMP over 1/KP with real MQTT clients, pinning every rule of ../shared/spec/kp1-epmp.md."""
+"""Issue 4: 10/EPMP over 1/KP with real MQTT clients, pinning every rule of docs/kp1-epmp.md."""
 
 from __future__ import annotations
 

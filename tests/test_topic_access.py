@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import aiomqtt
 import httpx
 import pytest
@@ -152,3 +154,25 @@ async def test_retained_messages_do_not_outlive_their_device(gateway: Gateway, a
     async with mqtt(gateway, token, client_id="new") as new:
         await new.subscribe(f"kp1/v1/app/{token}/#")
         assert await next_message(new, timeout=0.7) is None
+
+
+async def test_a_foreign_publish_is_dropped_but_a_dollar_publish_closes_as_documented(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    """Issue 17: a device publishing to a `$` topic lost its connection and nothing in docs/ said so."""
+    token = await make_device(api)
+    raw = await RawClient.open(gateway.ports["mqtt"])
+    try:
+        await raw.send(connect_packet("c", token))
+        assert await raw.read_packet() == b"\x20\x02\x00\x00"
+        await raw.send(publish_packet("kp1/v1/app/someone-else/state", b"x", packet_id=7))
+        assert await raw.read_packet() == b"\x40\x02\x00\x07"  # PUBACK; dropped, still connected
+        await raw.send(publish_packet("$SYS/broker/uptime", b"x", packet_id=8))
+        assert await raw.closed_by_peer(2.0)
+    finally:
+        await raw.close()
+    documented = " ".join((Path(__file__).parent.parent / "docs" / "security.md").read_text().split())
+    assert (
+        "a PUBLISH to any topic that starts with `$` (`$SYS/...`, `$gateway/...`) closes the connection" in documented
+    )
+    assert "acknowledged as usual (PUBACK at QoS 1) and dropped, and the connection stays" in documented

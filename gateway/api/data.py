@@ -29,6 +29,7 @@ async def last_data(tenant: str, device: str, gw: GatewayDep) -> LastDataOut:
         endpoint_id=device,
         app_version_name=last.app_version,
         received_at=from_ms(last.received_at),
+        received_at_ms=last.received_at,
         sample=json.loads(last.sample),
         messages=last.messages,
         samples=last.samples,

@@ -36,6 +36,7 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain help: rich's markdown renderer costs ~0.2 s of start-up
     callback=root.options,
     cls=lazy_root(SUBGROUPS),
+    context_settings={"help_option_names": root.HELP_OPTIONS},
 )
 app.command("serve")(serve.serve)
 app.command("check-config")(check_config.check_config)

@@ -18,6 +18,7 @@ device.add_typer(tombstone)
 
 TENANT_COLUMNS = ["id", "enabled", "maxDevices", "maxConnections", "forwardExtensions", "createdAt"]
 DEVICE_COLUMNS = ["id", "group", "appVersion", "state", "enabled", "attributes"]
+DEVICE_DETAIL_COLUMNS = [*DEVICE_COLUMNS, "autoProvisioned", "policy", "createdAt"]
 TenantId = Annotated[str, typer.Argument(metavar="ID", help="the tenant's id")]
 
 
@@ -223,8 +224,21 @@ def _flag(value: bool | None) -> str | None:
 def device_get(
     tenant_id: Tenant, device_id: Device, data_dir: DataDirOption = None, as_json: JsonOption = False
 ) -> None:
-    """One device: group, app version, state, attributes, policy."""
-    show(run(data_dir, "GET", api_path("/v1/tenants/{}/devices/{}", tenant_id, device_id)), as_json, DEVICE_COLUMNS)
+    """One device: group, app version, state, attributes, auto-provisioned, its group's policy.
+
+    The policy column: applied, pending (not applied yet), failed (its last apply, with the device's
+    status), or - (its group has none); --json has the config ids."""
+    found = run(data_dir, "GET", api_path("/v1/tenants/{}/devices/{}", tenant_id, device_id))
+    show(found if as_json else found | {"policy": _policy(found)}, as_json, DEVICE_DETAIL_COLUMNS)
+
+
+def _policy(device: dict[str, Any]) -> str:
+    error = device.get("configError")
+    if device.get("policyPending"):
+        if isinstance(error, dict) and error.get("configId") == device.get("configAssigned"):
+            return f"failed ({error['statusCode']} {error['reasonPhrase']})"
+        return "pending"
+    return "applied" if device.get("configAssigned") is not None else "-"
 
 
 @device.command("status")

@@ -6,6 +6,7 @@ from typing import NoReturn
 
 import typer
 
+from .client import chosen_data_dir
 from .options import DataDirOption
 from .serve import (
     ApiPortOption,
@@ -35,7 +36,9 @@ def check_config(
     from ..node.settings import SettingsError
 
     try:
-        settings = settings_of(config, data_dir, host, mqtt_port, mqtts_port, api_port, ws_port, wss_port)
+        settings = settings_of(
+            config, chosen_data_dir(data_dir), host, mqtt_port, mqtts_port, api_port, ws_port, wss_port
+        )
     except SettingsError as exc:
         _fail(exc.problems)
     problems = file_problems(settings)

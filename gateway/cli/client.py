@@ -1,7 +1,9 @@
 """The CLI's way to the management API: where it is and which token, then one call.
 
 The address is `--url`, else env GATEWAY_URL, else `<data-dir>/ports.json`; the token is `--token`,
-else env GATEWAY_TOKEN, else `<data-dir>/admin-token`. A data directory's token is only ever sent to
+else env GATEWAY_TOKEN, else `<data-dir>/admin-token`; the data directory is the command's `--data-dir`,
+else the root's, else env GATEWAY_DATA_DIR, else `./gateway-data`. These options may stand before the
+command or after it (gateway/cli/root.py); after it, they win. A data directory's token is only ever sent to
 the gateway of that directory: with a URL given, the token must be given too. httpx is imported on
 the first call, not at start-up (`--help` stays fast).
 """
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,23 +33,33 @@ class ApiError(Exception):
 
 @dataclass
 class Remote:
-    """The root options `--url` and `--token`, and where each came from (for error messages)."""
+    """The common options `--url`, `--token` and `--data-dir` as given before (or, for the first two,
+    after) the command, and where the first two came from (for error messages)."""
 
     url: str | None = None
     token: str | None = None
     url_from: str = "--url"
     token_from: str = "--token"
+    data_dir: Path | None = None
 
 
 remote = Remote()
 
 
-def set_remote(url: str | None, token: str | None, *, url_from: str, token_from: str) -> None:
+def set_remote(
+    url: str | None, token: str | None, *, url_from: str, token_from: str, data_dir: Path | None = None
+) -> None:
     remote.url, remote.token, remote.url_from, remote.token_from = url, token, url_from, token_from
+    remote.data_dir = data_dir
+
+
+def chosen_data_dir(option: Path | None) -> Path | None:
+    """The command's --data-dir, else the one given before the command (None: neither)."""
+    return option if option is not None else remote.data_dir
 
 
 def data_dir_of(option: Path | None) -> Path:
-    return option or Path(os.environ.get("GATEWAY_DATA_DIR", "gateway-data"))
+    return chosen_data_dir(option) or Path(os.environ.get("GATEWAY_DATA_DIR", "gateway-data"))
 
 
 def api_path(template: str, *ids: str) -> str:
@@ -150,7 +163,8 @@ class ApiClient:
             base_url=endpoint.base_url,
             headers={"Authorization": f"Bearer {endpoint.token}"},
             timeout=TIMEOUT_S,
-            verify=endpoint.ca_file or True,
+            # a context, not the path: httpx >= 0.28 deprecates `verify=<str>` (a warning on every call)
+            verify=ssl.create_default_context(cafile=endpoint.ca_file) if endpoint.ca_file else True,
         )
 
     def call(

@@ -32,7 +32,13 @@ def token_issue(
     tenant_id: Tenant,
     device_id: Device,
     value: Annotated[
-        str | None, typer.Option("--token", metavar="TOKEN", help="this device token instead of a generated one")
+        str | None,
+        typer.Option(
+            "--token",
+            metavar="TOKEN",
+            help="this device token instead of a generated one (the admin token goes before the command:"
+            " `mqtt-gateway --token ADMIN token issue ...`)",
+        ),
     ] = None,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,

@@ -41,11 +41,12 @@ def device_import(
     if template:
         typer.echo(run(data_dir, "GET", "/v1/device-imports/template.csv", text=True), nl=False)
         return
-    if file is None or not file.is_file():
+    if file is None:
         raise fail("give the CSV file to import (or --template for a start)", 2)
     imports_path = api_path("/v1/tenants/{}/device-imports", tenant_id)
+    content = _read_csv(file)
     tokens_file = _open_private(tokens_out) if tokens_out is not None else None  # before the tokens exist
-    accepted = run(data_dir, "POST", imports_path, content=file.read_bytes())
+    accepted = run(data_dir, "POST", imports_path, content=content)
     path = api_path("/v1/tenants/{}/device-imports/{}", tenant_id, accepted["jobId"])
     job = _follow(data_dir, path, accepted["total"], quiet=as_json)
     job = run(data_dir, "GET", f"{path}?errors={errors}")
@@ -60,6 +61,14 @@ def device_import(
         _summary(job, tokens_out)
     if job["state"] != "succeeded" or job["failed"]:
         raise typer.Exit(1)
+
+
+def _read_csv(file: Path) -> bytes:
+    """The file, or one line that names it and says why not (missing, a directory, unreadable)."""
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read the CSV file {file}: {exc.strerror or exc}", 2) from None
 
 
 def _follow(data_dir: Path | None, path: str, total: int, *, quiet: bool) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from .client import chosen_data_dir
 from .options import DataDirOption
 
 if TYPE_CHECKING:  # imported when serving, not when the CLI starts (docs/api.md#cli)
@@ -74,7 +75,9 @@ def serve(
     from ..ops.logs import configure_logging
 
     try:
-        settings = settings_of(config, data_dir, host, mqtt_port, mqtts_port, api_port, ws_port, wss_port)
+        settings = settings_of(
+            config, chosen_data_dir(data_dir), host, mqtt_port, mqtts_port, api_port, ws_port, wss_port
+        )
     except SettingsError as exc:
         typer.echo(f"mqtt-gateway: {exc}", err=True)
         raise typer.Exit(2) from None

@@ -3,8 +3,10 @@
 - Typer (>= 0.20) runs every option value through a pydantic validator, pydantic imported on first
   use: ~0.15 s. A group's options are processed before its subcommand, even when the subcommand is
   only asked for `--help`, and every group has a `--help` (None when not given: validated). A group
-  here takes its few options as parsed (`--help`, the root's `--url` and `--token`: flags and
-  strings need no coercion), so `mqtt-gateway tenant list --help` never imports pydantic.
+  here takes its few options as parsed (`--help`, the root's `--url`, `--token` and `--data-dir`:
+  flags and strings need no coercion), so `mqtt-gateway tenant list --help` never imports pydantic.
+- Every command a group hands out gets the common options that may follow it (`--url`, `--token`:
+  gateway/cli/root.py), and `-h` is `--help` everywhere (the root's context passes it down).
 - The root imports a subgroup's module and builds its commands when that subgroup is used: `--help`
   lists the subgroups by their help line without building their ~90 commands (~60 ms).
 - The command modules do without `from __future__ import annotations`: typer would `eval` every
@@ -18,7 +20,9 @@ import typer
 import typer.main
 from typer.core import TyperGroup
 
-AS_PARSED = frozenset({"help", "url", "token"})
+from .root import HELP_OPTIONS, add_common_options
+
+AS_PARSED = frozenset({"help", "url", "token", "data_dir"})
 
 
 class Group(TyperGroup):
@@ -28,6 +32,12 @@ class Group(TyperGroup):
             if param.name in AS_PARSED and "process_value" not in vars(param):
                 param.process_value = _as_parsed(param)
         return params
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None and not isinstance(command, TyperGroup):
+            add_common_options(command)
+        return command
 
 
 def _as_parsed(param: Any) -> Any:
@@ -40,7 +50,13 @@ def _as_parsed(param: Any) -> Any:
 def subgroup(name: str, help: str) -> typer.Typer:
     """A sub-group: `mqtt-gateway NAME ...`, its help shown when called without a subcommand."""
     return typer.Typer(
-        name=name, help=help, no_args_is_help=True, cls=Group, rich_markup_mode=None, add_completion=False
+        name=name,
+        help=help,
+        no_args_is_help=True,
+        cls=Group,
+        rich_markup_mode=None,
+        add_completion=False,
+        context_settings={"help_option_names": HELP_OPTIONS},
     )
 
 

@@ -1,4 +1,4 @@
-"""10/EPMP: endpoint metadata over `kp1/<app version>/epmx/<token>/...` (../shared/spec/kp1-epmp.md).
+"""10/EPMP: endpoint metadata over `kp1/<app version>/epmx/<token>/...` (docs/kp1-epmp.md).
 
 Replies go to `<request topic>/status` (success) or `/error` (`{"statusCode", "reasonPhrase"}`), only
 when the request carries a request id. Writes happen inside one registry transaction (see

@@ -1,7 +1,7 @@
 """GatewayBroker: the gateway's MQTT 3.1.1 broker, one connection from accept to its recorded end.
 
 Our own session layer (this package) on amqtt's plugin API (amqtt_api.py). What differs from the
-stock amqtt 0.12.1 Broker (../shared/notes/amqtt-0.12.md), each with a regression test:
+stock amqtt 0.12.1 Broker (docs/broker-hardening.md), each with a regression test:
 1. Retained messages are replayed only for the new subscription, through the RECEIVE ACL
    (stock: every filter anyone subscribed to, no ACL).
 2. Authentication runs on the incoming connection alone, before any existing session is touched

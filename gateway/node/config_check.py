@@ -9,6 +9,7 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
+from pki.files import package_holding
 from pki.names import LOOPBACK_NAMES, WILDCARD_HOSTS
 from pki.server_cert import ServerCertificateError, check_server_certificate
 
@@ -61,6 +62,8 @@ def _data_dir_problems(settings: GatewaySettings) -> list[str]:
     if "\x00" in str(data_dir):  # exists() would only say False
         return ["invalid setting 'data_dir': a path cannot contain a NUL character"]
     try:
+        if (package := package_holding(data_dir)) is not None:
+            return [f"invalid setting 'data_dir': {str(data_dir)!r} is inside the Python package {str(package)!r}"]
         if data_dir.exists() and not data_dir.is_dir():
             return [f"invalid setting 'data_dir': {str(data_dir)!r} is not a directory"]
         if not data_dir.exists():

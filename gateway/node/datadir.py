@@ -16,6 +16,8 @@ import os
 import stat
 from pathlib import Path
 
+from pki.files import refuse_package
+
 log = logging.getLogger(__name__)
 
 LOCK_FILE = "gateway.lock"
@@ -40,7 +42,10 @@ class DataDirLock:
 def claim(data_dir: Path) -> DataDirLock:
     """Creates the directory 0700 (tightening an older, looser one) and locks it for this process.
 
-    Non-blocking: raises DataDirInUse, naming the holder's pid, at once if another gateway has it."""
+    Non-blocking: raises DataDirInUse, naming the holder's pid, at once if another gateway has it.
+    A directory inside a Python package is refused before anything is written (SecretInPackage): the
+    registry holds tokens and password hashes, the directory the admin token and TLS keys."""
+    refuse_package(data_dir, f"the data directory {data_dir}")
     _make_private(data_dir)
     path = data_dir / LOCK_FILE
     try:
