@@ -143,7 +143,7 @@ class GatewayBroker:
         """Connections of the tenant's service accounts subscribed to `topic` (found through the
         subscription index: the cost does not grow with the number of connected devices)."""
         consumers: dict[str, Connection] = {}
-        for key, _qos, _filter in self.router.index.match(topic):
+        for key, _qos, _filter in self.router.index.match(tenant_id, topic):
             live = self.table.live.get(key)
             if live is None or key in consumers or not live.connection.connack_sent:  # [MQTT-3.2.0-1]
                 continue
