@@ -126,6 +126,27 @@ class CredentialStore:
         )
         return [(r[0], bool(r[1])) for r in rows]
 
+    async def still_authorizes(self, credential_id: int, version: int, token: str) -> bool:
+        """The credential a session was opened with is unchanged and usable, with its device, tenant
+        and (for a certificate) CA, and `token` is still one of the device's usable tokens: what a
+        publish made later on the session's behalf (its will) is checked against."""
+        row = await self._db.read_one(
+            """
+            SELECT 1 FROM credentials c
+              JOIN devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id
+              JOIN tenants t ON t.id = c.tenant_id
+              LEFT JOIN trusted_cas ca ON ca.id = c.ca_id
+             WHERE c.id = ? AND c.updated_at = ? AND c.state IN ('inactive', 'active')
+               AND d.enabled = 1 AND d.state != 'deleted' AND t.enabled = 1
+               AND (c.ca_id IS NULL OR (ca.enabled = 1 AND ca.tenant_id = c.tenant_id))
+               AND EXISTS (SELECT 1 FROM credentials k
+                            WHERE k.tenant_id = c.tenant_id AND k.device_id = c.device_id AND k.kind = 'token'
+                              AND k.auth_id = ? AND k.state IN ('inactive', 'active'))
+            """,
+            (credential_id, version, token),
+        )
+        return row is not None
+
     # -- management -----------------------------------------------------------------------------
 
     async def issue_token(

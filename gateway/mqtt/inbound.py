@@ -15,11 +15,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from ..auth.identity import DeviceIdentity, identity_of, owner_key
+from ..auth.will import will_authorized
 from ..kp1 import cep, cmp, dcp
 from ..kp1 import topic as kp1_topic
 from ..kp1.epmp import RESOURCES
 from ..kp1.reply import Reply, error_reply
 from ..node.context import GatewayServices
+from ..ops.audit import audit
 from ..services.topics import COMMANDS_ROOT
 from .amqtt_api import Action
 from .codec import Publish
@@ -122,18 +124,30 @@ class Inbound:
         refuse = lambda: commands.refuse(topic, 429, "too many invocations pending; retry later")  # noqa: E731
         return self._ordered(identity, publish.qos, invoke, refuse)
 
-    def publish_will(self, session: ClientSession) -> None:
-        """An abnormal end: the will goes out like a publish of the device (its topic passed the ACL
-        at CONNECT), to an extension too: a will on `.../dcx/<token>/json` reaches the applications."""
+    async def publish_will(self, session: ClientSession) -> None:
+        """An abnormal end: the will goes out like a publish of the device, to an extension too (a will
+        on `.../dcx/<token>/json` reaches the applications), once it is authorized again: its topic
+        passed the ACL at CONNECT, and the registry says now whether the session still could publish."""
         identity = identity_of(session)
         if not session.will_flag or not session.will_topic or identity is None:
             return
-        data = session.will_message or b""
-        if self._extension(session, session.will_topic, data, session.will_qos)[0]:
+        topic, data = session.will_topic, session.will_message or b""
+        try:
+            authorized = self._allowed(session, topic, Action.PUBLISH) and await will_authorized(
+                self._services.registry, identity, topic
+            )
+        except Exception:  # the registry failing: the will cannot be authorized, so it does not go out
+            log.exception("could not authorize the will of %s", session.key)
+            authorized = False
+        if not authorized:
+            self._services.metrics.wills_refused += 1
+            audit("will_refused", logging.WARNING, tenant=identity.tenant_id, device=identity.device_id)
             return
-        self._router.route(session.will_topic, data, session.will_qos, tenant=identity.tenant_id)
+        if self._extension(session, topic, data, session.will_qos)[0]:
+            return
+        self._router.route(topic, data, session.will_qos, tenant=identity.tenant_id)
         if session.will_retain:
-            self._router.retain(session, session.will_topic, data, session.will_qos)
+            self._router.retain(session, topic, data, session.will_qos)
 
     # -- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------------------------
 
