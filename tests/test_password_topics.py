@@ -8,10 +8,16 @@ authenticates nothing on its own.
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 import aiomqtt
 import httpx
+import pytest
 
 from gateway.node.runtime import Gateway
+from registry import Registry
+from registry.database import _migrations
 
 from .conftest import make_device, mqtt, next_json, ok
 from .test_device_imports import _import
@@ -80,3 +86,39 @@ async def test_a_device_id_that_is_another_devices_token_is_refused_a_password(a
     job = await _import(api, f"deviceId,credential\n{also_taken},password:p2:pw\nfree-1,password:p3:pw\n")
     assert (job["created"], job["failed"]) == (1, 1), job
     assert "another device's endpoint token" in job["errors"][0]["message"] and job["errors"][0]["row"] == 2
+
+
+async def test_the_migration_names_older_password_devices(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A registry written before migration 0012: its password devices get their name; one whose id is
+    another device's token keeps none (an operator issues it a token); bound tokens may repeat across
+    tenants from then on, bearer tokens still may not."""
+    path = tmp_path / "r.sqlite3"
+    old = [m for m in _migrations() if m[0] <= 11]
+    monkeypatch.setattr("registry.database._migrations", lambda: old)
+    await (await Registry(path).open()).close()
+    with sqlite3.connect(path) as db:  # rows as the schema-11 gateway wrote them
+        db.executescript(
+            """
+            INSERT INTO tenants (id, created_at, updated_at) VALUES ('acme', 0, 0), ('globex', 0, 0);
+            INSERT INTO devices (tenant_id, id, created_at, updated_at)
+                VALUES ('acme', 'pw-1', 0, 0), ('acme', 'pw-2', 0, 0), ('acme', 'tok', 0, 0);
+            INSERT INTO credentials (tenant_id, device_id, kind, auth_id, secret, state, created_at, updated_at)
+                VALUES ('acme', 'pw-1', 'password', 'a1', 'h', 'active', 5, 5),
+                       ('acme', 'pw-1', 'password', 'a2', 'h', 'active', 7, 7),
+                       ('acme', 'pw-2', 'password', 'a3', 'h', 'active', 0, 0),
+                       ('acme', 'tok', 'token', 'pw-2', NULL, 'active', 0, 0);
+            """
+        )
+    monkeypatch.undo()
+    reg = await Registry(path).open()
+    try:
+        assert await reg.credentials.usable_tokens("acme", "pw-1") == [("pw-1", True)]
+        assert await reg.credentials.usable_tokens("acme", "pw-2") == []  # its id is `tok`'s token
+        await reg.devices.import_devices("globex", ["pw-1"], with_tokens=True)  # the same name, elsewhere
+        with sqlite3.connect(path) as db, pytest.raises(sqlite3.IntegrityError):
+            db.execute(
+                "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, created_at, updated_at)"
+                " VALUES ('globex', 'pw-1', 'token', 'pw-2', 'active', 0, 0)"  # `tok`'s bearer token
+            )
+    finally:
+        await reg.close()
