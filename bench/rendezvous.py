@@ -45,7 +45,7 @@ async def main(devices: int, connected: int, repeat: int) -> None:
             imported = time.perf_counter() - t0
             t0 = time.perf_counter()
             for device_id in ids[:: max(1, devices // connected)][:connected]:
-                record = await reg.credentials.find_token(device_id)
+                record = await reg.credentials.find_tenant_token("big", device_id)
                 assert record is not None
                 await reg.connections.record_connect(
                     session_key=f"big/{device_id}/c",

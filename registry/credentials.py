@@ -1,7 +1,11 @@
 """Credentials: endpoint tokens, hashed passwords, X.509 certificate fingerprints.
 
 The CONNECT path uses only `find_token`, `find_password` and `usable_tokens`: one indexed
-query each. Everything else is management.
+query each (and `is_bound_token` after an unknown one). Everything else is management.
+
+Two kinds of token: a bearer token (`certificate_bound` 0, issued by an operator) authenticates a
+CONNECT and is unique across tenants; a bound one (the device id, made with a certificate or a
+password) only names its device in topics and is unique within its tenant (migration 0013).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from . import lifecycle
 from .database import Database
 from .devices import require_device
 from .errors import Conflict, Invalid, NotFound
-from .identifiers import generate_token, is_valid_auth_id, is_valid_token
+from .identifiers import bearer_token_problem, generate_token, is_valid_auth_id, is_valid_token
 from .models import (
     ALLOWED_TRANSITIONS,
     AuthRecord,
@@ -82,7 +86,25 @@ class CredentialStore:
     # -- CONNECT path ---------------------------------------------------------------------------
 
     async def find_token(self, token: str) -> AuthRecord | None:
-        row = await self._db.read_one(AUTH_SELECT + " WHERE c.kind = 'token' AND c.auth_id = ?", (token,))
+        """The bearer token `token` (unique across tenants); bound tokens are not credentials."""
+        row = await self._db.read_one(
+            AUTH_SELECT + " WHERE c.kind = 'token' AND c.certificate_bound = 0 AND c.auth_id = ?", (token,)
+        )
+        return None if row is None else auth_record(row)
+
+    async def is_bound_token(self, token: str) -> bool:
+        """Some device, in some tenant, is named `token` (why a CONNECT with it alone was refused)."""
+        row = await self._db.read_one(
+            "SELECT 1 FROM credentials WHERE kind = 'token' AND certificate_bound = 1 AND auth_id = ? LIMIT 1",
+            (token,),
+        )
+        return row is not None
+
+    async def find_tenant_token(self, tenant_id: str, token: str) -> AuthRecord | None:
+        """The token `token` of the tenant, bearer or bound (a token names one device in its tenant)."""
+        row = await self._db.read_one(
+            AUTH_SELECT + " WHERE c.tenant_id = ? AND c.kind = 'token' AND c.auth_id = ?", (tenant_id, token)
+        )
         return None if row is None else auth_record(row)
 
     async def find_x509(self, fingerprint: str) -> AuthRecord | None:
@@ -95,24 +117,49 @@ class CredentialStore:
         )
         return None if row is None else auth_record(row)
 
-    async def usable_tokens(self, tenant_id: str, device_id: str) -> list[str]:
+    async def usable_tokens(self, tenant_id: str, device_id: str) -> list[tuple[str, bool]]:
+        """(token, bound) of each token the device may use in topics now."""
         rows = await self._db.read_all(
-            "SELECT auth_id FROM credentials WHERE tenant_id = ? AND device_id = ? AND kind = 'token'"
-            " AND state IN ('inactive', 'active') ORDER BY id",
+            "SELECT auth_id, certificate_bound FROM credentials WHERE tenant_id = ? AND device_id = ?"
+            " AND kind = 'token' AND state IN ('inactive', 'active') ORDER BY id",
             (tenant_id, device_id),
         )
-        return [r[0] for r in rows]
+        return [(r[0], bool(r[1])) for r in rows]
+
+    async def still_authorizes(self, credential_id: int, version: int, token: str) -> bool:
+        """The credential a session was opened with is unchanged and usable, with its device, tenant
+        and (for a certificate) CA, and `token` is still one of the device's usable tokens: what a
+        publish made later on the session's behalf (its will) is checked against."""
+        row = await self._db.read_one(
+            """
+            SELECT 1 FROM credentials c
+              JOIN devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id
+              JOIN tenants t ON t.id = c.tenant_id
+              LEFT JOIN trusted_cas ca ON ca.id = c.ca_id
+             WHERE c.id = ? AND c.updated_at = ? AND c.state IN ('inactive', 'active')
+               AND d.enabled = 1 AND d.state != 'deleted' AND t.enabled = 1
+               AND (c.ca_id IS NULL OR (ca.enabled = 1 AND ca.tenant_id = c.tenant_id))
+               AND EXISTS (SELECT 1 FROM credentials k
+                            WHERE k.tenant_id = c.tenant_id AND k.device_id = c.device_id AND k.kind = 'token'
+                              AND k.auth_id = ? AND k.state IN ('inactive', 'active'))
+            """,
+            (credential_id, version, token),
+        )
+        return row is not None
 
     # -- management -----------------------------------------------------------------------------
 
     async def issue_token(
         self, tenant_id: str, device_id: str, token: str | None = None, *, node: str = ""
     ) -> Credential:
-        """A new (inactive) token; a device's first credential makes it `registered`."""
+        """A new (inactive) bearer token; a device's first credential makes it `registered`. A chosen
+        one must be strong (identifiers.BEARER_TOKEN_RULE)."""
         if token is None:
             token = generate_token()
         elif not is_valid_token(token):
             raise Invalid("invalid token: 1-256 characters, none of + # / . @, whitespace or controls", field="token")
+        elif (weakness := bearer_token_problem(token)) is not None:
+            raise Invalid(f"token too weak: {weakness}", field="token")
         now = now_ms()
         async with self._db.transaction() as tx:
             await require_device(tx, tenant_id, device_id)
@@ -130,7 +177,8 @@ class CredentialStore:
     async def set_password(
         self, tenant_id: str, device_id: str, auth_id: str, password_hash: str, *, node: str = ""
     ) -> Credential:
-        """Creates the password credential, or replaces its hash (state unchanged)."""
+        """Creates the password credential, or replaces its hash (state unchanged). A device with a
+        password is named in topics by its device id (`name_device`)."""
         if not is_valid_auth_id(auth_id):
             raise Invalid(f"invalid auth-id {auth_id!r}", field="authId")
         now = now_ms()
@@ -149,6 +197,7 @@ class CredentialStore:
                 if await cur.fetchone() is not None:
                     raise Conflict(f"auth-id {auth_id!r} is a service account's username", field="authId")
             if row is None:
+                await name_device(tx, tenant_id, device_id, now)
                 await tx.execute(
                     "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, secret, state,"
                     " created_at, updated_at) VALUES (?, ?, 'password', ?, ?, 'inactive', ?, ?)",
@@ -221,6 +270,28 @@ class CredentialStore:
             if cur.rowcount == 0:
                 raise NotFound(f"{kind.value} credential not found", field=_field(kind))
             await lifecycle.credential_removed(tx, tenant_id, device_id, node=node)
+
+
+async def name_device(tx: aiosqlite.Connection, tenant_id: str, device_id: str, now: int) -> None:
+    """Gives the device the bound token = its device id (what names a password or certificate device in
+    kp1 topics), unless it has it. Raises Conflict when another device of the tenant holds that token."""
+    async with tx.execute(
+        "SELECT device_id FROM credentials WHERE tenant_id = ? AND kind = 'token' AND auth_id = ?",
+        (tenant_id, device_id),
+    ) as cur:
+        holder = await cur.fetchone()
+    if holder is None:
+        await tx.execute(
+            "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, certificate_bound,"
+            " created_at, updated_at) VALUES (?, ?, 'token', ?, 'active', 1, ?, ?)",
+            (tenant_id, device_id, device_id, now, now),
+        )
+    elif holder[0] != device_id:
+        raise Conflict(
+            f"device id {device_id!r} is another device's endpoint token in this tenant: it cannot name this"
+            " device in topics (delete that token, or use another device id)",
+            field="id",
+        )
 
 
 def _field(kind: CredentialKind) -> str:

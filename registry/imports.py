@@ -233,10 +233,19 @@ class _Chunk:
         deleted = await self._set(
             "SELECT device_id FROM device_tombstones WHERE tenant_id = ? AND device_id IN ({marks})", ids, tenant
         )
+        # A chosen (bearer) token collides with a bearer token of any tenant or any token of this one;
+        # a password device's name (its id, a bound token) only with a token of this tenant.
         tokens = [r.token for r in rows if r.credential == "token" and r.token]
         taken_tokens = await self._set(
-            "SELECT auth_id, tenant_id, device_id FROM credentials WHERE kind = 'token' AND auth_id IN ({marks})",
+            "SELECT auth_id FROM credentials WHERE kind = 'token' AND (certificate_bound = 0 OR tenant_id = ?)"
+            " AND auth_id IN ({marks})",
             tokens,
+            tenant,
+        )
+        taken_names = await self._set(
+            "SELECT auth_id FROM credentials WHERE tenant_id = ? AND kind = 'token' AND auth_id IN ({marks})",
+            [r.device_id for r in rows if r.credential == "password"],
+            tenant,
         )
         auth_ids = [r.auth_id for r in rows if r.credential == "password" and r.auth_id]
         taken_auth = await self._set(
@@ -269,6 +278,8 @@ class _Chunk:
                 problem = f"group {r.group!r} does not exist"
             elif r.credential == "token" and (r.token in taken_tokens or r.token in claimed_tokens):
                 problem = "the token is already in use"
+            elif r.credential == "password" and (r.device_id in taken_names or r.device_id in claimed_tokens):
+                problem = f"device id {r.device_id!r} is another device's endpoint token in this tenant"
             elif r.credential == "password" and r.auth_id in accounts:
                 problem = f"auth-id {r.auth_id!r} is a service account's username"
             elif r.credential == "password" and (r.auth_id in taken_auth or r.auth_id in claimed_auth):
@@ -280,6 +291,8 @@ class _Chunk:
                 continue
             if r.token:
                 claimed_tokens.add(r.token)
+            if r.credential == "password":
+                claimed_tokens.add(r.device_id)
             if r.auth_id:
                 claimed_auth.add(r.auth_id)
             self.new.append(r)
@@ -318,6 +331,11 @@ class _Chunk:
                 for r in self.new
                 if r.credential != "none"
             ],
+        )
+        await tx.executemany(  # a password device's name in topics: its device id, a token bound to it
+            "INSERT INTO credentials (tenant_id, device_id, kind, auth_id, state, certificate_bound, created_at,"
+            " updated_at) VALUES (?, ?, 'token', ?, 'active', 1, ?, ?)",
+            [(tenant, r.device_id, r.device_id, now, now) for r in self.new if r.credential == "password"],
         )
         history: list[tuple[str, str, int, str, str]] = []
         events: list[tuple[str, dict[str, Any]]] = []

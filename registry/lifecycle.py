@@ -97,10 +97,13 @@ async def credential_added(tx: aiosqlite.Connection, tenant_id: str, device_id: 
 
 
 async def credential_removed(tx: aiosqlite.Connection, tenant_id: str, device_id: str, *, node: str) -> None:
-    """-> enrolled when the device has no credential left: it cannot connect any more."""
+    """-> enrolled when the device has no credential left: it cannot connect any more. A token bound to
+    the device (its name in topics, kept when its password goes) authenticates nothing, so it does not
+    count."""
     async with tx.execute(
         "SELECT d.state, d.app_version, (SELECT COUNT(*) FROM credentials c WHERE c.tenant_id = d.tenant_id"
-        " AND c.device_id = d.id) AS credentials FROM devices d WHERE d.tenant_id = ? AND d.id = ?",
+        " AND c.device_id = d.id AND NOT (c.kind = 'token' AND c.certificate_bound = 1)) AS credentials"
+        " FROM devices d WHERE d.tenant_id = ? AND d.id = ?",
         (tenant_id, device_id),
     ) as cur:
         row = await cur.fetchone()

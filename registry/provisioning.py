@@ -182,7 +182,15 @@ async def _check(conn: aiosqlite.Connection, req: ProvisioningRequest) -> None:
             raise ProvisioningRefused(
                 "device_id_taken", f"device {req.device_id!r} exists and does not own this certificate"
             )
-    async with conn.execute("SELECT 1 FROM credentials WHERE kind = 'token' AND auth_id = ?", (req.device_id,)) as cur:
+    # Within the tenant only: its bound token (= the device id) names it in the tenant's topics. Across
+    # tenants nothing collides (topics are routed per tenant), and a global check told a tenant whether
+    # any string was another tenant's live token.
+    async with conn.execute(
+        "SELECT 1 FROM credentials WHERE tenant_id = ? AND kind = 'token' AND auth_id = ?",
+        (req.tenant_id, req.device_id),
+    ) as cur:
         if await cur.fetchone() is not None:
             # not echoed: the id is another device's live token
-            raise ProvisioningRefused("token_taken", "the device id is already another device's endpoint token")
+            raise ProvisioningRefused(
+                "token_taken", "the device id is already another device's endpoint token in this tenant"
+            )

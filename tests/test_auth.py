@@ -146,8 +146,8 @@ async def test_reactivated_token_connects_again(gateway: Gateway, api: httpx.Asy
 
 
 async def test_given_token_and_generated_token_entropy(gateway: Gateway, api: httpx.AsyncClient) -> None:
-    token = await make_device(api, token="my-own_token~1")
-    assert token == "my-own_token~1"
+    token = await make_device(api, token="my-own_token~1-Qw8Zr2Lk5Tm")  # a chosen one must be strong (issue 17)
+    assert token == "my-own_token~1-Qw8Zr2Lk5Tm"
     async with mqtt(gateway, token):
         pass
     generated = await ok(api.post("/v1/tenants/acme/devices/dev-1/tokens"), 201)

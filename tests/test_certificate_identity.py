@@ -111,7 +111,8 @@ async def test_migration_binds_tokens_made_by_auto_provisioning(
     monkeypatch.undo()
     reg = await Registry(path).open()
     try:
-        bound = {t: (await reg.credentials.find_token(t)).certificate_bound for t in ("kettle-42", "operator-token")}  # type: ignore[union-attr]
+        tokens = ("kettle-42", "operator-token")
+        bound = {t: (await reg.credentials.find_tenant_token("acme", t)).certificate_bound for t in tokens}  # type: ignore[union-attr]
         assert bound == {"kettle-42": True, "operator-token": False}
         assert (await reg.credentials.find_token("manual")).certificate_bound is False  # type: ignore[union-attr]
     finally:

@@ -56,9 +56,10 @@ async def fleet(gateway: Gateway, api: httpx.AsyncClient, tmp_path: Path) -> str
     for device in ("kettle-1", "kettle-2"):
         await ok(api.patch(f"/v1/tenants/acme/devices/{device}", json={"group": "kitchen"}))
     await ok(api.put("/v1/tenants/acme/devices/kettle-1/metadata", json={"location": "kitchen", "label": HOSTILE}))
-    await ok(api.post("/v1/tenants/acme/devices/lamp-1/tokens", json={"token": "old-lamp-token"}), 201)
-    await ok(api.patch("/v1/tenants/acme/devices/lamp-1/tokens/old-lamp-token", json={"state": "suspended"}))
-    await connect_refused(gateway, "old-lamp-token")
+    old = "old-lamp-token-Qw8Zr2Lk5Tm"  # a chosen token must be strong (issue 17)
+    await ok(api.post("/v1/tenants/acme/devices/lamp-1/tokens", json={"token": old}), 201)
+    await ok(api.patch(f"/v1/tenants/acme/devices/lamp-1/tokens/{old}", json={"state": "suspended"}))
+    await connect_refused(gateway, old)
     ca = make_ca(tmp_path, "Acme Devices CA")
     await ok(
         api.post(

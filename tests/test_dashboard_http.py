@@ -280,13 +280,14 @@ async def test_the_device_table_searches(gateway: Gateway, api: httpx.AsyncClien
 async def test_last_hour_by_reason_and_connected_now(gateway: Gateway, api: httpx.AsyncClient, tmp_path: Path) -> None:
     token = await make_device(api, "acme", "dev-1")
     other = await make_device(api, "other", "dev-9")
-    await ok(api.post("/v1/tenants/acme/devices/dev-1/tokens", json={"token": "spare-1"}), 201)
-    await ok(api.patch("/v1/tenants/acme/devices/dev-1/tokens/spare-1", json={"state": "suspended"}))
+    spare = "spare-1-Qw8Zr2Lk5Tm1Xc4V"  # a chosen token must be strong (issue 17)
+    await ok(api.post("/v1/tenants/acme/devices/dev-1/tokens", json={"token": spare}), 201)
+    await ok(api.patch(f"/v1/tenants/acme/devices/dev-1/tokens/{spare}", json={"state": "suspended"}))
     for _ in range(2):
         async with mqtt(gateway, token):
             pass
     async with mqtt(gateway, other):
-        assert await connect_refused(gateway, "spare-1") == NOT_AUTHORIZED  # acme's: a suspended token
+        assert await connect_refused(gateway, spare) == NOT_AUTHORIZED  # acme's: a suspended token
         assert await connect_refused(gateway, "nobody's-token") == NOT_AUTHORIZED  # no tenant
         ca = make_ca(tmp_path, "Acme CA")
         await ok(api.post("/v1/tenants/acme/trusted-cas", json={"cert": ca.pem, "autoProvisioningEnabled": True}), 201)

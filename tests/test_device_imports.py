@@ -32,7 +32,7 @@ async def test_a_csv_becomes_devices_with_credentials_and_row_errors(gateway: Ga
     await ok(api.post("/v1/tenants/acme/groups", json={"id": "kitchen"}), 201)
     csv = HEADER + (
         "k1,kitchen,kettle_v1,token:generate,k2\n"
-        "k2,,kettle_v1,token:my-token-2,k2\n"
+        "k2,,kettle_v1,token:my-token-2-Qw8Zr2Lk5Tm,k2\n"
         "k3,kitchen,,password:k3-login:s3cret pass,\n"
         "k4,,,,\n"
         "bad id,,,,\n"
@@ -70,7 +70,7 @@ async def test_a_csv_becomes_devices_with_credentials_and_row_errors(gateway: Ga
     assert (await api.get(f"/v1/tenants/acme/device-imports/{job['jobId']}/tokens")).status_code == 410
     async with mqtt(gateway, lines[1].split(",")[1]):
         pass
-    async with mqtt(gateway, "my-token-2"):
+    async with mqtt(gateway, "my-token-2-Qw8Zr2Lk5Tm"):
         pass
     async with mqtt(gateway, "k3-login@acme", "s3cret pass"):
         pass
@@ -84,12 +84,12 @@ async def test_a_csv_becomes_devices_with_credentials_and_row_errors(gateway: Ga
 
 async def test_the_same_file_again_creates_nothing(api: httpx.AsyncClient) -> None:
     await ok(api.post("/v1/tenants", json={"id": "acme"}), 201)
-    csv = HEADER + "d1,,v1,token:generate,m\nd2,,v1,token:tok-2,m\nd3,,,password:d3:pw,\nd4,,,,\n"
+    csv = HEADER + "d1,,v1,token:generate,m\nd2,,v1,token:tok-2-Qw8Zr2Lk5Tm1Xc4V,m\nd3,,,password:d3:pw,\nd4,,,,\n"
     first = await _import(api, csv)
     assert (first["created"], first["failed"]) == (4, 0)
     again = await _import(api, csv)
     assert (again["created"], again["unchanged"], again["failed"], again["tokens"]) == (0, 4, 0, "none")
-    changed = await _import(api, HEADER + "d1,,v2,token:generate,m\nd4,,,token:tok-new,\n")
+    changed = await _import(api, HEADER + "d1,,v2,token:generate,m\nd4,,,token:tok-new-Qw8Zr2Lk5Tm1Xc,\n")
     assert (changed["created"], changed["unchanged"], changed["failed"]) == (0, 0, 2)
     assert "app version" in changed["errors"][0]["message"] and "token" in changed["errors"][1]["message"]
     assert (await ok(api.get("/v1/tenants/acme/devices/d1")))["appVersion"] == "v1"  # nothing changed

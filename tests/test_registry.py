@@ -104,7 +104,10 @@ async def test_token_lookup_uses_an_index(tmp_path: Path) -> None:
     reg = await Registry(tmp_path / "r.sqlite3").open()
     try:
         for sql in (
-            "SELECT * FROM credentials WHERE kind = 'token' AND auth_id = 'x'",
+            # bearer tokens (the CONNECT), bound ones (why a CONNECT was refused), a tenant's (issue 17)
+            "SELECT * FROM credentials WHERE kind = 'token' AND certificate_bound = 0 AND auth_id = 'x'",
+            "SELECT 1 FROM credentials WHERE kind = 'token' AND certificate_bound = 1 AND auth_id = 'x'",
+            "SELECT * FROM credentials WHERE tenant_id = 't' AND kind = 'token' AND auth_id = 'x'",
             "SELECT * FROM credentials WHERE tenant_id = 't' AND kind = 'password' AND auth_id = 'x'",
         ):
             async with reg.db.reader.execute("EXPLAIN QUERY PLAN " + sql) as cur:

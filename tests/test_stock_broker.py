@@ -88,3 +88,26 @@ async def test_the_topic_plugin_keeps_a_device_below_its_own_token(api: httpx.As
         assert message is not None and publish_fields(message)[3] == b"mine"  # the spoof went nowhere
     finally:
         await client.close()
+
+
+async def test_names_unique_only_within_a_tenant_are_no_topics_in_a_stock_broker(
+    gateway: Gateway, api: httpx.AsyncClient, stock_port: int
+) -> None:
+    """Issue 17: a password device is named in topics by its device id, unique only within its tenant.
+    The gateway's router keeps tenants' topics apart; a stock broker has one topic space and its RECEIVE
+    check cannot tell who published, so there two tenants' `kettle-1` would read each other: such names
+    are no topics there (bearer tokens, unique across tenants, still are)."""
+    for tenant in ("acme", "globex"):
+        await api.post("/v1/tenants", json={"id": tenant})
+        await api.post(f"/v1/tenants/{tenant}/devices", json={"id": "kettle-1", "appVersion": "v1"})
+        r = await api.put(f"/v1/tenants/{tenant}/devices/kettle-1/passwords/k1", json={"password": "s3cret pass"})
+        assert r.status_code == 200, r.text
+    for port, granted in ((gateway.ports["mqtt"], 0x00), (stock_port, 0x80)):
+        client = await RawClient.open(port)
+        try:
+            await client.send(connect_packet("c1", "k1@globex", "s3cret pass"))
+            assert await client.read_packet(timeout=10) == ACCEPTED
+            await client.send(subscribe_packet(1, "kp1/v1/app/kettle-1/#"))
+            assert await client.read_packet() == b"\x90\x03\x00\x01" + bytes([granted])
+        finally:
+            await client.close()

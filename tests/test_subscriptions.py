@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from gateway.mqtt.subscriptions import SubscriptionIndex, topic_matches, valid_filter
+from gateway.mqtt.subscriptions import SubscriptionIndex, TenantSubscriptions, topic_matches, valid_filter
 
 
 def _naive(topic: str, topic_filter: str) -> bool:
@@ -75,3 +75,22 @@ def test_the_trie_agrees_with_a_plain_matcher_and_prunes_to_nothing() -> None:
 def test_filter_validity() -> None:
     assert all(valid_filter(f) for f in ("#", "+", "a/+/b", "a/#", "/", "+/+"))
     assert not any(valid_filter(f) for f in ("", "a#", "a/#/b", "a+", "#/a", "a/b#"))
+
+
+def test_each_tenant_is_a_topic_space_of_its_own() -> None:
+    """Issue 17: two tenants' devices may both be named `kettle-1`: a publish matches its own tenant's
+    subscriptions only, and a tenant's index goes with its last filter."""
+    index = TenantSubscriptions()
+    topic_filter = "kp1/v1/app/kettle-1/#"
+    index.add("a", "a/kettle-1/c", topic_filter, 1)
+    index.add("b", "b/kettle-1/c", topic_filter, 0)
+    index.add("b", "b/kettle-1/d", "kp1/v1/app/kettle-1/x", 1)
+    assert [k for k, _q, _f in index.match("a", "kp1/v1/app/kettle-1/x")] == ["a/kettle-1/c"]
+    assert sorted(k for k, _q, _f in index.match("b", "kp1/v1/app/kettle-1/x")) == ["b/kettle-1/c", "b/kettle-1/d"]
+    assert list(index.match("c", "kp1/v1/app/kettle-1/x")) == []
+    with pytest.raises(ValueError, match="not of tenant"):  # a session key stays in its tenant
+        index.add("a", "b/kettle-1/c", "kp1/v1/app/kettle-1/y", 1)
+    assert index.remove_session("b/kettle-1/c") == 1 and index.remove("b/kettle-1/d", "kp1/v1/app/kettle-1/x")
+    assert index.tenant_of("b/kettle-1/c") is None and list(index.match("b", "kp1/v1/app/kettle-1/x")) == []
+    assert len(index) == 1 and index.filters_of("a/kettle-1/c") == {topic_filter: 1}
+    assert index._tenants.keys() == {"a"}  # nothing kept for a tenant without subscriptions

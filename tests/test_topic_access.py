@@ -144,13 +144,13 @@ async def test_dollar_topics_cannot_be_published(gateway: Gateway, api: httpx.As
 
 
 async def test_retained_messages_do_not_outlive_their_device(gateway: Gateway, api: httpx.AsyncClient) -> None:
-    token = await make_device(api, "acme", "old", token="reused-token")
+    token = await make_device(api, "acme", "old", token="reused-token-Qw8Zr2Lk5Tm1")
     async with mqtt(gateway, token, client_id="old") as old:
         await old.subscribe(f"kp1/v1/app/{token}/#")
         await old.publish(f"kp1/v1/app/{token}/state", b"old owner's secret", retain=True, qos=1)
         assert await next_message(old) is not None
     await ok(api.delete("/v1/tenants/acme/devices/old"), 204)
-    await make_device(api, "acme", "new", token="reused-token")
+    await make_device(api, "acme", "new", token="reused-token-Qw8Zr2Lk5Tm1")
     async with mqtt(gateway, token, client_id="new") as new:
         await new.subscribe(f"kp1/v1/app/{token}/#")
         assert await next_message(new, timeout=0.7) is None

@@ -16,13 +16,14 @@ from .deps import GatewayDep
 from .schemas import CertificateOut, PasswordIn, PasswordOut, StateIn, TokenIn, TokenOut
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/devices/{device}", tags=["credentials"])
-# Tokens are unique, so a token alone names its device: lets a script act on a token it holds.
+# Within a tenant a token names one device, so a token alone names its device: lets a script act on a
+# token it holds.
 tenant_tokens = APIRouter(prefix="/v1/tenants/{tenant}/tokens", tags=["credentials"])
 
 
 async def _device_of_token(gw: GatewayDep, tenant: str, token: str) -> str:
-    record = await gw.registry.credentials.find_token(token)
-    if record is None or record.tenant_id != tenant:
+    record = await gw.registry.credentials.find_tenant_token(tenant, token)
+    if record is None:
         raise NotFound("token credential not found", field="token")
     return record.device_id
 

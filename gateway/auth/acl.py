@@ -3,6 +3,12 @@
 No I/O here: RECEIVE is checked for every subscriber on every delivery (by our router, and by a
 stock amqtt broker inside its one broadcast loop), so a decision must be a dictionary lookup and a
 string split.
+
+A device's topics are named by its tokens, and a bound token (a device id) is unique within its
+tenant only: two tenants' devices may both be `kettle-1`. Our router keeps each tenant's topics apart
+(gateway/mqtt/router.py), so there a session may use all its tokens. A stock amqtt broker has one topic
+space for every tenant and its RECEIVE check cannot know who published, so there a session uses only
+its bearer tokens, which are unique across tenants (`shared_topic_space`).
 """
 
 from __future__ import annotations
@@ -17,13 +23,13 @@ from ..services.topics import service_may_use
 from .identity import identity_of
 
 
-def decide(session: Session | None, topic: str | None, action: Action) -> bool:
+def decide(session: Session | None, topic: str | None, action: Action, *, shared_topic_space: bool = False) -> bool:
     identity = identity_of(session)
     if identity is None or not topic:
         return False
     if identity.is_service:  # reads below its tenant's `$gateway/...` roots, publishes command invocations
         return service_may_use(identity.tenant_id, topic, publish=action == Action.PUBLISH)
-    return device_may_use(identity.tokens, topic)
+    return device_may_use(identity.bearer_tokens if shared_topic_space else identity.tokens, topic)
 
 
 class TopicAccessPlugin(BaseTopicPlugin):
@@ -34,8 +40,10 @@ class TopicAccessPlugin(BaseTopicPlugin):
     class Config:
         pass
 
-    def allowed(self, session: Session | None, topic: str | None, action: Action) -> bool:
-        ok = decide(session, topic, action)
+    def allowed(
+        self, session: Session | None, topic: str | None, action: Action, *, shared_topic_space: bool = False
+    ) -> bool:
+        ok = decide(session, topic, action, shared_topic_space=shared_topic_space)
         if not ok and action != Action.RECEIVE and audit_enabled(logging.WARNING):
             identity = identity_of(session)
             audit(
@@ -50,4 +58,5 @@ class TopicAccessPlugin(BaseTopicPlugin):
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
     ) -> bool:
-        return action is not None and self.allowed(session, topic, action)
+        # only a stock amqtt broker calls this (GatewayBroker calls `allowed`): one topic space for all tenants
+        return action is not None and self.allowed(session, topic, action, shared_topic_space=True)

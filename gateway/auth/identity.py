@@ -22,7 +22,8 @@ class DeviceIdentity:
     credential_kind: CredentialKind
     auth_id: str
     tokens: frozenset[str]
-    """Endpoint tokens this session may use in kp1 topics."""
+    """Endpoint tokens this session may use in kp1 topics: names unique within its tenant, whose topics
+    the gateway's router keeps apart from every other tenant's."""
     ca_id: str | None = None
     """The trusted CA a certificate session authenticated through (closing it closes them)."""
     role: str = "device"
@@ -30,21 +31,26 @@ class DeviceIdentity:
     credential_version: int = 0
     """The credential row as verified (its updated_at): a changed credential does not open a session."""
     tenant_max_connections: int | None = None
+    bearer_tokens: frozenset[str] = frozenset()
+    """The part of `tokens` unique across tenants (bearer tokens): all a stock amqtt broker, whose topics
+    are one space for every tenant, lets the session use."""
 
     @property
     def is_service(self) -> bool:
         return self.role == SERVICE
 
     @classmethod
-    def of(cls, record: AuthRecord, tokens: Iterable[str]) -> DeviceIdentity:
-        """The identity a device credential gives a session."""
+    def of(cls, record: AuthRecord, tokens: Iterable[tuple[str, bool]]) -> DeviceIdentity:
+        """The identity a device credential gives a session; `tokens`: (token, bound) pairs."""
+        tokens = list(tokens)
         return cls(
             tenant_id=record.tenant_id,
             device_id=record.device_id,
             credential_id=record.credential_id,
             credential_kind=record.kind,
             auth_id=record.auth_id,
-            tokens=frozenset(tokens),
+            tokens=frozenset(token for token, _bound in tokens),
+            bearer_tokens=frozenset(token for token, bound in tokens if not bound),
             ca_id=record.ca_id,
             credential_version=record.version,
             tenant_max_connections=record.tenant_max_connections,

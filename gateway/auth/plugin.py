@@ -23,8 +23,9 @@ from .password import parse_username
 
 log = logging.getLogger(__name__)
 
-# Refusals of a secret that did not match: what guessing looks like. The rest (malformed input, a
-# disabled device with the right secret, a busy hasher, ...) say nothing about the secret.
+# Refusals of a secret that did not match, or of a certificate naming a device or token that is not
+# its own: what guessing looks like. The rest (malformed input, a disabled device with the right
+# secret, a busy hasher, a provisioning quota, ...) say nothing about the secret.
 GUESSES = frozenset(
     {
         Refusal.UNKNOWN_CREDENTIAL,
@@ -32,6 +33,10 @@ GUESSES = frozenset(
         Refusal.CERTIFICATE_REQUIRED,
         Refusal.UNKNOWN_CERTIFICATE,
         Refusal.CREDENTIAL_MISMATCH,
+        Refusal.DEVICE_ID_TAKEN,
+        Refusal.DEVICE_ID_DELETED,
+        Refusal.TOKEN_TAKEN,
+        Refusal.PROVISIONING_CONFLICT,
     }
 )
 
@@ -113,7 +118,8 @@ class DeviceAuthPlugin(BaseAuthPlugin):
         if identity is not None and session.will_flag:
             # A will is a publish made later on the device's behalf: the ACL applies now.
             session.attributes[IDENTITY_ATTR] = identity
-            if not decide(session, session.will_topic, Action.PUBLISH):
+            stock = services_of(self.context) is None  # a stock amqtt broker: one topic space for every tenant
+            if not decide(session, session.will_topic, Action.PUBLISH, shared_topic_space=stock):
                 outcome = AuthOutcome(
                     refusal=Refusal.WILL_TOPIC_DENIED, tenant_id=identity.tenant_id, device_id=identity.device_id
                 )

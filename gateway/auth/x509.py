@@ -119,8 +119,8 @@ async def authenticate_certificate(
     if record is not None:
         tokens = await registry.credentials.usable_tokens(record.tenant_id, record.device_id)
     else:
-        tokens = [assessment.device_id] if assessment.device_id else []
-    if username and username not in tokens:
+        tokens = [(assessment.device_id, True)] if assessment.device_id else []
+    if username and username not in {token for token, _bound in tokens}:
         return AuthOutcome(
             refusal=Refusal.CREDENTIAL_MISMATCH, tenant_id=assessment.tenant_id, device_id=assessment.device_id
         )
@@ -132,7 +132,8 @@ async def authenticate_certificate(
         try:
             record, created = await registry.provisioning.provision(assessment.request)
         except ProvisioningRefused as exc:
-            # token_taken: the would-be device id is another device's live token, so it is not logged
+            # token_taken: the would-be device id is another device's live token (of the same tenant:
+            # bound tokens are unique per tenant, so no other tenant's token can be probed), not logged
             device_id = None if exc.reason == Refusal.TOKEN_TAKEN else assessment.device_id
             return AuthOutcome(refusal=Refusal(exc.reason), tenant_id=assessment.tenant_id, device_id=device_id)
     assert record is not None

@@ -250,8 +250,9 @@ class GatewayBroker:
         """Runs however the connection ended: will, unbind, record why."""
         connection.writer.transport.abort()
         reason = connection.close_reason or CloseReason.SOCKET_ERROR
-        if not connection.disconnect_received:
-            self.inbound.publish_will(session)  # [MQTT-3.1.2-8]; not after DISCONNECT [MQTT-3.1.2-10]
+        # [MQTT-3.1.2-8]; not after DISCONNECT [MQTT-3.1.2-10], nor for a session closed by a revocation
+        if not connection.disconnect_received and reason != CloseReason.KICKED:
+            await self.inbound.publish_will(session)
         self.table.unbind(session, connection, discard=session.clean_session or connection.discard_session)
         await self.plugins_manager.fire_event(
             BrokerEvents.CLIENT_DISCONNECTED, client_id=session.client_id, client_session=session

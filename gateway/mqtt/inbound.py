@@ -15,11 +15,13 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 
 from ..auth.identity import DeviceIdentity, identity_of, owner_key
+from ..auth.will import will_authorized
 from ..kp1 import cep, cmp, dcp
 from ..kp1 import topic as kp1_topic
 from ..kp1.epmp import RESOURCES
 from ..kp1.reply import Reply, error_reply
 from ..node.context import GatewayServices
+from ..ops.audit import audit
 from ..services.topics import COMMANDS_ROOT
 from .amqtt_api import Action
 from .codec import Publish
@@ -57,7 +59,9 @@ class Inbound:
         handled, committed = self._extension(session, topic, publish.data, publish.qos)
         if handled:
             return committed
-        self._router.route(topic, publish.data, publish.qos)
+        identity = identity_of(session)
+        assert identity is not None  # the ACL allowed it
+        self._router.route(topic, publish.data, publish.qos, tenant=identity.tenant_id)
         if publish.retain:
             self._router.retain(session, topic, publish.data, publish.qos)
         return None
@@ -81,7 +85,8 @@ class Inbound:
                 services.metrics.epmp_requests[_resource(request)] += 1
                 return self._counted(request, reply)
 
-            return True, self._ordered(identity, qos, answer_epmp, lambda: self._too_many(request, qos))
+            too_many = lambda: self._too_many(identity, request, qos)  # noqa: E731
+            return True, self._ordered(identity, qos, answer_epmp, too_many)
         if extension in (cmp.EXTENSION, cep.EXTENSION):  # requests that read or write the registry
             handler = services.policies if extension == cmp.EXTENSION else services.commands
             if handler is not None:
@@ -90,10 +95,10 @@ class Inbound:
                 async def answer() -> Reply | None:
                     return self._counted(request, await service.device_request(session, identity, request, payload))
 
-                return True, self._ordered(identity, qos, answer, lambda: self._too_many(request, qos))
+                return True, self._ordered(identity, qos, answer, lambda: self._too_many(identity, request, qos))
         if services.data is not None:
             if extension == dcp.EXTENSION:
-                self._reply(self._counted(request, services.data.collect(identity, request, payload)), qos)
+                self._reply(identity, self._counted(request, services.data.collect(identity, request, payload)), qos)
                 return True, None
             if services.data.forwards(identity, extension):
                 services.data.forward(identity, request, payload)
@@ -119,17 +124,30 @@ class Inbound:
         refuse = lambda: commands.refuse(topic, 429, "too many invocations pending; retry later")  # noqa: E731
         return self._ordered(identity, publish.qos, invoke, refuse)
 
-    def publish_will(self, session: ClientSession) -> None:
-        """An abnormal end: the will goes out like a publish of the device (its topic passed the ACL
-        at CONNECT), to an extension too: a will on `.../dcx/<token>/json` reaches the applications."""
-        if not session.will_flag or not session.will_topic:
+    async def publish_will(self, session: ClientSession) -> None:
+        """An abnormal end: the will goes out like a publish of the device, to an extension too (a will
+        on `.../dcx/<token>/json` reaches the applications), once it is authorized again: its topic
+        passed the ACL at CONNECT, and the registry says now whether the session still could publish."""
+        identity = identity_of(session)
+        if not session.will_flag or not session.will_topic or identity is None:
             return
-        data = session.will_message or b""
-        if self._extension(session, session.will_topic, data, session.will_qos)[0]:
+        topic, data = session.will_topic, session.will_message or b""
+        try:
+            authorized = self._allowed(session, topic, Action.PUBLISH) and await will_authorized(
+                self._services.registry, identity, topic
+            )
+        except Exception:  # the registry failing: the will cannot be authorized, so it does not go out
+            log.exception("could not authorize the will of %s", session.key)
+            authorized = False
+        if not authorized:
+            self._services.metrics.wills_refused += 1
+            audit("will_refused", logging.WARNING, tenant=identity.tenant_id, device=identity.device_id)
             return
-        self._router.route(session.will_topic, data, session.will_qos)
+        if self._extension(session, topic, data, session.will_qos)[0]:
+            return
+        self._router.route(topic, data, session.will_qos, tenant=identity.tenant_id)
         if session.will_retain:
-            self._router.retain(session, session.will_topic, data, session.will_qos)
+            self._router.retain(session, topic, data, session.will_qos)
 
     # -- SUBSCRIBE / UNSUBSCRIBE -----------------------------------------------------------------------------
 
@@ -198,19 +216,24 @@ class Inbound:
             return None
         self._pending[owner] += 1
         committed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        task = asyncio.create_task(self._answer(owner, qos, work, committed))
+        task = asyncio.create_task(self._answer(identity, qos, work, committed))
         self.request_tasks.add(task)
         task.add_done_callback(self.request_tasks.discard)
         return committed if qos else None
 
     async def _answer(
-        self, owner: str, qos: int, work: Callable[[], Awaitable[Reply | None]], committed: asyncio.Future[None]
+        self,
+        identity: DeviceIdentity,
+        qos: int,
+        work: Callable[[], Awaitable[Reply | None]],
+        committed: asyncio.Future[None],
     ) -> None:
+        owner = owner_key(identity)
         try:
             async with self._order.hold(owner):
                 reply = await work()
                 _resolve(committed)  # committed (or refused): now the PUBACK / PUBREC may go
-                self._reply(reply, qos)
+                self._reply(identity, reply, qos)
         except Exception:
             log.exception("a 1/KP request failed")
         finally:
@@ -219,9 +242,9 @@ class Inbound:
                 del self._pending[owner]
             _resolve(committed)
 
-    def _too_many(self, request: kp1_topic.Kp1Topic, qos: int) -> None:
+    def _too_many(self, identity: DeviceIdentity, request: kp1_topic.Kp1Topic, qos: int) -> None:
         reply = error_reply(request, 429, "too many requests pending; retry later")
-        self._reply(self._counted(request, reply, status=429), qos)
+        self._reply(identity, self._counted(request, reply, status=429), qos)
 
     def _counted(self, request: kp1_topic.Kp1Topic, reply: Reply | None, *, status: int | None = None) -> Reply | None:
         """Counts an answered 1/KP request by extension, resource and status (`none`: no request id)."""
@@ -231,10 +254,11 @@ class Inbound:
         self._services.metrics.kp1_requests[(request.extension, _resource(request), code)] += 1
         return reply
 
-    def _reply(self, reply: Reply | None, qos: int) -> None:
-        """Through the router: only sessions holding the request's token may receive it."""
+    def _reply(self, identity: DeviceIdentity, reply: Reply | None, qos: int) -> None:
+        """Through the router, in the requester's tenant: only its sessions holding the request's token
+        may receive it (another tenant may have a device of the same name)."""
         if reply is not None:
-            self._router.route(reply.topic, reply.payload, qos)
+            self._router.route(reply.topic, reply.payload, qos, tenant=identity.tenant_id)
 
 
 def _resource(request: kp1_topic.Kp1Topic) -> str:

@@ -60,7 +60,7 @@ class LocalReach:
         subscription index: the cost does not grow with the number of connected devices)."""
         broker = self._broker
         consumers: dict[str, Connection] = {}
-        for key, _qos, _filter in broker.router.index.match(topic):
+        for key, _qos, _filter in broker.router.index.match(tenant_id, topic):
             live = broker.table.live.get(key)
             if live is None or key in consumers or not live.connection.connack_sent:  # [MQTT-3.2.0-1]
                 continue

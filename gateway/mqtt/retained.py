@@ -6,6 +6,9 @@ publish itself is still delivered). Replacing a topic's message counts only the 
 
 Lookups for a new subscription go by the filter's first four levels (`kp1/<app>/<ext>/<token>`,
 the only place a device may subscribe), so they do not scan every retained message.
+
+Messages are kept per tenant: the same topic string of two tenants (two devices both named by the
+bound token `kettle-1`) is two messages, and a subscription is replayed its own tenant's only.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ class Retained:
     data: bytes
     qos: int
     owner: str
+    tenant: str
+    """Whose topic space the message is in (the publisher's tenant)."""
     source: DeviceIdentity | None = None
 
 
@@ -38,11 +43,11 @@ class RetainedLimits:
 class RetainedStore:
     def __init__(self, limits: RetainedLimits) -> None:
         self._limits = limits
-        self._messages: dict[str, Retained] = {}
+        self._messages: dict[tuple[str, str], Retained] = {}  # by (tenant, topic)
         self._count: Counter[str] = Counter()
         self._bytes: Counter[str] = Counter()
         self._total_bytes = 0
-        self._by_head: dict[str, set[str]] = {}
+        self._by_head: dict[tuple[str, str], set[str]] = {}  # (tenant, first four levels) -> topics
 
     def __len__(self) -> int:
         return len(self._messages)
@@ -54,7 +59,7 @@ class RetainedStore:
     def put(self, message: Retained) -> str | None:
         """Stores (or, with an empty payload, clears) the topic's retained message. Returns the name
         of the limit that refused it, or None."""
-        old = self._messages.get(message.topic)
+        old = self._messages.get((message.tenant, message.topic))
         if not message.data:
             if old is not None:
                 self._drop(old)
@@ -74,23 +79,28 @@ class RetainedStore:
             return "max_retained_bytes"
         if old is not None:
             self._drop(old)
-        self._messages[message.topic] = message
-        self._by_head.setdefault(_head(message.topic), set()).add(message.topic)
+        self._messages[message.tenant, message.topic] = message
+        self._by_head.setdefault((message.tenant, _head(message.topic)), set()).add(message.topic)
         self._count[message.owner] += 1
         self._bytes[message.owner] += _size(message)
         self._total_bytes += _size(message)
         return None
 
-    def matching(self, topic_filter: str) -> Iterator[Retained]:
+    def matching(self, tenant: str, topic_filter: str) -> Iterator[Retained]:
+        """The tenant's retained messages that `topic_filter` matches."""
         if "+" not in topic_filter and "#" not in topic_filter:
-            exact = self._messages.get(topic_filter)
+            exact = self._messages.get((tenant, topic_filter))
             return iter(() if exact is None else (exact,))
         head = topic_filter.split("/", 4)[:4]
         if len(head) == 4 and not any(level in ("+", "#") for level in head):
-            topics = list(self._by_head.get("/".join(head), ()))
+            topics = list(self._by_head.get((tenant, "/".join(head)), ()))
         else:
-            topics = list(self._messages)
-        return (self._messages[t] for t in topics if t in self._messages and topic_matches(t, topic_filter))
+            topics = [topic for of, topic in self._messages if of == tenant]
+        return (
+            self._messages[tenant, t]
+            for t in topics
+            if (tenant, t) in self._messages and topic_matches(t, topic_filter)
+        )
 
     def forget(self, matches: Callable[[Retained], bool]) -> int:
         """Drops the retained messages that match (those of a revoked or deleted device)."""
@@ -100,8 +110,8 @@ class RetainedStore:
         return len(gone)
 
     def _drop(self, message: Retained) -> None:
-        del self._messages[message.topic]
-        head = _head(message.topic)
+        del self._messages[message.tenant, message.topic]
+        head = message.tenant, _head(message.topic)
         self._by_head[head].discard(message.topic)
         if not self._by_head[head]:
             del self._by_head[head]

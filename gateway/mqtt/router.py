@@ -3,6 +3,12 @@
 The broker hands every publish here (devices' own, wills, 10/EPMP replies); nothing here waits on a
 client: `route` only queues, and each session's sender does the writing (delivery.py).
 Every delivery passes the RECEIVE check of the topic ACL, decided from memory.
+
+Each tenant is a topic space of its own: subscriptions and retained messages are kept per tenant,
+and a publish is routed within one tenant, the publisher's (a device topic) or the one its topic
+names (`$gateway/<root>/<tenant>/...`). A device's topics are named by its tokens, and a token bound
+to its device (its device id) is unique only within its tenant, so `kp1/v1/epmx/kettle-1/...` may be
+two tenants' topics at once: neither ever reaches the other's sessions.
 """
 
 from __future__ import annotations
@@ -13,11 +19,12 @@ from typing import Any
 from ..auth.identity import DeviceIdentity, identity_of, owner_key
 from ..node.settings import GatewaySettings
 from ..ops.metrics import Metrics
+from ..services.topics import tenant_of_gateway_topic
 from .amqtt_api import Action
 from .delivery import Delivery, DeliveryLimits
 from .qos import Outgoing
 from .retained import Retained, RetainedLimits, RetainedStore
-from .subscriptions import SubscriptionIndex, valid_filter
+from .subscriptions import TenantSubscriptions, valid_filter
 
 SUBSCRIBE_FAILURE = 0x80
 # One trie node per filter level: a 65,535-byte filter of '/' would be 65,000 nodes (~26 MB).
@@ -33,7 +40,7 @@ class Router:
         self._settings = settings
         self._metrics = metrics
         self._allowed = allowed
-        self.index = SubscriptionIndex()
+        self.index = TenantSubscriptions()
         self.retained = RetainedStore(
             RetainedLimits(
                 per_owner=settings.max_retained_per_device,
@@ -83,14 +90,17 @@ class Router:
         if len(topic_filter) > MAX_FILTER_BYTES or topic_filter.count("/") >= MAX_FILTER_LEVELS:
             self._metrics.limits_hit["max_filter_size"] += 1
             return SUBSCRIBE_FAILURE
-        if not valid_filter(topic_filter) or not self._allowed(session, topic_filter, Action.SUBSCRIBE):
+        identity = identity_of(session)
+        if identity is None or not valid_filter(topic_filter):
+            return SUBSCRIBE_FAILURE
+        if not self._allowed(session, topic_filter, Action.SUBSCRIBE):
             return SUBSCRIBE_FAILURE
         held = self.index.filters_of(key)
         if topic_filter not in held and len(held) >= self._settings.max_subscriptions_per_session:
             self._metrics.limits_hit["max_subscriptions_per_session"] += 1
             return SUBSCRIBE_FAILURE
         granted = min(qos, 2)
-        self.index.add(key, topic_filter, granted)
+        self.index.add(identity.tenant_id, key, topic_filter, granted)
         return granted
 
     def unsubscribe(self, key: str, topic_filter: str) -> bool:
@@ -98,11 +108,15 @@ class Router:
 
     # -- publishing -------------------------------------------------------------------------------------
 
-    def route(self, topic: str, data: bytes, qos: int, *, droppable: bool = False) -> int:
-        """Queues the message once for every session subscribed to `topic` and allowed to receive it,
-        at the lower of the publish QoS and the subscription's. Returns how many got it."""
+    def route(self, topic: str, data: bytes, qos: int, *, tenant: str | None = None, droppable: bool = False) -> int:
+        """Queues the message once for every session of the tenant subscribed to `topic` and allowed to
+        receive it, at the lower of the publish QoS and the subscription's. Returns how many got it.
+        `tenant`: the publisher's, for a device topic; a `$gateway/...` topic names its own."""
+        scope = tenant if tenant is not None else tenant_of_gateway_topic(topic)
+        if scope is None:  # no topic space to route in: nobody may receive it
+            return 0
         granted_to: dict[str, int] = {}
-        for key, granted, _filter in self.index.match(topic):
+        for key, granted, _filter in self.index.match(scope, topic):
             # one copy per session, at the highest QoS its matching filters granted: overlapping
             # filters (100 per session allowed) must not multiply a publish 100-fold
             if granted_to.get(key, -1) < granted:
@@ -110,7 +124,7 @@ class Router:
         reached = 0
         for key, granted in granted_to.items():
             target = self._targets.get(key)
-            if target is None or not self._allowed(target[0], topic, Action.RECEIVE):
+            if target is None or not self._receives(target[0], scope, topic):
                 continue
             target[1].offer(Outgoing(topic, data, min(qos, granted), droppable=droppable))
             reached += 1
@@ -119,17 +133,21 @@ class Router:
     def deliver(self, key: str, topic: str, data: bytes, qos: int) -> bool:
         """Queues the message for one session, if it is subscribed to `topic` and may receive it (a
         reply meant for one connection of a device, such as a pushed command)."""
-        target = self._targets.get(key)
-        granted = max((g for k, g, _f in self.index.match(topic) if k == key), default=None)
-        if target is None or granted is None or not self._allowed(target[0], topic, Action.RECEIVE):
+        target, tenant = self._targets.get(key), self.index.tenant_of(key)
+        if target is None or tenant is None:
+            return False
+        granted = max((g for k, g, _f in self.index.match(tenant, topic) if k == key), default=None)
+        if granted is None or not self._receives(target[0], tenant, topic):
             return False
         target[1].offer(Outgoing(topic, data, min(qos, granted)))
         return True
 
     def retain(self, source: Any, topic: str, data: bytes, qos: int) -> None:
+        """Kept in the publisher's tenant (only a session with an identity publishes)."""
         identity = identity_of(source)
-        owner = owner_key(identity) if identity is not None else ""
-        refused = self.retained.put(Retained(topic, data, qos, owner, identity))
+        if identity is None:
+            return
+        refused = self.retained.put(Retained(topic, data, qos, owner_key(identity), identity.tenant_id, identity))
         if refused is not None:
             self._metrics.limits_hit[refused] += 1
 
@@ -139,9 +157,18 @@ class Router:
         if target is None:
             return
         session, delivery = target
-        for message in self.retained.matching(topic_filter):
-            if self._allowed(session, message.topic, Action.RECEIVE):
+        identity = identity_of(session)
+        if identity is None:
+            return
+        for message in self.retained.matching(identity.tenant_id, topic_filter):
+            if self._receives(session, identity.tenant_id, message.topic):
                 delivery.offer(Outgoing(message.topic, message.data, min(qos, message.qos), retain=True))
 
     def forget_retained(self, match: Callable[[DeviceIdentity], bool]) -> int:
         return self.retained.forget(lambda m: m.source is not None and match(m.source))
+
+    def _receives(self, session: Any, tenant: str, topic: str) -> bool:
+        """The RECEIVE check, within the message's tenant: the indexes are per tenant already, and this
+        says so again where a message is handed to a session."""
+        identity = identity_of(session)
+        return identity is not None and identity.tenant_id == tenant and self._allowed(session, topic, Action.RECEIVE)

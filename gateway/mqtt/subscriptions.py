@@ -4,6 +4,9 @@ levels, not the number of filters (amqtt scans every filter on every message).
 Keyed by session key. Filters are stored as the session gave them; matching follows MQTT 3.1.1
 §4.7 ('+' one level, '#' the rest including the parent, `$` topics never matched by a leading
 wildcard). No regex is built from client input.
+
+`TenantSubscriptions` holds one index per tenant: a device's topics are named by tokens unique only
+within its tenant, so a publish is matched against its own tenant's subscriptions and no other.
 """
 
 from __future__ import annotations
@@ -62,6 +65,9 @@ class SubscriptionIndex:
     def filters_of(self, key: str) -> dict[str, int]:
         return self._by_session.get(key, {})
 
+    def is_empty(self) -> bool:
+        return not self._by_session
+
     def add(self, key: str, topic_filter: str, qos: int) -> None:
         """Adds or replaces (new QoS) one subscription of the session."""
         levels = topic_filter.split("/")
@@ -118,3 +124,56 @@ class SubscriptionIndex:
             plus = node.children.get("+")
             if plus is not None and not (top and dollar):
                 stack.append((plus, depth + 1, f"{prefix}+/"))
+
+
+class TenantSubscriptions:
+    """A SubscriptionIndex per tenant (dropped when its last filter goes), each session in its own."""
+
+    def __init__(self) -> None:
+        self._tenants: dict[str, SubscriptionIndex] = {}
+        self._tenant_of: dict[str, str] = {}
+
+    def __len__(self) -> int:
+        """Filters held, over all sessions of all tenants."""
+        return sum(len(index) for index in self._tenants.values())
+
+    def tenant_of(self, key: str) -> str | None:
+        """The tenant of a session holding at least one filter."""
+        return self._tenant_of.get(key)
+
+    def filters_of(self, key: str) -> dict[str, int]:
+        tenant = self._tenant_of.get(key)
+        return {} if tenant is None else self._tenants[tenant].filters_of(key)
+
+    def add(self, tenant: str, key: str, topic_filter: str, qos: int) -> None:
+        if self._tenant_of.setdefault(key, tenant) != tenant:  # a session key names one tenant
+            raise ValueError(f"session {key!r} is not of tenant {tenant!r}")
+        self._tenants.setdefault(tenant, SubscriptionIndex()).add(key, topic_filter, qos)
+
+    def remove(self, key: str, topic_filter: str) -> bool:
+        tenant = self._tenant_of.get(key)
+        if tenant is None:
+            return False
+        removed = self._tenants[tenant].remove(key, topic_filter)
+        self._forget_if_empty(tenant, key)
+        return removed
+
+    def remove_session(self, key: str) -> int:
+        tenant = self._tenant_of.get(key)
+        if tenant is None:
+            return 0
+        removed = self._tenants[tenant].remove_session(key)
+        self._forget_if_empty(tenant, key)
+        return removed
+
+    def match(self, tenant: str, topic: str) -> Iterator[tuple[str, int, str]]:
+        """(session key, granted QoS, filter) of the tenant's subscriptions matching `topic`."""
+        index = self._tenants.get(tenant)
+        return iter(()) if index is None else index.match(topic)
+
+    def _forget_if_empty(self, tenant: str, key: str) -> None:
+        index = self._tenants[tenant]
+        if not index.filters_of(key):
+            del self._tenant_of[key]
+        if index.is_empty():
+            del self._tenants[tenant]

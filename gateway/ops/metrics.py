@@ -16,6 +16,8 @@ class Metrics:
     publishes_denied: int = 0
     subscriptions_denied: int = 0
     sessions_kicked: int = 0
+    wills_refused: int = 0
+    """Wills not published: the session's credential, device, tenant or CA was revoked since CONNECT."""
     epmp_requests: Counter[str] = field(default_factory=Counter)
     epmp_dropped: int = 0
     limits_hit: Counter[str] = field(default_factory=Counter)
@@ -57,6 +59,7 @@ class Metrics:
             "publishesDenied": self.publishes_denied,
             "subscriptionsDenied": self.subscriptions_denied,
             "sessionsKicked": self.sessions_kicked,
+            "willsRefused": self.wills_refused,
             "epmpRequests": dict(self.epmp_requests),
             "epmpDropped": self.epmp_dropped,
             "limitsHit": dict(self.limits_hit),

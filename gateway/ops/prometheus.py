@@ -74,6 +74,7 @@ class GatewayCollector(Collector):
         yield _counter("gateway_publishes_denied", "PUBLISHes refused by the topic ACL", m.publishes_denied)
         yield _counter("gateway_subscriptions_denied", "Subscriptions refused by the topic ACL", m.subscriptions_denied)
         yield _counter("gateway_sessions_kicked", "Sessions closed by revocation, disable or delete", m.sessions_kicked)
+        yield _counter("gateway_wills_refused", "Wills not published: revoked since CONNECT", m.wills_refused)
         yield _labelled(
             "gateway_limits_hit",
             "Times a configured bound was reached, by setting",

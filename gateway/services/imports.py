@@ -5,6 +5,8 @@ committed (registry/imports.py).
 
 Columns: `deviceId` (required), `group` (empty: default), `appVersion`, `credential`
 (`token:<value>` | `token:generate` | `password:<authId>:<password>` | empty), then any `attr.<key>`.
+A chosen token must be strong (registry/identifiers.py); a password device is named in topics by its
+device id (registry/imports.py gives it that bound token).
 Row numbers are the file's line numbers (the header is line 1; a quoted field may span lines).
 Password rows run at the password hash rate (argon2id, one
 at a time, so device logins keep the other hash workers).
@@ -21,7 +23,14 @@ from dataclasses import dataclass, replace
 
 from registry import Registry
 from registry.device_search import ATTR_KEY
-from registry.identifiers import generate_token, is_valid_app_version, is_valid_auth_id, is_valid_id, is_valid_token
+from registry.identifiers import (
+    bearer_token_problem,
+    generate_token,
+    is_valid_app_version,
+    is_valid_auth_id,
+    is_valid_id,
+    is_valid_token,
+)
 from registry.imports import ImportRow
 from registry.models import ImportJob, ImportState
 
@@ -40,7 +49,7 @@ HASHING_PER_CHUNK_S = 1.0
 
 TEMPLATE = """deviceId,group,appVersion,credential,attr.model,attr.site
 kettle-1,default,kettle_v1,token:generate,k2,kyiv
-kettle-2,default,kettle_v1,token:my-own-token-2,k2,lviv
+kettle-2,default,kettle_v1,token:Kettle2-own-token_7fQ9xWm3Lp,k2,lviv
 kettle-3,default,kettle_v1,password:kettle-3:change-me,k3,
 sensor-1,default,,,,
 """
@@ -147,6 +156,8 @@ def prepare(header: list[str], record: list[str], row_number: int, seen: dict[st
     if kind == "token":
         if not is_valid_token(value):
             return refused("invalid token: 1-256 characters, none of + # / . @, whitespace or controls")
+        if (weakness := bearer_token_problem(value)) is not None:
+            return refused(f"token too weak: {weakness}")
         return _Prepared(replace(base, credential="token", token=value))
     if kind == "password":
         auth_id, sep, password = value.partition(":")

@@ -33,6 +33,14 @@ def command_result_topic(tenant_id: str, device_id: str, command_type: str) -> s
     return f"{COMMANDS_ROOT}/{tenant_id}/{device_id}/{command_type}/{RESULT}"
 
 
+def tenant_of_gateway_topic(topic: str) -> str | None:
+    """The tenant a `$gateway/<root>/<tenant>/...` topic belongs to; None for any other topic."""
+    levels = topic.split("/", 3)
+    if len(levels) < 3 or levels[0] != GATEWAY or levels[1] not in _READABLE_ROOTS or not levels[2]:
+        return None
+    return levels[2]
+
+
 @dataclass(frozen=True, slots=True)
 class CommandTopic:
     tenant_id: str
