@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import sqlite3
 import stat
 import time
 from collections.abc import AsyncIterator, Callable
@@ -158,7 +160,14 @@ class Database:
         start = time.perf_counter()
         async with self._write_lock:
             conn = self._writer
-            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                # Cancelled while the writer thread ran BEGIN: it began all the same, and left open it
+                # would fail every later transaction and hold every later write uncommitted.
+                with contextlib.suppress(sqlite3.Error):
+                    await conn.execute("ROLLBACK")
+                raise
             try:
                 yield conn
             except BaseException:

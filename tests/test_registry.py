@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 from pathlib import Path
 
@@ -134,3 +135,32 @@ def test_generated_tokens_never_look_like_an_option() -> None:
     tokens = [generate_token() for _ in range(5000)]
     assert all(t[0].isalnum() and len(t) == 32 and is_valid_token(t) for t in tokens)
     assert len(set(tokens)) == 5000
+
+
+async def test_a_transaction_cancelled_as_it_begins_leaves_none_open(tmp_path: Path) -> None:
+    """Found by issue 17's audit work: a task cancelled while BEGIN ran left the writer in a transaction
+    (33 of 200 times), so every later transaction failed and every later write stayed uncommitted.
+    The gateway cancels its workers at stop, and then still writes (the counted refusals)."""
+    registry = await Registry(tmp_path / "r.sqlite3").open()
+    left_open = 0
+    try:
+        for _ in range(200):
+
+            async def one() -> None:
+                async with registry.db.transaction() as conn:
+                    await conn.execute("SELECT 1")
+
+            task = asyncio.create_task(one())
+            await asyncio.sleep(0)  # it takes the lock and sends BEGIN
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            async with registry.db.transaction() as conn:  # "cannot start a transaction within a transaction"?
+                left_open += conn.in_transaction is False
+        await registry.tenants.create("after")
+    finally:
+        await registry.close()
+    reopened = await Registry(tmp_path / "r.sqlite3").open()
+    try:
+        assert left_open == 0 and [t.id for t in await reopened.tenants.list()] == ["after"]
+    finally:
+        await reopened.close()
