@@ -47,6 +47,7 @@ class Registry:
     async def open(self) -> Registry:
         await self.db.open()
         await self.connections.configure()
+        await self.audit.open()
         return self
 
     async def close(self) -> None:
