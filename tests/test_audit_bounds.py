@@ -281,3 +281,33 @@ async def test_huge_wrong_tokens_are_counted_and_never_stored(gateway: Gateway, 
     assert set(statuses) <= {401, 429} and registry_bytes(gateway) - before < 64 * 1024
     assert {r["actor"] for r in rows} == {"anonymous (wrong token)"} and sum(r["count"] for r in rows) == 50
     assert "aaaa" not in json.dumps(rows)
+
+
+async def test_an_upgraded_registry_cuts_what_an_attack_left(tmp_path: Path) -> None:
+    """A registry at schema 11 holding the finding's rows: migration 0012 cuts them and sorts them by origin."""
+    import sqlite3
+
+    from registry.database import _migrations
+
+    path = tmp_path / "r.sqlite3"
+    with sqlite3.connect(path) as db:
+        for version, sql in _migrations():
+            if version <= 11:
+                db.executescript(sql)
+        db.execute("PRAGMA user_version = 11")
+        huge = "/v1/tenants/acme/devices/" + "x" * LONG
+        db.execute(
+            "INSERT INTO audit_log (at, actor, action, tenant_id, target, status)"
+            " VALUES (1, 'anonymous', 'PUT', ?, ?, 401)",
+            ("t" * LONG, huge),
+        )
+        db.execute(
+            "INSERT INTO audit_log (at, actor, action, target, status)"
+            " VALUES (2, 's', 'MQTT $gateway/commands/x', 'x', 404)"
+        )
+    registry = await Registry(path).open()
+    try:
+        rows = await registry.db.read_all("SELECT origin, length(target) AS t, length(tenant_id) AS n FROM audit_log")
+    finally:
+        await registry.close()
+    assert [(r["origin"], r["t"] < 600, r["n"]) for r in rows] == [("api", True, 128), ("mqtt", True, None)]
