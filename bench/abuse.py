@@ -28,11 +28,11 @@ from rich.table import Table
 
 from tests.wire import RawClient, connect_packet, publish_packet, subscribe_many, subscribe_packet
 
-from .attacks import Outcome, metadata_flood, token_oracle
+from .attacks import Outcome, anonymous_writes, invocation_flood, metadata_flood, token_oracle
 from .attacks.bystander import Bystander, RoundTrips
 from .server_process import Server
 
-ATTACKS: list[ModuleType] = [metadata_flood, token_oracle]
+ATTACKS: list[ModuleType] = [anonymous_writes, invocation_flood, metadata_flood, token_oracle]
 """The modules of bench/attacks/ run against the gateway, in this order."""
 
 

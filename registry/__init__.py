@@ -56,6 +56,7 @@ class Registry:
         await self.db.open()
         await self.connections.configure()
         await self.outbox.configure()
+        await self.audit.open()
         return self
 
     async def recently_auto_provisioned(

@@ -117,6 +117,22 @@ class AuditEntry(Record):
     detail: str | None
 
 
+class AuditRefusal(Record):
+    """Refused (or unauthenticated) writes of one source, actor and status in one minute: a count, and
+    what the first of them tried."""
+
+    id: int
+    minute: datetime
+    source: str
+    actor: str
+    status: int
+    count: int
+    tenant_id: str | None
+    action: str
+    target: str
+    detail: str | None
+
+
 class EndpointFilterState(StrEnum):
     PENDING = "pending"
     """Saved; its first scan over the tenant's devices is running. No endpoint events yet."""

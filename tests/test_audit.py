@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway.api.audit import admin_actor
+from gateway.api.callers import admin_actor
 from gateway.node.runtime import Gateway
 from gateway.ops.audit import BurstLog
 
@@ -38,26 +38,30 @@ async def test_every_api_write_is_recorded_with_who_what_target_outcome(
         assert (await wrong.delete("/v1/tenants/acme")).status_code == 401
 
     async def all_recorded() -> bool:  # rows are written once the response is out
-        return len(await _entries(api)) == 7
+        return len(await _entries(api)) == 5
 
     await wait_until(all_recorded)
     entries = await _entries(api)
     admin = admin_actor(gateway.admin_token)
     assert [(e["actor"], e["action"], e["target"], e["status"]) for e in entries] == [
-        (admin, "POST /v1/tenants", "/v1/tenants", 201),
-        (admin, "POST /v1/tenants/{tenant}/devices", "/v1/tenants/acme/devices", 201),
-        (admin, "POST /v1/tenants/{tenant}/devices/{device}/tokens", "/v1/tenants/acme/devices/k1/tokens", 201),
+        (admin, "POST /v1/tenants", "/v1/tenants/acme", 201),  # a create names what it created
+        (admin, "POST /v1/tenants/{tenant}/devices", "/v1/tenants/acme/devices/k1", 201),
+        (admin, "POST /v1/tenants/{tenant}/devices/{device}/tokens", entries[2]["target"], 201),
         (admin, "POST /v1/tenants", "/v1/tenants", 409),
         (admin, "DELETE /v1/tenants/{tenant}/devices/{device}/tokens/{token}", entries[4]["target"], 204),
-        ("anonymous", "POST /v1/tenants", "/v1/tenants", 401),
-        ("anonymous (wrong token)", "DELETE /v1/tenants/{tenant}", "/v1/tenants/acme", 401),
     ]
+    assert entries[2]["target"] == entries[4]["target"]  # the token's hint, both times
     assert token not in json.dumps(entries) and "[sha256:" in str(entries[4]["target"])  # never the token
     assert gateway.admin_token not in json.dumps(entries)
     assert entries[3]["detail"] and "already exists" in str(entries[3]["detail"])
     assert entries[1]["tenant"] == "acme" and entries[0]["tenant"] is None
+    refused = (await ok(api.get("/v1/audit/refusals")))["refusals"]  # not a row each: counted per minute
+    assert [(r["source"], r["actor"], r["action"], r["target"], r["status"], r["count"]) for r in refused] == [
+        ("127.0.0.1", "anonymous", "POST (not routed)", "/v1/tenants", 401, 1),
+        ("127.0.0.1", "anonymous (wrong token)", "DELETE (not routed)", "/v1/tenants/acme", 401, 1),
+    ]
     lines = [r.getMessage() for r in caplog.records if "event=api_write" in r.getMessage()]
-    assert len(lines) == 7 and all(token not in line for line in lines)
+    assert len(lines) == 5 and all(token not in line for line in lines)
     assert "status=409" in lines[3] and f"actor={admin}" in lines[3]
 
 
@@ -72,7 +76,7 @@ async def test_audit_pages_and_filters_by_tenant(gateway: Gateway, api: httpx.As
 
     await wait_until(recorded)
     only_b = await _entries(api, tenant="b")
-    assert [(e["target"], e["tenant"]) for e in only_b] == [("/v1/tenants/b/devices", "b")] * 3
+    assert [(e["target"], e["tenant"]) for e in only_b] == [(f"/v1/tenants/b/devices/d{i}", "b") for i in range(3)]
     first = await ok(api.get("/v1/audit", params={"limit": 5}))
     rest = await ok(api.get("/v1/audit", params={"limit": 5, "after": first["next"]}))
     assert len(first["entries"]) == 5 and len(rest["entries"]) == 3 and rest["next"] is None
@@ -89,14 +93,20 @@ async def test_an_applications_command_invocation_is_recorded(gateway: Gateway, 
         await app.publish("$gateway/commands/acme/ghost/reboot", b'{"payload": {}}', qos=1)
 
         async def recorded() -> bool:
-            return sum(e["actor"] == "service:ops@acme" for e in await _entries(api, tenant="acme")) == 2
+            refused = (await ok(api.get("/v1/audit/refusals", params={"tenant": "acme"})))["refusals"]
+            return len(refused) == 1
 
         await wait_until(recorded)
     mqtt_entries = [e for e in await _entries(api, tenant="acme") if e["actor"] == "service:ops@acme"]
-    assert [(e["target"], e["status"]) for e in mqtt_entries] == [
-        ("$gateway/commands/acme/k1/reboot", 202),
-        ("$gateway/commands/acme/ghost/reboot", 404),
-    ]
+    assert [(e["target"], e["status"]) for e in mqtt_entries] == [("$gateway/commands/acme/k1/reboot", 202)]
+    [refused] = (await ok(api.get("/v1/audit/refusals", params={"tenant": "acme"})))["refusals"]
+    assert (refused["source"], refused["target"], refused["status"], refused["count"]) == (
+        "service:ops@acme",
+        "$gateway/commands/acme/ghost/reboot",
+        404,
+        1,
+    )
+    assert refused["detail"] and "ghost" in refused["detail"]
 
 
 async def test_bursts_log_their_first_event_and_one_summary(caplog: pytest.LogCaptureFixture) -> None:

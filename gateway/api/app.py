@@ -28,10 +28,10 @@ from . import (
     tenants,
     trusted_cas,
 )
-from .audit import AuditTrail
+from .audit_trail import AuditTrail
 from .deps import GatewayDep, require_admin
 from .errors import BadRequest
-from .limits import BodySizeLimit
+from .limits import BodySizeLimit, UnauthenticatedLimit
 
 if TYPE_CHECKING:
     from ..node.runtime import Gateway
@@ -123,6 +123,15 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         BodySizeLimit,
         max_bytes=gateway.settings.api_max_body_bytes,
         larger={imports.PATH_PATTERN: gateway.settings.import_max_bytes},
+    )
+    s = gateway.settings
+    app.add_middleware(
+        UnauthenticatedLimit,
+        admin_token=admin_token,
+        metrics=gateway.services.metrics,
+        per_minute=s.api_unauthenticated_per_minute,
+        burst=s.api_unauthenticated_burst,
+        metrics_public=s.metrics_public,
     )
     app.add_middleware(AuditTrail, gateway=gateway, admin_token=admin_token)  # outermost: sees every write
     return app

@@ -1,121 +1,80 @@
-"""The audit trail of the management API: every write (POST, PUT, PATCH, DELETE) is one structured
-log line (`event=api_write`) and a row read back at `GET /v1/audit`, whoever made it and however it
-ended (a refused or unauthenticated write too). Written after the response is sent: it costs the
-caller nothing, and a failure to record is logged, never turned into the caller's error."""
+"""`GET /v1/audit` (the entries of the audit trail) and `GET /v1/audit/refusals` (what was counted
+instead of written: writes without the admin token, refused MQTT invocations). The middleware that
+records them is audit_trail.py."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-import logging
-import secrets
-from typing import TYPE_CHECKING, Annotated, Any
+from datetime import datetime
+from typing import Annotated
 
 from fastapi import APIRouter, Query
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from pydantic import Field
 
-from ..ops.audit import audit, secret_hint
+from registry.models import AuditRefusal
+
 from .deps import GatewayDep
-from .schemas import AuditPageOut
-
-if TYPE_CHECKING:
-    from ..node.runtime import Gateway
-
-log = logging.getLogger(__name__)
-WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
-SECRET_PARAMS = frozenset({"token"})
-"""Path parameters shown as their hint in a target: a token in a path is still a token."""
-_DETAIL_BYTES = 2048
+from .schemas import AuditPageOut, Body
 
 router = APIRouter(tags=["operations"])
+TenantQuery = Annotated[str | None, Query(description="only this tenant's")]
+AfterQuery = Annotated[int, Query(ge=0, description="`next` of the previous page")]
+LimitQuery = Annotated[int, Query(ge=1, le=1000)]
 
 
 @router.get("/v1/audit", summary="Read the audit trail")
 async def read_audit(
-    gw: GatewayDep,
-    tenant: Annotated[str | None, Query(description="only writes to this tenant")] = None,
-    after: Annotated[int, Query(ge=0, description="`next` of the previous page")] = 0,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    gw: GatewayDep, tenant: TenantQuery = None, after: AfterQuery = 0, limit: LimitQuery = 100
 ) -> AuditPageOut:
-    """Management writes, oldest first: who (`actor`), what (`action`, the operation), on what
-    (`target`), and how it ended (`status`, `detail` for a refusal)."""
+    """Management writes and applications' command invocations, oldest first: who (`actor`), what
+    (`action`, the operation), on what (`target`: for a create, what it created), and how it ended
+    (`status`, `detail` for a refusal). Writes without the admin token are at `/v1/audit/refusals`."""
     entries = await gw.registry.audit.page(tenant_id=tenant, after=after, limit=limit)
     return AuditPageOut.of(entries, limit)
 
 
-def admin_actor(admin_token: str) -> str:
-    """The admin token's id: a digest, so the trail names which token without holding it."""
-    return "admin:" + hashlib.sha256(admin_token.encode()).hexdigest()[:12]
+class AuditRefusalOut(Body):
+    id: int
+    minute: datetime = Field(description="the start of the minute counted")
+    source: str = Field(description="the client's address (IPv6: its /64), or service:<account>@<tenant>")
+    actor: str = Field(description="anonymous, anonymous (wrong token) or service:<account>@<tenant>")
+    status: int
+    count: int = Field(description="how many of this source, actor and status in the minute")
+    tenant: str | None = Field(description="a service account's tenant (never taken from an anonymous request)")
+    action: str = Field(description="what the first of them tried")
+    target: str
+    detail: str | None
+
+    @classmethod
+    def of(cls, r: AuditRefusal) -> AuditRefusalOut:
+        return cls(
+            id=r.id,
+            minute=r.minute,
+            source=r.source,
+            actor=r.actor,
+            status=r.status,
+            count=r.count,
+            tenant=r.tenant_id,
+            action=r.action,
+            target=r.target,
+            detail=r.detail,
+        )
 
 
-class AuditTrail:
-    """ASGI middleware around the API app."""
-
-    def __init__(self, app: ASGIApp, gateway: Gateway, admin_token: str) -> None:
-        self.app = app
-        self._gateway = gateway
-        self._admin_token = admin_token.encode()
-        self._admin_actor = admin_actor(admin_token)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("method") not in WRITES:
-            await self.app(scope, receive, send)
-            return
-        status = 500
-        body = b""
-
-        async def watched(message: Message) -> None:
-            nonlocal status, body
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            elif message["type"] == "http.response.body" and status >= 400 and len(body) < _DETAIL_BYTES:
-                body += message.get("body", b"")[: _DETAIL_BYTES - len(body)]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, watched)
-        finally:
-            await self._record(scope, status, body)
-
-    async def _record(self, scope: Scope, status: int, body: bytes) -> None:
-        route = scope.get("route")
-        params: dict[str, Any] = scope.get("path_params") or {}
-        template = getattr(route, "path", None)
-        action = f"{scope['method']} {template or '(no route)'}"
-        target = _target(template, params) if template else str(scope.get("path", ""))[:512]
-        tenant = params.get("tenant")
-        actor = self._actor(scope)
-        detail = _message(body) if status >= 400 else None
-        audit("api_write", actor=actor, action=action, target=target, tenant=tenant, status=status, detail=detail)
-        try:
-            await self._gateway.registry.audit.record(
-                actor=actor, action=action, tenant_id=tenant, target=target, status=status, detail=detail
-            )
-        except Exception:
-            log.exception("could not record %s in the audit trail", action)
-
-    def _actor(self, scope: Scope) -> str:
-        for name, value in scope.get("headers", []):
-            if name == b"authorization":
-                scheme, _, given = value.partition(b" ")
-                if scheme.lower() == b"bearer" and secrets.compare_digest(given.strip(), self._admin_token):
-                    return self._admin_actor
-                return "anonymous (wrong token)"
-        return "anonymous"
+class AuditRefusalsPageOut(Body):
+    refusals: list[AuditRefusalOut]
+    next: int | None = Field(description="pass as `after` for the next page; null on the last")
 
 
-def _target(template: str, params: dict[str, Any]) -> str:
-    target = template
-    for name, value in params.items():
-        shown = f"[sha256:{secret_hint(str(value))}]" if name in SECRET_PARAMS else str(value)
-        target = target.replace("{" + name + "}", shown)
-    return target
-
-
-def _message(body: bytes) -> str | None:
-    try:
-        parsed = json.loads(body)
-    except ValueError:
-        return None
-    message = parsed.get("message") if isinstance(parsed, dict) else None
-    return str(message)[:512] if message is not None else None
+@router.get("/v1/audit/refusals", summary="Read the counted refusals")
+async def read_refusals(
+    gw: GatewayDep, tenant: TenantQuery = None, after: AfterQuery = 0, limit: LimitQuery = 100
+) -> AuditRefusalsPageOut:
+    """Writes without the admin token and refused MQTT command invocations, counted per source, actor,
+    status and minute (`(other addresses)` / `(other accounts)` past `audit_refusal_sources_per_minute`
+    sources in a minute), in the order they first came. Counts are at most seconds old: reading
+    writes the ones not yet written."""
+    await gw.services.refusals.flush()
+    found = await gw.registry.audit.refusals(tenant_id=tenant, after=after, limit=limit)
+    return AuditRefusalsPageOut(
+        refusals=[AuditRefusalOut.of(r) for r in found], next=found[-1].id if len(found) == limit else None
+    )

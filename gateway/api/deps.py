@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 if TYPE_CHECKING:
     from ..node.runtime import Gateway
 
+UNAUTHENTICATED = "missing or wrong bearer token"
 _bearer = HTTPBearer(auto_error=False, description="the admin token, from `<data-dir>/admin-token`")
 
 
@@ -35,7 +36,7 @@ def require_admin(
 ) -> None:
     given = credentials.credentials if credentials is not None else ""
     if not is_admin_token(request, given):
-        raise HTTPException(401, "missing or wrong bearer token", headers={"WWW-Authenticate": "Bearer"})
+        raise HTTPException(401, UNAUTHENTICATED, headers={"WWW-Authenticate": "Bearer"})
 
 
 if TYPE_CHECKING:

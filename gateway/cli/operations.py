@@ -43,14 +43,23 @@ def audit(
     ] = None,
     limit: Annotated[int, typer.Option("--limit", metavar="N", help="entries per page (1-1000)")] = 100,
     all_pages: Annotated[bool, typer.Option("--all", help="every page, one after the other")] = False,
+    refusals: Annotated[
+        bool, typer.Option("--refusals", help="the counted refusals instead: per address, actor, status and minute")
+    ] = False,
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """The audit trail of API writes, oldest first.
+    """The audit trail of API writes and MQTT invocations, oldest first.
 
-    Who made each write, on what, and how it ended; the cursor of the next page is printed last."""
+    Who made each write, on what, and how it ended; the cursor of the next page is printed last.
+    --refusals: writes without the admin token and refused invocations, counted per minute."""
+    params = {"tenant": tenant, "limit": limit}
+    if refusals:
+        columns = ["id", "minute", "source", "actor", "status", "count", "action", "target", "detail"]
+        pages(data_dir, "/v1/audit/refusals", params, "refusals", columns, after, all_pages, as_json)
+        return
     columns = ["id", "at", "actor", "action", "target", "status", "detail"]
-    pages(data_dir, "/v1/audit", {"tenant": tenant, "limit": limit}, "entries", columns, after, all_pages, as_json)
+    pages(data_dir, "/v1/audit", params, "entries", columns, after, all_pages, as_json)
 
 
 @whitelist.command("reload")

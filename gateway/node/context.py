@@ -13,6 +13,7 @@ from ..auth.recent import RecentLogins
 from ..auth.throttle import AuthThrottle
 from ..ops.audit import BurstLog
 from ..ops.metrics import Metrics
+from ..ops.refusals import RefusalTally
 from .settings import GatewaySettings
 from .trust import TrustedCas
 
@@ -43,9 +44,17 @@ class GatewayServices:
         init=False, default_factory=lambda: BurstLog("requests_dropped", level=logging.WARNING)
     )
     """Per device: 1/KP requests refused over `epmp_max_pending`."""
+    refusals: RefusalTally = field(init=False)
+    """Unauthenticated API writes and refused MQTT invocations: counted per source and minute."""
 
     def __post_init__(self) -> None:
         self.throttle = AuthThrottle.of(self.settings)
+        self.refusals = RefusalTally(
+            self.registry,
+            self.metrics,
+            sources_per_minute=self.settings.audit_refusal_sources_per_minute,
+            max_field_chars=self.settings.audit_max_field_chars,
+        )
 
 
 def services_of(context: Any) -> GatewayServices | None:

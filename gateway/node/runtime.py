@@ -92,10 +92,17 @@ class Gateway:
             hasher=PasswordHasher(settings.password_hash_workers),
             metrics=Metrics(),
         )
+        self.registry.audit.set_bounds(
+            retention_days=settings.audit_retention_days,
+            max_rows=settings.audit_max_rows,
+            max_invocation_rows=settings.audit_max_invocation_rows,
+            max_refusal_rows=settings.audit_max_refusal_rows,
+            max_field_chars=settings.audit_max_field_chars,
+        )
+        self.registry.audit.on_pruned = self.services.metrics.audit_rows_pruned
         self.manage = Management(self)
         self.prometheus = PrometheusExporter(self, self.services.metrics)
         self.registry.db.observe = self.prometheus.observe_registry
-        self.registry.audit.retention_ms = int(settings.audit_retention_days * 86_400_000)
         """Management writes with their side effects (closing sessions, reloading trust)."""
         self.broker: GatewayBroker | None = None
         self.reach: LocalReach | None = None
@@ -163,7 +170,7 @@ class Gateway:
         self.services.data = DataCollection(s, self.services.metrics, self.reach)
         for tenant in await self.registry.tenants.list():
             self.services.data.set_forwarded(tenant.id, tenant.forward_extensions)
-        self.commands = CommandService(self.registry, s, self.services.metrics, self.reach)
+        self.commands = CommandService(self.registry, s, self.services.metrics, self.reach, self.services.refusals)
         self.services.commands = self.commands
         self.commands.start()
         self.services.policies = PolicyService(self.registry, s, self.reach)
@@ -299,6 +306,7 @@ class Gateway:
         await self._stop_workers()
         if self.broker is not None:
             await self.broker.shutdown()
+        await self.services.refusals.close()  # what the API and the broker counted, before the registry closes
         await self.registry.close()
         if self._data_dir_lock is not None:
             self._data_dir_lock.release()

@@ -173,6 +173,10 @@ class GatewaySettings(BaseSettings):
     commands_max_payload_bytes: int = Field(
         65_536, ge=64, description="a command's payload, or a device's result, as JSON; larger gets 413"
     )
+    commands_per_minute: float = Field(
+        600.0, gt=0, description="MQTT command invocations one service account may publish a minute; beyond, 429"
+    )
+    commands_burst: int = Field(100, ge=1, description="of those, how many may come at once")
     # -- fleet management ---------------------------------------------------------------------------
     policy_max_bytes: int = Field(65_536, ge=64, description="a group's policy (7/CMP configuration), as JSON")
     import_max_bytes: int = Field(67_108_864, ge=1024, description="a CSV uploaded to POST .../device-imports")
@@ -182,6 +186,25 @@ class GatewaySettings(BaseSettings):
         False, description="GET /metrics without the admin token (a Prometheus on a trusted network)"
     )
     audit_retention_days: float = Field(90.0, gt=0, description="audit trail entries older than this are pruned")
+    audit_max_rows: int = Field(
+        200_000, ge=100, description="audit trail entries of management API writes kept; the oldest go first"
+    )
+    audit_max_invocation_rows: int = Field(
+        200_000, ge=100, description="audit trail entries of applications' MQTT command invocations kept, apart"
+    )
+    audit_max_refusal_rows: int = Field(
+        50_000, ge=100, description="counted refusals kept (one per source, actor, status and minute)"
+    )
+    audit_max_field_chars: int = Field(
+        512, ge=64, le=65_536, description="a longer audit field (a target, a detail) is cut, its length noted"
+    )
+    audit_refusal_sources_per_minute: int = Field(
+        100, ge=1, description="sources counted apart in one minute, per origin; the rest are counted as (others)"
+    )
+    api_unauthenticated_per_minute: float = Field(
+        60.0, gt=0, description="API requests without the admin token per source address (IPv6: /64); beyond, 429"
+    )
+    api_unauthenticated_burst: int = Field(30, ge=1, description="of those, how many may come at once")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="any case: info, Info, INFO")
     log_format: Literal["text", "json"] = Field("text", description="json: every log line one JSON object")
     event_loop: Literal["asyncio", "uvloop"] = Field(

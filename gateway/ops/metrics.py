@@ -44,12 +44,23 @@ class Metrics:
     messages_out: int = 0
     """PUBLISH packets written to clients; bytes_out counts every packet's bytes."""
     bytes_out: int = 0
+    api_refused: Counter[str] = field(default_factory=Counter)
+    """API requests without the admin token refused: `unauthenticated` (401), `rate_limited` (429)."""
+    audit_counted: Counter[str] = field(default_factory=Counter)
+    """Writes counted into a row of the audit trail's refusals, not a row each, by origin (api, mqtt)."""
+    audit_folded: int = 0
+    """Of those, counted as `(others)`: past `audit_refusal_sources_per_minute` sources in their minute."""
+    audit_pruned: Counter[str] = field(default_factory=Counter)
+    """Audit rows deleted over their row bound before their age (api, mqtt, refusals)."""
     recent_refusals: RecentRefusals = field(default_factory=RecentRefusals)
     """The last hour's refusals by tenant and reason (the dashboard); not in the snapshot."""
 
     def connect_refused(self, reason: str, tenant_id: str | None) -> None:
         self.connects_refused[reason] += 1
         self.recent_refusals.add(reason, tenant_id)
+
+    def audit_rows_pruned(self, what: str, rows: int) -> None:
+        self.audit_pruned[what] += rows
 
     def snapshot(self) -> dict[str, object]:
         return {
@@ -77,4 +88,8 @@ class Metrics:
             "bytesIn": self.bytes_in,
             "messagesOut": self.messages_out,
             "bytesOut": self.bytes_out,
+            "apiRefused": dict(self.api_refused),
+            "auditCounted": dict(self.audit_counted),
+            "auditFolded": self.audit_folded,
+            "auditPruned": dict(self.audit_pruned),
         }

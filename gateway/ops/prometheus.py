@@ -92,6 +92,7 @@ class GatewayCollector(Collector):
             ["state"],
             {(k,): v for k, v in m.commands_finished.items()},
         )
+        yield from self._audit()
         yield from self._events()
         uptime = GaugeMetricFamily("gateway_uptime_seconds", "Seconds since this gateway started")
         uptime.add_metric([], time.time() - self._started)
@@ -99,6 +100,30 @@ class GatewayCollector(Collector):
         info = GaugeMetricFamily("gateway_info", "This gateway node", labels=["node"])
         info.add_metric([self._gateway.settings.node_id], 1)
         yield info
+
+    def _audit(self) -> Iterator[Metric]:
+        m = self._metrics
+        yield _labelled(
+            "gateway_api_refused",
+            "API requests without the admin token refused, by reason",
+            ["reason"],
+            {(k,): v for k, v in m.api_refused.items()},
+        )
+        yield _labelled(
+            "gateway_audit_refusals_counted",
+            "Refused writes counted per source and minute in the audit trail, not a row each, by origin",
+            ["origin"],
+            {(k,): v for k, v in m.audit_counted.items()},
+        )
+        yield _counter(
+            "gateway_audit_refusals_folded", "Of those, counted as (others) past the sources a minute", m.audit_folded
+        )
+        yield _labelled(
+            "gateway_audit_rows_pruned",
+            "Audit rows deleted over their row bound before their age, by table",
+            ["table"],
+            {(k,): v for k, v in m.audit_pruned.items()},
+        )
 
     def _connected_sessions(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(

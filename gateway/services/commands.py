@@ -31,8 +31,9 @@ from ..kp1.payload import PayloadError, parse_json
 from ..kp1.reply import Kp1Error, Reply, answered, error_reply, status_reply
 from ..kp1.topic import MAX_REQUEST_ID, Kp1Topic, topics_matched
 from ..node.settings import GatewaySettings
-from ..ops.audit import audit
 from ..ops.metrics import Metrics
+from ..ops.refusals import RefusalTally
+from .invocations import InvocationAudit
 from .reach import Reach
 from .topics import command_result_topic, parse_command_topic
 
@@ -98,7 +99,14 @@ def _key(command: Command) -> Key:
 
 
 class CommandService:
-    def __init__(self, registry: Registry, settings: GatewaySettings, metrics: Metrics, reach: Reach) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: GatewaySettings,
+        metrics: Metrics,
+        reach: Reach,
+        refusals: RefusalTally,
+    ) -> None:
         self._registry = registry
         self._settings = settings
         self._metrics = metrics
@@ -109,6 +117,7 @@ class CommandService:
         self._next_due: int | None = None
         self._wake = asyncio.Event()
         self._timer: asyncio.Task[None] | None = None
+        self.invocations = InvocationAudit(registry, settings, metrics, refusals)
 
     def start(self) -> None:
         self._timer = asyncio.create_task(self._expire_forever())
@@ -212,6 +221,9 @@ class CommandService:
         given: int | None = None
         status, detail = 202, None
         try:
+            if not self.invocations.admit(service):
+                self._metrics.commands_refused["429"] += 1
+                raise CommandRefused(429, f"over {self.invocations.per_minute:g} invocations a minute; retry later")
             body = _mqtt_invocation(payload)
             given = body.get("id")
             await self.invoke(
@@ -226,15 +238,7 @@ class CommandService:
         except (CommandRefused, RegistryError, Kp1Error) as exc:
             status, detail = _refusal(exc)
             self.refuse(topic, status, detail, command_id=given)
-        entry: dict[str, Any] = {
-            "actor": f"service:{service.device_id}@{service.tenant_id}",
-            "action": "MQTT $gateway/commands/{tenant}/{device}/{type}",
-            "target": topic,
-            "status": status,
-            "detail": detail,
-        }
-        audit("mqtt_write", tenant=target.tenant_id, **entry)
-        await self._registry.audit.record(tenant_id=target.tenant_id, **entry)
+        await self.invocations.record(service, topic, status, detail)
 
     def refuse(self, topic: str, status: int, message: str, *, command_id: int | None = None) -> None:
         """An application's invocation that made no command: the refusal goes out on the result topic."""
