@@ -28,11 +28,11 @@ from rich.table import Table
 
 from tests.wire import RawClient, connect_packet, publish_packet, subscribe_many, subscribe_packet
 
-from .attacks import Outcome
+from .attacks import Outcome, login_guessing, password_guessing
 from .attacks.bystander import Bystander, RoundTrips
 from .server_process import Server
 
-ATTACKS: list[ModuleType] = []
+ATTACKS: list[ModuleType] = [password_guessing, login_guessing]
 """The modules of bench/attacks/ run against the gateway, in this order."""
 
 

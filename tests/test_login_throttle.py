@@ -8,6 +8,7 @@ anywhere and however many addresses, never locks the admin's browser out. Counte
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from http.cookies import SimpleCookie
 
@@ -146,3 +147,34 @@ async def test_the_browser_cookie_opens_nothing(gateway: Gateway) -> None:
         assert (await other.get("/ui/live/")).status_code == 401
         assert (await other.get("/openapi.json")).status_code == 401
         assert (await other.get("/v1/tenants")).status_code == 401
+
+
+# -- what an attack on the throttle found ------------------------------------------------------------
+
+
+@pytest.mark.gateway_settings(**SMALL)
+async def test_requests_stalling_their_body_hold_no_tokens(gateway: Gateway, caplog: pytest.LogCaptureFixture) -> None:
+    """Tokens taken before the form is read would be held for as long as a client dawdles over its
+    body: a few idle connections from a few addresses would empty the shared budget, no guess made.
+    And each one hanging up mid-body logged a traceback."""
+    stalled = []
+    for i in range(12):
+        _reader, writer = await asyncio.open_connection(
+            "127.0.0.1", gateway.ports["api"], local_addr=(f"127.0.3.{2 + i}", 0)
+        )
+        writer.write(
+            b"POST /ui/login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: 100\r\n\r\ntoken=gu"
+        )
+        await writer.drain()
+        stalled.append(writer)
+    try:
+        await asyncio.sleep(0.3)
+        async with client_from(gateway, "127.0.2.9") as stranger:
+            r = await log_in(stranger, "/ui/login", gateway.admin_token)
+            assert r.status_code == 303, r.text
+    finally:
+        for writer in stalled:
+            writer.close()
+    await asyncio.sleep(0.5)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

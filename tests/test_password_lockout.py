@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
+import pytest
 
+from gateway.auth.credentials import ConnectCredentials, verifier_chain
+from gateway.auth.outcome import AuthOutcome, Refusal
+from gateway.auth.plugin import guarded_authenticate
 from gateway.node.runtime import Gateway
 
 from .conftest import api_client, make_device, ok
@@ -164,3 +169,51 @@ async def test_the_node_bounds_the_argon2_work_of_guesses_from_many_addresses(tm
         assert await connack(gw, "127.0.9.9", username, password) == BUSY
         found = await metrics(gw)
         assert found["limitsHit"] == {"auth_failures_overall": 25}
+
+
+# -- what an attack on the throttle found ------------------------------------------------------------
+
+
+async def test_a_flood_of_throttled_connects_is_one_log_line_and_a_count(
+    gateway: Gateway, api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Throttled refusals are what a guesser gets by the thousand, cheaply: one line each would be
+    a disk-filling flood of its own."""
+    username, _ = await password_user(api, "device")
+    for _ in range(5):
+        await connack(gateway, ATTACKER, username, "wrong")
+    with caplog.at_level(logging.INFO, logger="gateway.audit"):
+        replies = [await connack(gateway, ATTACKER, username, "wrong") for _ in range(100)]
+    assert replies == [BUSY] * 100
+    lines = [r.getMessage() for r in caplog.records if "reason=auth_throttled" in r.getMessage()]
+    assert len(lines) == 1 and "remote=127.0.0.2:" in lines[0], lines
+    assert (await metrics(gateway))["connectsRefused"]["auth_throttled"] == 100
+
+
+async def test_the_addresses_of_one_ipv6_64_are_one_place_to_the_memory_of_logins(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    """A device with one good token and a /64 (2^64 addresses) could otherwise push every other
+    credential out of the bounded memory of who logged in from where; and a device whose address
+    changes within its /64 (privacy addresses) is still the one that logged in there."""
+    token = await make_device(api, device="roamer")
+    other = await make_device(api, device="other")
+    services = gateway.services
+    chain = verifier_chain(services)
+
+    async def attempt(username: str, address: str) -> AuthOutcome:
+        credentials = ConnectCredentials(username=username, password=None, certificate=None, address=address)
+        return await guarded_authenticate(services, chain, credentials)
+
+    remembered = len(services.recent_logins)
+    for i in range(1000):
+        assert (await attempt(token, f"2001:db8:1:2::{i:x}")).identity is not None
+    assert len(services.recent_logins) == remembered + 1
+    # its /64 guesses tokens until the address's budget is spent; the device that connected from it
+    # before gets in from a new address there, one that did not is told to retry
+    for i in range(100):
+        assert (await attempt(f"guess-{i}", f"2001:db8:1:2::{i:x}:1")).refusal == Refusal.UNKNOWN_CREDENTIAL
+    assert (await attempt("guess-x", "2001:db8:1:2::ffff")).refusal == Refusal.THROTTLED
+    assert (await attempt(token, "2001:db8:1:2:aaaa::1")).identity is not None
+    assert (await attempt(other, "2001:db8:1:2:aaaa::1")).refusal == Refusal.THROTTLED
+    assert (await attempt(other, "2001:db8:1:3::1")).identity is not None

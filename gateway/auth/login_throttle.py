@@ -1,8 +1,9 @@
 """Wrong admin tokens at the login forms (/ui/login, /docs/login): what guessing costs, and who pays.
 
-A stranger's attempt (a browser that has not logged in here) reserves a token in its source address's
-budget and in the budget of all addresses together, before the form is read, so a parallel flood is
-counted in full; a wrong token keeps them, anything else gives them back (throttle.py's `Attempt`).
+A stranger's attempt (a browser that has not logged in here) draws on its source address's budget and
+on the budget of all addresses together: checked before the form is read (a throttled guess costs
+no body), taken right before the comparison, so a parallel flood is counted in full; a wrong token
+keeps the tokens, a right one gives them back (throttle.py's `Attempt`).
 A browser that logged in before carries a random cookie naming it (it authorizes nothing) and draws
 on a budget of its own instead: an attacker, from the admin's own NAT address or from a thousand
 addresses, can empty every shared budget and still never lock the admin's browser out, because the
@@ -57,12 +58,24 @@ class LoginThrottle:
     def knows(self, browser: str | None) -> bool:
         return browser is not None and self._known.knows(browser, None)
 
-    def reserve(self, address: str | None, browser: str | None) -> Attempt:
-        """The tokens a login attempt holds; refused (`throttled_by`, `retry_after`) if a budget is empty."""
+    def _budgets(self, address: str | None, browser: str | None) -> list[tuple[BucketMap, str]]:
         if browser is not None and self.knows(browser):
-            return take_all([(self.browsers, _digest(browser))])
-        wanted = [(self.addresses, address_key(address))] if address else []
-        return take_all([*wanted, (self.overall, "")])
+            return [(self.browsers, _digest(browser))]
+        return [*([(self.addresses, address_key(address))] if address else []), (self.overall, "")]
+
+    def check(self, address: str | None, browser: str | None) -> Attempt | None:
+        """Before the form is read: a refusal (`throttled_by`, `retry_after`) if a budget is empty, else
+        None. It takes nothing: a token held while a client dawdles over its body would let idle
+        connections empty the shared budget without a single guess."""
+        for buckets, key in self._budgets(address, browser):
+            if not buckets.available(key):
+                return Attempt([], throttled_by=buckets.name, retry_after=buckets.seconds_until_available(key))
+        return None
+
+    def reserve(self, address: str | None, browser: str | None) -> Attempt:
+        """The tokens one comparison holds, taken right before it, with no await between, so parallel
+        guesses count in full; refused (`throttled_by`, `retry_after`) if a budget is empty."""
+        return take_all(self._budgets(address, browser))
 
     def remember(self, browser: str | None) -> str | None:
         """After a login with the token: a new browser cookie value to set, or None if it has one."""

@@ -22,6 +22,7 @@ from .credentials import ConnectCredentials, Verifier, verifier_chain, verify
 from .identity import IDENTITY_ATTR, RETRY_LATER_ATTR
 from .outcome import AuthOutcome, Refusal
 from .password import parse_username
+from .throttle import address_key
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,9 @@ async def guarded_authenticate(
     address = credentials.address
     username = credentials.username if credentials.username and parse_username(credentials.username) else None
     key = credential_key(credentials)
-    known = key is not None and services.recent_logins.knows(key, address)
+    # By the address's throttle key (IPv6: its /64): the addresses of one /64 cannot crowd others out.
+    at = address_key(address)
+    known = key is not None and services.recent_logins.knows(key, at)
     if known and username is not None:
         credentials = dataclasses.replace(credentials, returning=True)
     attempt = services.throttle.reserve(address, username, known=known)
@@ -76,9 +79,9 @@ async def guarded_authenticate(
     else:
         attempt.release()
     if key is not None and outcome.identity is not None:
-        services.recent_logins.succeeded(key, address)
+        services.recent_logins.succeeded(key, at)
     elif key is not None and guessed:
-        services.recent_logins.failed(key, address)
+        services.recent_logins.failed(key, at)
     return outcome
 
 
@@ -136,16 +139,18 @@ class DeviceAuthPlugin(BaseAuthPlugin):
             if reason in RETRY_LATER:  # the gateway's state, not the credential's: CONNACK 3, not 5
                 session.attributes[RETRY_LATER_ATTR] = True
             services.metrics.connect_refused(reason.value, outcome.tenant_id)
-            audit(
-                "connect_refused",
-                logging.WARNING,
-                reason=reason.value,
-                remote=f"{session.remote_address}:{session.remote_port}",
-                client_id=session.client_id,
-                username_sha256=secret_hint(session.username),
-                tenant=outcome.tenant_id,
-                device=outcome.device_id,
-            )
+            fields = {
+                "reason": reason.value,
+                "remote": f"{session.remote_address}:{session.remote_port}",
+                "client_id": session.client_id,
+                "username_sha256": secret_hint(session.username),
+                "tenant": outcome.tenant_id,
+                "device": outcome.device_id,
+            }
+            if reason == Refusal.THROTTLED:  # the cheap flood: a line and a count per address, not a line each
+                services.throttled_log.note(address_key(str(session.remote_address or "")), **fields)
+            else:
+                audit("connect_refused", logging.WARNING, **fields)
             return False
         session.attributes[IDENTITY_ATTR] = identity
         if outcome.provisioned:

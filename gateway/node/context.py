@@ -43,6 +43,10 @@ class GatewayServices:
         init=False, default_factory=lambda: BurstLog("requests_dropped", level=logging.WARNING)
     )
     """Per device: 1/KP requests refused over `epmp_max_pending`."""
+    throttled_log: BurstLog = field(
+        init=False, default_factory=lambda: BurstLog("connect_refused", level=logging.WARNING)
+    )
+    """Per address: CONNECTs refused `auth_throttled` (a line for the first, then a count)."""
 
     def __post_init__(self) -> None:
         self.throttle = AuthThrottle.of(self.settings)

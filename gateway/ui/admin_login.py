@@ -3,7 +3,8 @@ alike: one form, one throttle (gateway/auth/login_throttle.py), one session stor
 
 Both are same-origin POSTs: a cross-site form can sign no one in or out (Origin and Sec-Fetch-Site
 are checked), and a login needs the token anyway. The throttle is asked before the form is read, so
-a throttled guess costs neither the body nor the comparison. A successful login also sets a browser
+a throttled guess costs neither the body nor the comparison, and its tokens are taken only after,
+so a client stalling its body holds none. A successful login also sets a browser
 cookie (30 days, HttpOnly, SameSite=Strict, Path=/) that authorizes nothing: it gives this browser a
 guessing budget of its own, so attackers elsewhere, or behind the admin's own address, cannot lock
 it out.
@@ -18,10 +19,11 @@ from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
 from fastapi import FastAPI, Request
+from starlette.requests import ClientDisconnect
 from starlette.responses import RedirectResponse, Response
 
 from ..auth.login_throttle import LoginThrottle
-from ..auth.throttle import address_key
+from ..auth.throttle import Attempt, address_key
 from ..node.settings import GatewaySettings
 from ..ops.audit import BurstLog, audit
 from .sessions import Scope, Sessions, clear_cookie, set_cookie
@@ -95,20 +97,18 @@ async def sign_in(request: Request, scope: Scope, then: str) -> Response | Refus
         return Refused(403, "cross-site login refused")
     state = logins(request)
     browser = request.cookies.get(BROWSER_COOKIE)
-    attempt = state.throttle.reserve(remote, browser)
-    if attempt.throttled_by is not None:
-        request.app.state.gateway.services.metrics.limits_hit[attempt.throttled_by] += 1
-        state.throttled_log.note(address_key(remote or ""), remote=remote, limit=attempt.throttled_by)
-        wait = max(1, math.ceil(attempt.retry_after))
-        return Refused(429, f"too many wrong tokens: try again in {wait} s", retry_after=wait)
+    throttled = state.throttle.check(remote, browser)
+    if throttled is not None:
+        return _throttled(request, state, remote, throttled)
     try:
         token = await _form_token(request)
     except ValueError as exc:  # no guess: nothing counted
-        attempt.release()
         return Refused(400, str(exc))
-    except BaseException:
-        attempt.release()
-        raise
+    except ClientDisconnect:  # gone before its form was whole: no traceback in the log for each one
+        return Refused(400, "the form was not sent whole")
+    attempt = state.throttle.reserve(remote, browser)  # no await from here to the verdict
+    if attempt.throttled_by is not None:  # a parallel guess took the last token meanwhile
+        return _throttled(request, state, remote, attempt)
     expected: str = request.app.state.admin_token
     if not secrets.compare_digest(token.encode(), expected.encode()):
         attempt.failed()
@@ -130,6 +130,14 @@ async def sign_in(request: Request, scope: Scope, then: str) -> Response | Refus
         )
     set_cookie(response, request, scope, state.sessions.open(scope))
     return response
+
+
+def _throttled(request: Request, state: AdminLogins, remote: str | None, attempt: Attempt) -> Refused:
+    assert attempt.throttled_by is not None
+    request.app.state.gateway.services.metrics.limits_hit[attempt.throttled_by] += 1
+    state.throttled_log.note(address_key(remote or ""), remote=remote, limit=attempt.throttled_by)
+    wait = max(1, math.ceil(attempt.retry_after))
+    return Refused(429, f"too many wrong tokens: try again in {wait} s", retry_after=wait)
 
 
 def sign_out(request: Request, scope: Scope, then: str) -> Response | Refused:
