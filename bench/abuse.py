@@ -28,11 +28,26 @@ from rich.table import Table
 
 from tests.wire import RawClient, connect_packet, publish_packet, subscribe_many, subscribe_packet
 
-from .attacks import Outcome, anonymous_writes, invocation_flood, metadata_flood, token_oracle
+from .attacks import (
+    Outcome,
+    anonymous_writes,
+    invocation_flood,
+    login_guessing,
+    metadata_flood,
+    password_guessing,
+    token_oracle,
+)
 from .attacks.bystander import Bystander, RoundTrips
 from .server_process import Server
 
-ATTACKS: list[ModuleType] = [anonymous_writes, invocation_flood, metadata_flood, token_oracle]
+ATTACKS: list[ModuleType] = [
+    anonymous_writes,  # point 1
+    login_guessing,  # point 1
+    metadata_flood,  # point 2
+    invocation_flood,  # point 4
+    password_guessing,  # point 5
+    token_oracle,  # point 8
+]
 """The modules of bench/attacks/ run against the gateway, in this order."""
 
 

@@ -78,8 +78,9 @@ async def test_common_options_work_before_and_after_the_command(gateway: Gateway
     assert r.returncode == 0 and "connectsAccepted" in json.loads(r.stdout), r.stderr
     # `token issue --token` is the device's token: the admin's goes before the command there
     await run("--data-dir", data_dir, "device", "create", "acme", "d1")
-    r = await run("--url", url, "--token", admin, "token", "issue", "acme", "d1", "--token", "chosen-device-token-0123456789")
-    assert r.returncode == 0 and r.stdout.strip() == "chosen-device-token-0123456789", r.stderr
+    chosen = "chosen-device-token-0123456789"
+    r = await run("--url", url, "--token", admin, "token", "issue", "acme", "d1", "--token", chosen)
+    assert r.returncode == 0 and r.stdout.strip() == chosen, r.stderr
     r = await run("token", "issue", "acme", "d1", "--url", url, "--token", admin, cwd=tmp_path)
     assert r.returncode == 2 and "No such option: --url" in r.stderr
 

@@ -20,7 +20,7 @@ from gateway.api.app import create_app
 from gateway.node.runtime import Gateway
 from gateway.ops.recent_refusals import MAX_KEYS_PER_MINUTE, OTHER_TENANTS, RecentRefusals
 from gateway.ui import views
-from gateway.ui.sessions import COOKIE, Sessions
+from gateway.ui.sessions import COOKIE, UI, Sessions
 from registry.models import now_ms
 from registry.recent import first_id_since
 
@@ -46,8 +46,10 @@ async def logged_in(gateway: Gateway) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def set_cookie(response: httpx.Response) -> SimpleCookie:
+    """Every Set-Cookie header of the response (a login also sets the browser cookie)."""
     cookie = SimpleCookie()
-    cookie.load(response.headers["set-cookie"])
+    for header in response.headers.get_list("set-cookie"):
+        cookie.load(header)
     return cookie
 
 
@@ -183,13 +185,13 @@ async def test_sessions_are_bounded_and_expire() -> None:
         return Request({"type": "http", "headers": [(b"cookie", f"{COOKIE}={session_id}".encode())]})
 
     sessions = Sessions(max_sessions=3)
-    opened = [sessions.open() for _ in range(4)]
+    opened = [sessions.open(UI) for _ in range(4)]
     assert len(sessions) == 3
-    assert [sessions.valid(request(s)) for s in opened] == [False, True, True, True]
+    assert [sessions.valid(request(s), UI) for s in opened] == [False, True, True, True]
     short = Sessions(lifetime_s=0.05)
-    session = short.open()
-    assert short.valid(request(session))
-    await wait_until(lambda: _false(short.valid(request(session))))
+    session = short.open(UI)
+    assert short.valid(request(session), UI)
+    await wait_until(lambda: _false(short.valid(request(session), UI)))
 
 
 async def _false(value: bool) -> bool:

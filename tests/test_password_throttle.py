@@ -1,4 +1,9 @@
-"""Point 3: password guessing is throttled per username and per address; the argon2 queue has a deadline."""
+"""Point 3: password guessing is throttled per username and per address; the argon2 queue has a deadline.
+
+Issue 17.5 changed the rule (tests/test_password_lockout.py): a username's failures are counted per
+address, and the username's and the address's shared budgets only hold back addresses that have
+not logged in with that credential before; a throttled CONNECT gets CONNACK 3, not 5.
+"""
 
 from __future__ import annotations
 
@@ -22,9 +27,13 @@ from .wire import RawClient, connect_packet
 
 ACCEPTED = b"\x20\x02\x00\x00"
 REFUSED = b"\x20\x02\x00\x05"
-BUSY = b"\x20\x02\x00\x03"  # auth_busy: the credential was not checked; come back later
+BUSY = b"\x20\x02\x00\x03"  # auth_busy or auth_throttled: the credential was not checked; come back later
 FLOOD = 150
-SMALL_BUCKETS = {"auth_failures_per_username": 3, "auth_failures_per_address": 6}
+SMALL_BUCKETS = {
+    "auth_failures_per_username_and_address": 3,
+    "auth_failures_per_username": 6,
+    "auth_failures_per_address": 8,
+}
 
 
 @contextlib.asynccontextmanager
@@ -107,7 +116,7 @@ async def password_user(api: httpx.AsyncClient, kind: str) -> tuple[str, str]:
 
 
 @pytest.mark.parametrize("kind", ["device", "service account"])
-async def test_wrong_passwords_lock_the_username_without_argon2_until_refill(
+async def test_wrong_passwords_from_one_address_throttle_it_there_without_argon2_until_refill(
     refilling: Gateway, caplog: pytest.LogCaptureFixture, kind: str
 ) -> None:
     async with api_client(refilling) as api:
@@ -117,14 +126,17 @@ async def test_wrong_passwords_lock_the_username_without_argon2_until_refill(
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="gateway.audit"):
             right = await refusal(refilling, "127.0.0.1", username, password)
-        # The same bytes and the same close as any refusal; only the log and the counters say why.
-        assert wrong == [(REFUSED, True)] * 3 and right == (REFUSED, True)
+        # Told to come back (CONNACK 3, was 5 before issue 17), with the same close as any refusal;
+        # only the log and the counters say why.
+        assert wrong == [(REFUSED, True)] * 3 and right == (BUSY, True)
         assert refilling.services.hasher.verifications == verified  # refused before argon2
         lines = [r.getMessage() for r in caplog.records if "connect_refused" in r.getMessage()]
         assert len(lines) == 1 and "reason=auth_throttled" in lines[0]
         metrics = await ok(api.get("/v1/metrics"))
         assert metrics["connectsRefused"] == {"bad_password": 3, "auth_throttled": 1}
-        assert metrics["limitsHit"] == {"auth_failures_per_username": 1}
+        assert metrics["limitsHit"] == {"auth_failures_per_username_and_address": 1}
+        # only that address waits: the username itself is not locked (it was before issue 17)
+        assert await accepted(refilling, "127.0.0.9", username, password)
         waited = await wait_until(lambda: accepted(refilling, "127.0.0.1", username, password), timeout=10)
         print(f"{kind}: the right password was accepted again after {waited:.2f} s (one failure refills in 3 s)")
 
@@ -140,8 +152,8 @@ async def at_once(gw: Gateway, attempts: list[tuple[str, str, str]]) -> list[byt
 @pytest.mark.parametrize(
     ("addresses", "usernames", "bucket", "failure"),
     [
-        ([f"127.0.0.{2 + i}" for i in range(10)], ["sensor@acme"] * 10, 3, "bad_password"),
-        (["127.0.0.2"] * 10, [f"nobody{i}@acme" for i in range(10)], 6, "unknown_credential"),
+        ([f"127.0.0.{2 + i}" for i in range(10)], ["sensor@acme"] * 10, 6, "bad_password"),
+        (["127.0.0.2"] * 10, [f"nobody{i}@acme" for i in range(10)], 8, "unknown_credential"),
     ],
     ids=["one username", "one address"],
 )
@@ -153,7 +165,8 @@ async def test_a_parallel_flood_counts_in_full_before_its_first_answer(
     verified = small.services.hasher.verifications
     replies = await at_once(small, attempts)
     refused = (await ok(small_api.get("/v1/metrics")))["connectsRefused"]
-    assert set(replies) <= {REFUSED, BUSY} and replies.count(BUSY) == refused.get("auth_busy", 0)
+    assert set(replies) <= {REFUSED, BUSY}
+    assert replies.count(BUSY) == refused.get("auth_busy", 0) + refused["auth_throttled"]
     # Only `bucket` of them got past the throttle, however many were in flight; of those, the argon2
     # queue's admission may have refused some at once (auth_busy) on a slow machine.
     assert refused["auth_throttled"] == 10 - bucket
@@ -165,32 +178,35 @@ async def test_success_gives_its_reservation_back(small: Gateway, small_api: htt
     username, password = await password_user(small_api, "device")
     for _ in range(2 * SMALL_BUCKETS["auth_failures_per_address"]):
         assert await accepted(small, "127.0.0.1", username, password)
-    assert len(small.services.throttle.usernames) == len(small.services.throttle.addresses) == 0
+    throttle = small.services.throttle
+    assert len(throttle.usernames) == len(throttle.addresses) == len(throttle.pairs) == len(throttle.overall) == 0
 
 
 async def test_failures_from_one_address_exhaust_its_bucket_and_no_other(
     small: Gateway, small_api: httpx.AsyncClient
 ) -> None:
     username, password = await password_user(small_api, "device")
-    for i in range(6):  # six usernames, each with a full bucket of its own
+    for i in range(8):  # eight usernames, each with a full bucket of its own
         assert await refusal(small, "127.0.0.3", f"nobody{i}@acme", "guess") == (REFUSED, True)
     verified = small.services.hasher.verifications
-    assert await refusal(small, "127.0.0.3", username, password) == (REFUSED, True)
+    # a username that never logged in from there waits too (CONNACK 3): test_password_lockout.py
+    # has one that did, and gets in
+    assert await refusal(small, "127.0.0.3", username, password) == (BUSY, True)
     assert small.services.hasher.verifications == verified
     assert await accepted(small, "127.0.0.2", username, password)
     metrics = await ok(small_api.get("/v1/metrics"))
-    assert metrics["connectsRefused"] == {"unknown_credential": 6, "auth_throttled": 1}
+    assert metrics["connectsRefused"] == {"unknown_credential": 8, "auth_throttled": 1}
     assert metrics["limitsHit"] == {"auth_failures_per_address": 1}
 
 
 async def test_token_guesses_count_against_the_address_too(small: Gateway, small_api: httpx.AsyncClient) -> None:
     token = await make_device(small_api)
-    for i in range(6):
+    for i in range(8):
         assert await refusal(small, "127.0.0.4", f"guessed-token-{i}") == (REFUSED, True)
-    assert await refusal(small, "127.0.0.4", token) == (REFUSED, True)
+    assert await refusal(small, "127.0.0.4", token) == (BUSY, True)  # it never connected from there
     assert await accepted(small, "127.0.0.5", token)
     metrics = await ok(small_api.get("/v1/metrics"))
-    assert metrics["connectsRefused"] == {"unknown_credential": 6, "auth_throttled": 1}
+    assert metrics["connectsRefused"] == {"unknown_credential": 8, "auth_throttled": 1}
 
 
 async def test_a_burst_of_good_token_connects_from_one_address_is_not_throttled(
@@ -245,6 +261,18 @@ async def test_flood_of_bogus_passwords_delays_a_legitimate_login_well_under_a_s
 # -- the parts on their own ----------------------------------------------------------------------
 
 
+def unit_throttle() -> AuthThrottle:
+    """Per username 10, per address 100; no node-wide limit to speak of."""
+    return AuthThrottle(
+        per_username_and_address=5,
+        per_username=10,
+        per_address=100,
+        refill_per_minute=10.0,
+        overall=10**9,
+        overall_per_second=10.0**9,
+    )
+
+
 def fail(throttle: AuthThrottle, users: range) -> None:
     for i in users:
         attempt = throttle.reserve(f"10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}", f"user{i}@acme")
@@ -253,9 +281,9 @@ def fail(throttle: AuthThrottle, users: range) -> None:
 
 
 def test_throttle_memory_stays_bounded_under_100k_distinct_usernames() -> None:
-    throttle = AuthThrottle(per_username=10, per_address=100, refill_per_minute=10.0)
+    throttle = unit_throttle()
     fail(throttle, range(100_000))
-    assert len(throttle.usernames) == len(throttle.addresses) == MAX_KEYS
+    assert len(throttle.usernames) == len(throttle.addresses) == len(throttle.pairs) == MAX_KEYS
     assert throttle.usernames.forgotten == 100_000 - MAX_KEYS
     # Traced from here: every kept bucket is replaced once, then once more, and nothing grows.
     tracemalloc.start()
@@ -275,10 +303,10 @@ def test_throttle_memory_stays_bounded_under_100k_distinct_usernames() -> None:
 
 
 def test_attempts_that_were_no_guess_leave_nothing_behind() -> None:
-    throttle = AuthThrottle(per_username=10, per_address=100, refill_per_minute=10.0)
+    throttle = unit_throttle()
     for i in range(100_000):
         throttle.reserve("10.0.0.1", f"user{i}@acme").release()
-    assert len(throttle.usernames) == len(throttle.addresses) == 0
+    assert len(throttle.usernames) == len(throttle.addresses) == len(throttle.pairs) == len(throttle.overall) == 0
 
 
 def test_ipv6_clients_share_a_bucket_per_64() -> None:

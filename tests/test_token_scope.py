@@ -27,6 +27,8 @@ from .test_device_imports import _import
 from .test_events import service_account
 from .test_x509 import ACCEPTED, REFUSED, add_ca, metrics, tls_connack
 
+RETRY_LATER = b"\x20\x02\x00\x03"
+
 Seen = list[tuple[str, bytes, bool]]
 
 
@@ -229,7 +231,7 @@ async def test_provisioning_refusals_of_a_taken_name_count_as_failed_guesses(
         assert await tls_connack(gateway, make_device_cert(tmp_path / "t", ca, own, stem=f"t{i}")) == REFUSED
     assert await tls_connack(gateway, make_device_cert(tmp_path / "d", ca, "dev-1")) == REFUSED
     fresh = make_device_cert(tmp_path, ca, "fresh-1")
-    assert await tls_connack(gateway, fresh) == REFUSED  # throttled: its name would have been free
+    assert await tls_connack(gateway, fresh) == RETRY_LATER  # throttled: its name would have been free
     assert (await metrics(api))["connectsRefused"] == {"token_taken": 2, "device_id_taken": 1, "auth_throttled": 1}
 
 

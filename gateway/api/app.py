@@ -12,6 +12,7 @@ from fastapi.responses import PlainTextResponse
 from .. import ui
 from ..kp1.whitelist import WhitelistError
 from ..ops.prometheus import CONTENT_TYPE
+from ..ui import admin_login
 from . import (
     audit,
     commands,
@@ -110,6 +111,7 @@ def create_app(gateway: Gateway, admin_token: str) -> FastAPI:
         assert gw.services.epmp is not None
         return {"appVersions": sorted(gw.services.epmp.whitelist.versions)}
 
+    admin_login.install(app, gateway.settings)  # one session store and login throttle for /ui and /docs
     ui.install(app)
 
     @app.get("/healthz", tags=["operations"], summary="Check that the API answers")

@@ -5,24 +5,26 @@ docs work on a network without internet access, and the page loads nothing from 
 Content-Security-Policy says so to the browser too).
 
 Unless `api_docs_public`, both need the admin token. A browser cannot send a bearer header when it
-opens a page, so /docs/login takes the token once and sets an HttpOnly, SameSite=Strict cookie that
-opens /docs and /openapi.json only: it is an HMAC of the token with an expiry, not the token, so it
-never authorizes a /v1 call. "Try it out" still needs the token, given to Swagger UI's "Authorize".
+opens a page, so /docs/login takes the token once and opens a session that opens /docs and
+/openapi.json only: the dashboard's login, throttle and session store (gateway/ui/admin_login.py),
+with a scope and cookie of its own. The cookie is a random session id, not the token, so it never
+authorizes a /v1 call, and signing out ends the session. "Try it out" still needs the token, given
+to Swagger UI's "Authorize".
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
-import time
+import html
 from pathlib import Path
-from urllib.parse import parse_qs
 
 import swagger_ui_bundle
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
+from ..ui import admin_login
+from ..ui.admin_login import Refused
+from ..ui.sessions import DOCS as SCOPE
 from .deps import bearer_token, is_admin_token
 from .errors import error_response
 
@@ -31,9 +33,7 @@ LOGIN = "/docs/login"
 LOGOUT = "/docs/logout"
 OPENAPI = "/openapi.json"
 ASSETS = "/docs/assets"
-COOKIE = "gateway_docs"
-SESSION_SECONDS = 8 * 3600
-"""A docs cookie opens the docs this long after the login, whatever the browser keeps."""
+COOKIE = SCOPE.cookie
 
 _DIST = Path(swagger_ui_bundle.swagger_ui_path)
 _VERSION = _DIST.name.removeprefix("swagger-ui-")
@@ -43,7 +43,7 @@ _FILES = {
     "favicon-32x32.png": "image/png",
 }
 # Swagger UI's page runs one inline script; nothing may come from another origin.
-_PAGE_HEADERS = {
+_PAGE_HEADERS: dict[str, str] = {
     "Content-Security-Policy": "default-src 'none'; script-src 'self' 'unsafe-inline'; style-src 'self' "
     "'unsafe-inline'; img-src 'self' data:; connect-src 'self'; form-action 'self'; frame-ancestors 'none'; "
     "base-uri 'none'",
@@ -61,10 +61,7 @@ def install(app: FastAPI, *, public: bool) -> None:
     """Adds /openapi.json, /docs, its login and its assets (none of them in the OpenAPI document)."""
 
     def allowed(request: Request, token: str) -> bool:
-        if public or is_admin_token(request, token):
-            return True
-        cookie = request.cookies.get(COOKIE, "")
-        return _session_valid(request.app.state.admin_token, cookie, int(time.time()))
+        return public or is_admin_token(request, token) or admin_login.signed_in(request, SCOPE)
 
     @app.get(OPENAPI, include_in_schema=False)
     async def openapi(request: Request) -> Response:
@@ -94,37 +91,25 @@ def install(app: FastAPI, *, public: bool) -> None:
     async def login_form(request: Request) -> Response:
         if public:
             return RedirectResponse(DOCS, status_code=303)
-        signed_in = _session_valid(request.app.state.admin_token, request.cookies.get(COOKIE, ""), int(time.time()))
-        return _login_page(signed_in=signed_in)
+        return _login_page(signed_in=admin_login.signed_in(request, SCOPE))
 
     @app.post(LOGIN, include_in_schema=False)
     async def login(request: Request) -> Response:
         if public:
             return RedirectResponse(DOCS, status_code=303)
-        try:
-            fields = parse_qs((await request.body()).decode("utf-8", "replace"), max_num_fields=4)
-        except ValueError:
-            return _login_page(message="send the form's one field, token", status=400)
-        token = (fields.get("token") or [""])[0].strip()
-        if not token or not is_admin_token(request, token):
-            return _login_page(message="wrong token", status=401)
-        expires = int(time.time()) + SESSION_SECONDS
-        response = RedirectResponse(DOCS, status_code=303)
-        response.set_cookie(
-            COOKIE,
-            _session_value(token, expires),
-            path="/",
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
-        )
-        return response
+        result = await admin_login.sign_in(request, SCOPE, DOCS)
+        if isinstance(result, Refused):
+            page = _login_page(message=result.message, status=result.status)
+            page.headers.update(result.headers())
+            return page
+        return result
 
     @app.post(LOGOUT, include_in_schema=False)
     async def logout(request: Request) -> Response:
-        response = RedirectResponse(LOGIN, status_code=303)
-        response.delete_cookie(COOKIE, path="/", httponly=True, samesite="strict")
-        return response
+        result = admin_login.sign_out(request, SCOPE, LOGIN)
+        if isinstance(result, Refused):
+            return _login_page(message=result.message, status=result.status)
+        return result
 
     @app.get(ASSETS + "/{name}", include_in_schema=False)
     async def asset(name: str) -> Response:
@@ -135,20 +120,8 @@ def install(app: FastAPI, *, public: bool) -> None:
         return FileResponse(_DIST / name, media_type=media_type, headers=headers)
 
 
-def _session_value(token: str, expires: int) -> str:
-    mac = hmac.new(token.encode(), f"docs-session:{expires}".encode(), hashlib.sha256).hexdigest()
-    return f"{expires}.{mac}"
-
-
-def _session_valid(token: str, value: str, now: int) -> bool:
-    expires, _, _mac = value.partition(".")
-    if not (expires.isascii() and expires.isdigit() and len(expires) <= 12) or int(expires) < now:
-        return False
-    return hmac.compare_digest(_session_value(token, int(expires)).encode(), value.encode())
-
-
 def _login_page(*, message: str = "", signed_in: bool = False, status: int = 200) -> HTMLResponse:
-    note = f'<p class="error">{message}</p>' if message else ""  # our own fixed strings, never input
+    note = f'<p class="error">{html.escape(message)}</p>' if message else ""  # our own strings, escaped anyway
     sign_out = (
         f'<form method="post" action="{LOGOUT}"><p>Signed in. <a href="{DOCS}">Open the docs</a> or '
         "<button>sign out</button></p></form>"
@@ -186,4 +159,6 @@ button {{ margin-top: .8rem; padding: .4rem 1rem; }}
     headers["Content-Security-Policy"] = headers["Content-Security-Policy"].replace(
         "script-src 'self' 'unsafe-inline'", "script-src 'none'"
     )
+    # no-referrer would make the browser send `Origin: null` with the form: refused as cross-site
+    headers["Referrer-Policy"] = "same-origin"
     return HTMLResponse(page, status_code=status, headers=headers)

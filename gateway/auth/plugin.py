@@ -1,14 +1,16 @@
 """The amqtt authentication plugin: the CONNECT's credentials (credentials.py) through the verifier chain.
 
 Every attempt first reserves its tokens in the failure throttle (throttle.py): an empty bucket
-refuses it before any lookup or hashing. A wrong or unknown secret keeps the tokens; anything else
-gives them back. A password login from an address where the same username succeeded before
-(recent.py) goes first in the argon2 queue.
+refuses it (CONNACK 3) before any lookup or hashing. A wrong or unknown secret keeps the tokens;
+anything else gives them back. A credential that succeeded from this address before (recent.py)
+draws only on its own budget there, so strangers' guesses never lock it out, and a password login
+of one goes first in the argon2 queue.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -20,6 +22,7 @@ from .credentials import ConnectCredentials, Verifier, verifier_chain, verify
 from .identity import IDENTITY_ATTR, RETRY_LATER_ATTR
 from .outcome import AuthOutcome, Refusal
 from .password import parse_username
+from .throttle import address_key
 
 log = logging.getLogger(__name__)
 
@@ -41,15 +44,27 @@ GUESSES = frozenset(
 )
 
 
+def credential_key(credentials: ConnectCredentials) -> str | None:
+    """What names the credential a CONNECT offers, for "has this logged in from here before": the
+    certificate (it decides before any username), else the username (an auth-id or a token)."""
+    if credentials.certificate:
+        return "cert:" + hashlib.sha256(credentials.certificate).hexdigest()
+    return credentials.username or None
+
+
 async def guarded_authenticate(
     services: GatewayServices, chain: tuple[Verifier, ...], credentials: ConnectCredentials
 ) -> AuthOutcome:
     """The verifier chain inside the failure throttle, with the returning-device lane for passwords."""
     address = credentials.address
     username = credentials.username if credentials.username and parse_username(credentials.username) else None
-    if username is not None and services.recent_logins.knows(username, address):
+    key = credential_key(credentials)
+    # By the address's throttle key (IPv6: its /64): the addresses of one /64 cannot crowd others out.
+    at = address_key(address)
+    known = key is not None and services.recent_logins.knows(key, at)
+    if known and username is not None:
         credentials = dataclasses.replace(credentials, returning=True)
-    attempt = services.throttle.reserve(address, username)
+    attempt = services.throttle.reserve(address, username, known=known)
     if attempt.throttled_by is not None:
         services.metrics.limits_hit[attempt.throttled_by] += 1
         return AuthOutcome.refuse(Refusal.THROTTLED)
@@ -68,17 +83,17 @@ async def guarded_authenticate(
         attempt.failed()
     else:
         attempt.release()
-    if username is not None and outcome.identity is not None:
-        services.recent_logins.succeeded(username, address)
-    elif username is not None and guessed:
-        services.recent_logins.failed(username, address)
+    if key is not None and outcome.identity is not None:
+        services.recent_logins.succeeded(key, at)
+    elif key is not None and guessed:
+        services.recent_logins.failed(key, at)
     return outcome
 
 
-# Refusals that say nothing about the credential (it was not checked) but that the gateway is busy or
-# its registry failed: the client is told to come back (CONNACK 3) rather than that it is not
-# authorized (CONNACK 5), which many clients take as final.
-RETRY_LATER = frozenset({Refusal.AUTH_BUSY, Refusal.REGISTRY_UNAVAILABLE})
+# Refusals that say nothing about the credential (it was not checked) but that the gateway is busy,
+# its registry failed, or this address has guessed too often: the client is told to come back
+# (CONNACK 3) rather than that it is not authorized (CONNACK 5), which many clients take as final.
+RETRY_LATER = frozenset({Refusal.AUTH_BUSY, Refusal.REGISTRY_UNAVAILABLE, Refusal.THROTTLED})
 
 
 class DeviceAuthPlugin(BaseAuthPlugin):
@@ -130,16 +145,18 @@ class DeviceAuthPlugin(BaseAuthPlugin):
             if reason in RETRY_LATER:  # the gateway's state, not the credential's: CONNACK 3, not 5
                 session.attributes[RETRY_LATER_ATTR] = True
             services.metrics.connect_refused(reason.value, outcome.tenant_id)
-            audit(
-                "connect_refused",
-                logging.WARNING,
-                reason=reason.value,
-                remote=f"{session.remote_address}:{session.remote_port}",
-                client_id=session.client_id,
-                username_sha256=secret_hint(session.username),
-                tenant=outcome.tenant_id,
-                device=outcome.device_id,
-            )
+            fields = {
+                "reason": reason.value,
+                "remote": f"{session.remote_address}:{session.remote_port}",
+                "client_id": session.client_id,
+                "username_sha256": secret_hint(session.username),
+                "tenant": outcome.tenant_id,
+                "device": outcome.device_id,
+            }
+            if reason == Refusal.THROTTLED:  # the cheap flood: a line and a count per address, not a line each
+                services.throttled_log.note(address_key(str(session.remote_address or "")), **fields)
+            else:
+                audit("connect_refused", logging.WARNING, **fields)
             return False
         session.attributes[IDENTITY_ATTR] = identity
         if outcome.provisioned:

@@ -34,6 +34,11 @@ class TokenBucket:
         self.tokens -= 1.0
         return True
 
+    def seconds_until_available(self) -> float:
+        """How long until `take` would succeed (0 if now)."""
+        self._refill()
+        return max(0.0, (1.0 - self.tokens) * 60.0 / self.per_minute)
+
     def give_back(self) -> None:
         """Undoes a `take` whose event did not count after all."""
         self._refill()

@@ -46,6 +46,10 @@ class GatewayServices:
     """Per device: 1/KP requests refused over `epmp_max_pending`."""
     refusals: RefusalTally = field(init=False)
     """Unauthenticated API writes and refused MQTT invocations: counted per source and minute."""
+    throttled_log: BurstLog = field(
+        init=False, default_factory=lambda: BurstLog("connect_refused", level=logging.WARNING)
+    )
+    """Per address: CONNECTs refused `auth_throttled` (a line for the first, then a count)."""
 
     def __post_init__(self) -> None:
         self.throttle = AuthThrottle.of(self.settings)

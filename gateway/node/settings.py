@@ -118,14 +118,55 @@ class GatewaySettings(BaseSettings):
     password_queue_deadline: float = Field(
         0.25, gt=0, le=30, description="seconds a password CONNECT may wait for an argon2 worker before it is refused"
     )
+    auth_failures_per_username_and_address: int = Field(
+        5,
+        ge=1,
+        description="failed password CONNECTs for one username from one source address; then that address's"
+        " attempts at it get CONNACK 3 without argon2 (bucket size; below auth_failures_per_username)",
+    )
     auth_failures_per_username: int = Field(
-        10, ge=1, description="failed password CONNECTs per username before argon2 is skipped (bucket size)"
+        10,
+        ge=1,
+        description="failed password CONNECTs per username from addresses it has not logged in from (bucket size)",
     )
     auth_failures_per_address: int = Field(
-        100, ge=1, description="failed CONNECTs per source address before credentials are not checked (bucket size)"
+        100,
+        ge=1,
+        description="failed CONNECTs per source address, of credentials that have not connected from it before"
+        " (bucket size)",
     )
     auth_failure_refill_per_minute: float = Field(
-        10.0, gt=0, description="failures forgiven per minute, per username and per address bucket"
+        10.0, gt=0, description="failures forgiven per minute, per username, address, and username-and-address bucket"
+    )
+    auth_failures_overall: int = Field(
+        200,
+        ge=1,
+        description="failed password checks on this node, of usernames not known at their address: bounds"
+        " argon2's CPU (bucket size; above auth_failures_per_address)",
+    )
+    auth_failures_overall_per_second: float = Field(
+        5.0, gt=0, description="failures forgiven per second in the node-wide bucket (~15 ms of argon2 each)"
+    )
+    # -- the admin-token login forms (/ui/login, /docs/login) ------------------------------------------
+    login_failures_per_address: int = Field(
+        10,
+        ge=1,
+        description="wrong admin tokens per source address, of browsers that have not logged in before (bucket size)",
+    )
+    login_failures_per_browser: int = Field(
+        10, ge=1, description="wrong admin tokens from a browser that logged in before (its cookie), from anywhere"
+    )
+    login_failures_overall: int = Field(
+        100,
+        ge=1,
+        description="wrong admin tokens from all addresses together, of browsers that have not logged in"
+        " before (bucket size; above login_failures_per_address)",
+    )
+    login_failure_refill_per_minute: float = Field(
+        10.0, gt=0, description="wrong tokens forgiven per minute, per address and per browser"
+    )
+    login_failure_overall_refill_per_minute: float = Field(
+        60.0, gt=0, description="wrong tokens forgiven per minute in the bucket of all addresses"
     )
     # -- admission ------------------------------------------------------------------------------
     max_pending_connects_per_address: int = Field(
@@ -239,6 +280,24 @@ class GatewaySettings(BaseSettings):
         for cert, key in (("tls_cert_file", "tls_key_file"), ("api_tls_cert_file", "api_tls_key_file")):
             if (getattr(self, cert) is None) != (getattr(self, key) is None):
                 raise ValueError(f"{cert} and {key} go together: set both or neither")
+        return self
+
+    @model_validator(mode="after")
+    def _one_address_cannot_empty_a_shared_budget(self) -> GatewaySettings:
+        """A shared budget that one address could empty alone would let it lock everyone else out."""
+        problems = []
+        if self.auth_failures_per_username_and_address >= self.auth_failures_per_username:
+            problems.append("auth_failures_per_username_and_address must be below auth_failures_per_username")
+        if self.auth_failures_per_address >= self.auth_failures_overall:
+            problems.append("auth_failures_per_address must be below auth_failures_overall")
+        if self.auth_failure_refill_per_minute > 60 * self.auth_failures_overall_per_second:
+            problems.append("auth_failure_refill_per_minute must not exceed 60 x auth_failures_overall_per_second")
+        if self.login_failures_per_address >= self.login_failures_overall:
+            problems.append("login_failures_per_address must be below login_failures_overall")
+        if self.login_failure_refill_per_minute > self.login_failure_overall_refill_per_minute:
+            problems.append("login_failure_refill_per_minute must not exceed login_failure_overall_refill_per_minute")
+        if problems:
+            raise ValueError("; ".join(problems) + " (one address alone must not empty a budget others share)")
         return self
 
     @field_validator("wss_port")

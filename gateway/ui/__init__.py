@@ -8,7 +8,6 @@ from starlette.responses import RedirectResponse, Response
 
 from . import assets, login, pages
 from .render import secure
-from .sessions import Sessions
 
 
 async def _to_login(_: Request, __: Exception) -> Response:
@@ -16,7 +15,7 @@ async def _to_login(_: Request, __: Exception) -> Response:
 
 
 def install(app: FastAPI) -> None:
-    app.state.ui_sessions = Sessions()
+    """The dashboard's routes; its sessions and login throttle are admin_login.install's."""
     app.add_exception_handler(pages.LoginRequired, _to_login)
     for router in (assets.router, login.router, pages.pages, pages.live):
         app.include_router(router)

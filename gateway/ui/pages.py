@@ -11,8 +11,9 @@ from registry.errors import NotFound, RegistryError
 
 from ..api.deps import GatewayDep
 from . import views
-from .login import sessions
+from .admin_login import signed_in
 from .render import render
+from .sessions import UI
 
 
 class LoginRequired(Exception):
@@ -20,12 +21,12 @@ class LoginRequired(Exception):
 
 
 def require_page_session(request: Request) -> None:
-    if not sessions(request).valid(request):
+    if not signed_in(request, UI):
         raise LoginRequired
 
 
 def require_live_session(request: Request) -> None:
-    if not sessions(request).valid(request):
+    if not signed_in(request, UI):
         raise HTTPException(401, "log in at /ui/login")
 
 
