@@ -30,6 +30,9 @@ class DeviceIdentity:
     credential_version: int = 0
     """The credential row as verified (its updated_at): a changed credential does not open a session."""
     tenant_max_connections: int | None = None
+    tenant_max_retained_messages: int | None = None
+    tenant_max_retained_bytes: int | None = None
+    """The tenant's own limits as read at CONNECT (None: its share of the node's, from the settings)."""
 
     @property
     def is_service(self) -> bool:
@@ -48,6 +51,8 @@ class DeviceIdentity:
             ca_id=record.ca_id,
             credential_version=record.version,
             tenant_max_connections=record.tenant_max_connections,
+            tenant_max_retained_messages=record.tenant_max_retained_messages,
+            tenant_max_retained_bytes=record.tenant_max_retained_bytes,
         )
 
 

@@ -3,20 +3,26 @@
 The broker hands every publish here (devices' own, wills, 10/EPMP replies); nothing here waits on a
 client: `route` only queues, and each session's sender does the writing (delivery.py).
 Every delivery passes the RECEIVE check of the topic ACL, decided from memory.
+
+A retained message over a limit (its device's, its tenant's, the node's) is still routed and
+acknowledged, but not kept: counted in `limitsHit` by limit, and logged (`retained_refused`) once per
+tenant and limit for a burst, with a count of the rest a minute later.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from ..auth.identity import DeviceIdentity, identity_of, owner_key
 from ..node.settings import GatewaySettings
+from ..ops.audit import BurstLog, topic_hint
 from ..ops.metrics import Metrics
 from .amqtt_api import Action
 from .delivery import Delivery, DeliveryLimits
 from .qos import Outgoing
-from .retained import Retained, RetainedLimits, RetainedStore
+from .retained import Retained, RetainedLimits, RetainedStore, TenantBudget
 from .subscriptions import SubscriptionIndex, valid_filter
 
 SUBSCRIBE_FAILURE = 0x80
@@ -40,8 +46,10 @@ class Router:
                 per_owner_bytes=settings.max_retained_bytes_per_device,
                 total=settings.max_retained_messages,
                 total_bytes=settings.max_retained_bytes,
+                tenant_share=settings.tenant_retained_share,
             )
         )
+        self._retained_refused = BurstLog("retained_refused", level=logging.WARNING)
         self._limits = DeliveryLimits(
             max_messages=settings.max_queued_messages,
             max_bytes=settings.max_queued_bytes,
@@ -128,10 +136,24 @@ class Router:
 
     def retain(self, source: Any, topic: str, data: bytes, qos: int) -> None:
         identity = identity_of(source)
-        owner = owner_key(identity) if identity is not None else ""
-        refused = self.retained.put(Retained(topic, data, qos, owner, identity))
-        if refused is not None:
-            self._metrics.limits_hit[refused] += 1
+        if identity is None:
+            owner, budget = "", None
+        else:
+            owner = owner_key(identity)
+            budget = TenantBudget(identity.tenant_max_retained_messages, identity.tenant_max_retained_bytes)
+        refused = self.retained.put(Retained(topic, data, qos, owner, identity), budget)
+        if refused is None:
+            return
+        self._metrics.limits_hit[refused] += 1
+        tenant = identity.tenant_id if identity is not None else ""
+        self._retained_refused.note(
+            f"{tenant} {refused}",
+            tenant=tenant or None,
+            device=identity.device_id if identity is not None else None,
+            limit=refused,
+            topic=topic_hint(topic, identity.tokens if identity is not None else ()),
+            bytes=len(topic) + len(data),
+        )
 
     def replay_retained(self, key: str, topic_filter: str, qos: int) -> None:
         """A new subscription gets the retained messages it matches, through the RECEIVE check."""

@@ -137,6 +137,9 @@ class GatewaySettings(BaseSettings):
     max_retained_bytes_per_device: int = Field(1_048_576, ge=0, description="their payload bytes")
     max_retained_messages: int = Field(100_000, ge=0, description="retained messages on this node in total")
     max_retained_bytes: int = Field(67_108_864, ge=0, description="their payload bytes in total")
+    tenant_retained_share: float = Field(
+        0.5, gt=0, le=1, description="of both totals, what a tenant without retained limits of its own may hold"
+    )
     # -- device data (2/DCP) and commands (11/CEP) ---------------------------------------------------
     data_max_payload_bytes: int = Field(65_536, ge=64, description="a larger 2/DCP data message gets 413")
     data_max_samples: int = Field(1000, ge=1, description="samples in one data message; more get 413")
