@@ -1,11 +1,14 @@
-"""Issue 17 point 6: one tenant's use of a node-wide budget never takes another tenant's share
-(retained messages in count and bytes)."""
+"""Issue 17 points 6 and 7: one tenant's use of a node-wide budget never takes another tenant's share
+(retained messages in count and bytes, sockets)."""
 
 from __future__ import annotations
+
+import asyncio
 
 import httpx
 import pytest
 
+from gateway.mqtt.table import SESSION_CAP_GRACE
 from gateway.node.runtime import Gateway
 
 from .conftest import make_device, ok
@@ -112,3 +115,84 @@ async def test_a_tenant_has_retained_limits_of_its_own(gateway: Gateway, api: ht
     assert limits["tenant_max_retained_bytes"] == 1
     r = await api.patch("/v1/tenants/acme", json={"maxRetainedBytes": -1})
     assert r.status_code == 422
+
+
+# -- 7. sockets ----------------------------------------------------------------------------------------------
+
+
+async def _connack(port: int, token: str, client_id: str) -> tuple[bytes | None, RawClient]:
+    raw = await RawClient.open(port)
+    try:
+        await raw.send(connect_packet(client_id, token, keepalive=0))
+        return await raw.read_packet(), raw
+    except ConnectionError:
+        return None, raw
+
+
+@pytest.mark.gateway_settings(max_connections=10)
+async def test_one_tenants_flood_of_sessions_leaves_another_tenants_device_connected(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    """With max_connections at 10, tenant A holds at most 5 sessions (its default share); the rest of
+    its CONNECTs get CONNACK 3, and tenant B's device still gets CONNACK 0."""
+    hog = [await make_device(api, "acme", f"a{i}") for i in range(10)]
+    victim = await make_device(api, "globex", "b1")
+    port = gateway.ports["mqtt"]
+    answers = await asyncio.gather(*(_connack(port, token, f"c{i}") for i, token in enumerate(hog)))
+    try:
+        replies = [reply for reply, _raw in answers]
+        assert replies.count(ACCEPTED) == 5
+        assert replies.count(SERVER_UNAVAILABLE) == 5
+        reply, raw = await _connack(port, victim, "victim")
+        await raw.close()
+        assert reply == ACCEPTED
+    finally:
+        for _reply, raw in answers:
+            await raw.close()
+    assert gateway.services.metrics.limits_hit["tenant_connections_share"] == 5
+
+
+@pytest.mark.gateway_settings(max_connections=10)
+async def test_a_tenants_own_max_connections_overrides_its_share(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    await ok(api.post("/v1/tenants", json={"id": "acme", "maxConnections": 7}), 201)
+    hog = [await make_device(api, "acme", f"a{i}") for i in range(8)]
+    answers = await asyncio.gather(*(_connack(gateway.ports["mqtt"], token, f"c{i}") for i, token in enumerate(hog)))
+    try:
+        assert [reply for reply, _raw in answers].count(ACCEPTED) == 7
+    finally:
+        for _reply, raw in answers:
+            await raw.close()
+    assert gateway.services.metrics.limits_hit["tenant_max_connections"] == 1
+
+
+@pytest.mark.gateway_settings(max_connections=40)
+async def test_connects_over_a_tenants_share_do_not_queue_up_holding_sockets(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    """At its cap, a few of a tenant's CONNECTs may wait the 1 s grace for a session to end; the others
+    are refused at once, so a tenant's reconnect loop cannot hold the headroom left to other tenants."""
+    from gateway.mqtt.table import MAX_WAITING_AT_TENANT_CAP  # new with the fix: the other tests run before it
+
+    held = [await make_device(api, "acme", f"a{i}") for i in range(20)]
+    extra = [await make_device(api, "acme", f"x{i}") for i in range(20)]
+    port = gateway.ports["mqtt"]
+    holders = await asyncio.gather(*(_connack(port, token, "h") for token in held))
+    try:
+        assert [reply for reply, _raw in holders].count(ACCEPTED) == 20
+        tries = await asyncio.gather(*(_timed_connack(port, token) for token in extra))
+        assert [reply for reply, _waited in tries].count(SERVER_UNAVAILABLE) == 20
+        waited = sum(1 for _reply, seconds in tries if seconds >= SESSION_CAP_GRACE)
+        assert 1 <= waited <= MAX_WAITING_AT_TENANT_CAP
+    finally:
+        for _reply, raw in holders:
+            await raw.close()
+    assert gateway.services.metrics.limits_hit["tenant_connections_share"] == 20
+
+
+async def _timed_connack(port: int, token: str) -> tuple[bytes | None, float]:
+    """The CONNACK and the seconds it took: a refusal that waited the grace took at least that long."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    reply, raw = await _connack(port, token, "x")
+    await raw.close()
+    return reply, loop.time() - start

@@ -14,7 +14,13 @@ log = logging.getLogger(__name__)
 
 # Refusals that are a configured limit, not a credential problem: counted in `limitsHit` too.
 LIMIT_REFUSALS = frozenset(
-    {"max_connections", "max_pending_connects_per_address", "max_sessions_per_device", "tenant_max_connections"}
+    {
+        "max_connections",
+        "max_pending_connects_per_address",
+        "max_sessions_per_device",
+        "tenant_max_connections",
+        "tenant_connections_share",
+    }
 )
 
 

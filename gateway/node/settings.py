@@ -115,6 +115,9 @@ class GatewaySettings(BaseSettings):
     max_sessions_per_device: int = Field(
         4, ge=1, description="sessions (connected or kept for a persistent client) of one device"
     )
+    tenant_connections_share: float = Field(
+        0.5, gt=0, le=1, description="of max_connections, what a tenant without its own maxConnections may hold"
+    )
     # -- per-session bounds ---------------------------------------------------------------------
     max_subscriptions_per_session: int = Field(100, ge=1, description="topic filters one session may hold")
     max_qos2_awaiting_pubrel: int = Field(
