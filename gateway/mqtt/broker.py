@@ -17,9 +17,9 @@ Routing goes through a subscription index (router.py): a publish costs O(topic l
 O(every subscription on the node).
 
 The rooms: listener.py (sockets, admission, TLS), connect_packet.py (the CONNECT), table.py (the
-session table and caps), connection.py (one connection's packets), qos.py (outgoing QoS flows),
-inbound.py (what a PUBLISH does), router.py / delivery.py / retained.py (where messages go),
-presence.py (what the registry and the audit log learn of a connection), amqtt_api.py (the seam).
+session table and caps), connection.py and partial.py (one connection's packets), qos.py (outgoing
+QoS flows), inbound.py (what a PUBLISH does), router.py / delivery.py / retained.py (where messages
+go), presence.py (what the registry and the audit log learn of a connection), amqtt_api.py (the seam).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from .delivery import Delivery
 from .inbound import Inbound
 from .keyed_lock import KeyedLock
 from .listener import Listeners, ListenerSpec
+from .partial import PartialPackets
 from .presence import Presence
 from .router import Router
 from .session import ClientSession
@@ -79,8 +80,9 @@ class GatewayBroker:
         self.table = SessionTable(settings, services.metrics, self.router)
         self.inbound = Inbound(services, self.router, self._allowed)
         admission = SocketAdmission(settings.max_connections, settings.max_pending_connects_per_address)
+        self.partial_packets = partial = PartialPackets.of(settings, services.metrics)
         self.presence = Presence(services)
-        self.listeners = Listeners(admission, settings.connect_timeout, self._serve, self.presence.refused)
+        self.listeners = Listeners(admission, settings.connect_timeout, self._serve, self.presence.refused, partial)
         self._owner_locks = KeyedLock()  # CONNECTs of one device (or service account), one at a time
         self._expiry: asyncio.Task[None] | None = None
 
@@ -227,7 +229,7 @@ class GatewayBroker:
                 session = self.table.adopt(key, incoming)
                 delivery = self.router.delivery(key, session, on_slow=lambda: self.table.close_slow(key, SLOW_QUEUE))
                 connection = Connection(
-                    reader, writer, session, delivery.flows, self.inbound, self.services.settings, self.services.metrics
+                    reader, writer, session, delivery.flows, self.inbound, self.services, self.partial_packets
                 )
                 self.table.bind(session, connection)
                 # Re-validated inside the registry transaction: a revocation that committed while we

@@ -75,6 +75,15 @@ class GatewaySettings(BaseSettings):
     max_packet_bytes: int = Field(
         1_048_576, ge=1024, le=268_435_455, description="an MQTT packet larger than this closes the connection"
     )
+    packet_timeout: float = Field(
+        30.0, gt=0, le=3600, description="seconds from a packet's first byte to its last, whatever the keep-alive"
+    )
+    max_partial_packet_bytes: int = Field(
+        67_108_864,
+        ge=1024,
+        description="bytes of partly received packets and WebSocket frames on this node; the connection that"
+        " would exceed it is closed",
+    )
     epmx_whitelist: Path | None = Field(None, description="EPMX metadata whitelist (YAML, Kaa format)")
     epmp_extension: str = Field("epmx", pattern=r"^[A-Za-z0-9._~-]{1,64}$", description="10/EPMP extension name")
     epmp_max_payload_bytes: int = Field(65_536, ge=16, description="larger 10/EPMP requests get 413")
@@ -191,6 +200,12 @@ class GatewaySettings(BaseSettings):
             if not is_server_name(name):
                 raise ValueError(f"{name!r} is neither a DNS name nor an IP address")
         return names
+
+    @model_validator(mode="after")
+    def _partial_packets_hold_one(self) -> GatewaySettings:
+        if self.max_partial_packet_bytes < self.max_packet_bytes:
+            raise ValueError("max_partial_packet_bytes must be at least max_packet_bytes (one packet of that size)")
+        return self
 
     @model_validator(mode="after")
     def _certificate_pairs(self) -> GatewaySettings:
