@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 import httpx
 import pytest
@@ -131,10 +132,12 @@ async def _connack(port: int, token: str, client_id: str) -> tuple[bytes | None,
 
 @pytest.mark.gateway_settings(max_connections=10)
 async def test_one_tenants_flood_of_sessions_leaves_another_tenants_device_connected(
-    gateway: Gateway, api: httpx.AsyncClient
+    gateway: Gateway, api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     """With max_connections at 10, tenant A holds at most 5 sessions (its default share); the rest of
-    its CONNECTs get CONNACK 3, and tenant B's device still gets CONNACK 0."""
+    its CONNECTs get CONNACK 3, and tenant B's device still gets CONNACK 0. The refusals are one log
+    line for the burst, not one each (a refused fleet reconnects in a loop)."""
+    caplog.set_level(logging.INFO, "gateway.audit")
     hog = [await make_device(api, "acme", f"a{i}") for i in range(10)]
     victim = await make_device(api, "globex", "b1")
     port = gateway.ports["mqtt"]
@@ -150,6 +153,8 @@ async def test_one_tenants_flood_of_sessions_leaves_another_tenants_device_conne
         for _reply, raw in answers:
             await raw.close()
     assert gateway.services.metrics.limits_hit["tenant_connections_share"] == 5
+    refused = [r.getMessage() for r in caplog.records if "event=connect_refused" in r.getMessage()]
+    assert len(refused) == 1 and "reason=tenant_connections_share tenant=acme" in refused[0], refused
 
 
 @pytest.mark.gateway_settings(max_connections=10)
