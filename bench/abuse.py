@@ -28,11 +28,11 @@ from rich.table import Table
 
 from tests.wire import RawClient, connect_packet, publish_packet, subscribe_many, subscribe_packet
 
-from .attacks import Outcome
+from .attacks import Outcome, half_sent_packets, retained_hog, socket_hog
 from .attacks.bystander import Bystander, RoundTrips
 from .server_process import Server
 
-ATTACKS: list[ModuleType] = []
+ATTACKS: list[ModuleType] = [retained_hog, socket_hog, half_sent_packets]
 """The modules of bench/attacks/ run against the gateway, in this order."""
 
 
@@ -164,7 +164,7 @@ async def attacks(quick: bool) -> None:
     rows: list[tuple[str, str, Outcome]] = []
     quiet: RoundTrips | None = None
     for attack in ATTACKS:
-        server = Server("gateway")
+        server = Server("gateway", settings=getattr(attack, "SETTINGS", None))
         try:
             if quiet is None:
                 async with Bystander(server) as watch:
