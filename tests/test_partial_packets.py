@@ -103,7 +103,9 @@ async def test_an_idle_session_and_a_slow_packet_within_the_deadline_are_not_clo
 # -- the node-wide bound -----------------------------------------------------------------------------------
 
 
-@pytest.mark.gateway_settings(max_packet_bytes=200_000, max_partial_packet_bytes=300_000, packet_timeout=30.0)
+@pytest.mark.gateway_settings(
+    max_packet_bytes=200_000, max_partial_packet_bytes=300_000, tenant_partial_packets_share=1.0, packet_timeout=30.0
+)
 async def test_half_sent_packets_over_the_node_bound_are_closed(gateway: Gateway, api: httpx.AsyncClient) -> None:
     """Six sessions each leave 100 KB of a 150 KB PUBLISH unfinished: three fit in the 300 KB bound,
     the other three are closed as they would exceed it. Whole packets are never held: a bystander
@@ -138,11 +140,33 @@ async def test_half_sent_packets_over_the_node_bound_are_closed(gateway: Gateway
     await wait_until(lambda: _disconnects(gateway, "partial_packets_full", 3))
 
 
+@pytest.mark.gateway_settings(max_packet_bytes=100_000, max_partial_packet_bytes=300_000, packet_timeout=30.0)
+async def test_one_tenant_holds_at_most_its_share_of_the_bound(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """Half of the 300 KB bound per tenant: acme's second half-sent packet is closed, globex's is held."""
+    hog = [await make_device(api, "acme", f"a{i}") for i in range(2)]
+    other = await make_device(api, "globex", "g1")
+    first, second = [await _session(gateway, token, f"c{i}") for i, token in enumerate(hog)]
+    third = await _session(gateway, other, "g")
+    try:
+        await first.send(_half(f"kp1/v1/app/{hog[0]}/x", 95_000, 90_000)[0])
+        await wait_until(lambda: _held_is(gateway, 90_000))
+        await second.send(_half(f"kp1/v1/app/{hog[1]}/x", 95_000, 90_000)[0])
+        assert await second.closed_by_peer(5.0)
+        await third.send(_half(f"kp1/v1/app/{other}/x", 95_000, 90_000)[0])
+        await wait_until(lambda: _held_is(gateway, 180_000))
+    finally:
+        for raw in (first, second, third):
+            await raw.close()
+    assert gateway.services.metrics.limits_hit["tenant_partial_packets_share"] == 1
+    assert gateway.services.metrics.limits_hit["max_partial_packet_bytes"] == 0
+    await wait_until(lambda: _nothing_held(gateway))
+
+
 def test_the_bound_holds_a_packet_of_the_largest_size() -> None:
     from gateway.node.settings import SettingsError, load_settings
 
-    with pytest.raises(SettingsError, match="max_partial_packet_bytes must be at least max_packet_bytes"):
-        load_settings(max_packet_bytes=2_000_000, max_partial_packet_bytes=1_000_000)
+    with pytest.raises(SettingsError, match="tenant_partial_packets_share must be at least max_packet_bytes"):
+        load_settings(max_packet_bytes=2_000_000, max_partial_packet_bytes=3_000_000)
 
 
 # -- the same over WebSocket ----------------------------------------------------------------------------------
@@ -202,7 +226,11 @@ async def test_a_half_sent_packet_over_whole_websocket_messages_is_closed_at_the
 
 
 @pytest.mark.gateway_settings(
-    ws_port=0, max_packet_bytes=200_000, max_partial_packet_bytes=250_000, packet_timeout=30.0
+    ws_port=0,
+    max_packet_bytes=200_000,
+    max_partial_packet_bytes=250_000,
+    tenant_partial_packets_share=1.0,
+    packet_timeout=30.0,
 )
 async def test_half_sent_websocket_frames_count_against_the_node_bound(
     gateway: Gateway, api: httpx.AsyncClient
@@ -247,3 +275,36 @@ async def _nothing_held(gateway: Gateway) -> bool:
 
 async def _disconnects(gateway: Gateway, reason: str, n: int) -> bool:
     return gateway.services.metrics.disconnects[reason] == n
+
+
+@pytest.mark.gateway_settings(
+    ws_port=0, max_packet_bytes=100_000, max_partial_packet_bytes=300_000, packet_timeout=30.0, connect_timeout=10.0
+)
+async def test_websocket_frames_before_connect_share_one_tenants_part_of_the_bound(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    """Sockets without a CONNECT yet are one more tenant: two anonymous half-sent frames of 90 KB do not
+    both fit in half of 300 KB, and a device's frame after its CONNECT counts as its tenant's."""
+    token = await make_device(api)
+    device = await _ws_session(gateway, token, "d")
+    anonymous = [await _upgraded(gateway) for _ in range(2)]
+    try:
+        await anonymous[0].send(_ws_frame_start(95_000, b"\x01\x02\x03\x04", b"\x10" + b"\x00" * 89_999))
+        await wait_until(lambda: _held_is(gateway, 90_000))
+        await anonymous[1].send(_ws_frame_start(95_000, b"\x01\x02\x03\x04", b"\x10" + b"\x00" * 89_999))
+        closing = await _until_closed(anonymous[1])
+        assert closing is None or closing[:1] == b"\x88", closing[:10]
+        await device.send(_ws_frame_start(95_000, b"\x01\x02\x03\x04", b"\x30" + b"\x00" * 89_999))
+        await wait_until(lambda: _held_is(gateway, 180_000))
+    finally:
+        for raw in (device, *anonymous):
+            await raw.close()
+    assert gateway.services.metrics.limits_hit["tenant_partial_packets_share"] == 1
+    await wait_until(lambda: _nothing_held(gateway))
+
+
+async def _upgraded(gateway: Gateway) -> RawClient:
+    raw = await RawClient.open(gateway.ports["ws"])
+    await raw.send(UPGRADE)
+    assert (await asyncio.wait_for(raw.reader.readuntil(b"\r\n\r\n"), 5)).startswith(b"HTTP/1.1 101")
+    return raw

@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from registry.models import now_ms
 
+from ..auth.identity import identity_of
 from ..node.context import GatewayServices
 from . import codec
 from .codec import FixedHeader, Publish
@@ -84,6 +85,9 @@ class Connection:
     ) -> None:
         settings, metrics = services.settings, services.metrics
         self.reader = reader
+        identity = identity_of(session)
+        if identity is not None:
+            partial.bind(reader, identity.tenant_id)
         self._packets = PacketReader(reader, partial)
         self._metrics = metrics
         self.writer = writer

@@ -75,24 +75,23 @@ async def accept_websocket(
         early = await upgrade(ws, reader, writer, options.path)
     except (ConnectionError, OSError) as exc:  # OSError: a reset, or a bad TLS record
         raise WebSocketRefused("websocket_handshake_aborted", type(exc).__name__) from None
-    frame = PartialFrame(lambda: len(ws.reader.buffer), partial)  # a frame is parsed once whole
-    return WebSocketConnection(_MqttStream(ws, reader, writer, frame), early)
+    return WebSocketConnection(_MqttStream(ws, reader, writer, partial), early)
 
 
 class _MqttStream:
     """The pump from the socket's WebSocket frames to MQTT's reader, and MQTT's writes into frames."""
 
     def __init__(
-        self, ws: ServerProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, frame: PartialFrame
+        self, ws: ServerProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, partial: PartialPackets
     ) -> None:
         self._ws = ws
         self._socket_reader = reader
         self._socket_writer = writer
-        self._frame = frame
         self._in_binary_message = False
         self._ended = False
         loop = asyncio.get_running_loop()
         self.mqtt_reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+        self._frame = PartialFrame(lambda: len(ws.reader.buffer), partial, self.mqtt_reader)  # parsed once whole
         self._protocol = asyncio.StreamReaderProtocol(self.mqtt_reader)
         self.transport = _WebSocketTransport(ws, writer)
         self._protocol.connection_made(self.transport)

@@ -84,6 +84,9 @@ class GatewaySettings(BaseSettings):
         description="bytes of partly received packets and WebSocket frames on this node; the connection that"
         " would exceed it is closed",
     )
+    tenant_partial_packets_share: float = Field(
+        0.5, gt=0, le=1, description="of max_partial_packet_bytes, what one tenant's connections may hold"
+    )
     epmx_whitelist: Path | None = Field(None, description="EPMX metadata whitelist (YAML, Kaa format)")
     epmp_extension: str = Field("epmx", pattern=r"^[A-Za-z0-9._~-]{1,64}$", description="10/EPMP extension name")
     epmp_max_payload_bytes: int = Field(65_536, ge=16, description="larger 10/EPMP requests get 413")
@@ -203,8 +206,11 @@ class GatewaySettings(BaseSettings):
 
     @model_validator(mode="after")
     def _partial_packets_hold_one(self) -> GatewaySettings:
-        if self.max_partial_packet_bytes < self.max_packet_bytes:
-            raise ValueError("max_partial_packet_bytes must be at least max_packet_bytes (one packet of that size)")
+        if self.max_partial_packet_bytes * self.tenant_partial_packets_share < self.max_packet_bytes:
+            raise ValueError(
+                "max_partial_packet_bytes x tenant_partial_packets_share must be at least max_packet_bytes"
+                " (one tenant's packet of that size)"
+            )
         return self
 
     @model_validator(mode="after")
