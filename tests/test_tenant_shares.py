@@ -98,6 +98,22 @@ async def test_a_tenant_that_fills_its_retained_count_leaves_another_tenants_kep
     assert gateway.services.metrics.limits_hit["tenant_retained_share"] == 4
 
 
+@pytest.mark.gateway_settings(max_retained_messages=4)
+async def test_a_deleted_devices_retained_messages_give_its_tenant_room_again(
+    gateway: Gateway, api: httpx.AsyncClient
+) -> None:
+    first = await make_device(api, "acme", "a1")
+    for i in range(2):  # the tenant's share: 2 of 4
+        await _retain(gateway, first, f"kp1/v1/app/{first}/r{i}", b"x")
+    second = await make_device(api, "acme", "a2")
+    await _retain(gateway, second, f"kp1/v1/app/{second}/r0", b"x")
+    assert _retained(gateway) == 2
+    await ok(api.delete("/v1/tenants/acme/devices/a1"), 204)
+    assert _retained(gateway) == 0
+    await _retain(gateway, second, f"kp1/v1/app/{second}/r0", b"x")
+    assert _retained(gateway) == 1
+
+
 async def test_a_tenant_has_retained_limits_of_its_own(gateway: Gateway, api: httpx.AsyncClient) -> None:
     """`maxRetainedMessages` and `maxRetainedBytes` override the tenant's share of the node's budget."""
     created = await ok(api.post("/v1/tenants", json={"id": "acme", "maxRetainedMessages": 2}), 201)
