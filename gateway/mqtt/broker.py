@@ -84,12 +84,12 @@ class GatewayBroker:
         self.presence = Presence(services)
         self.listeners = Listeners(admission, settings.connect_timeout, self._serve, self.presence.refused, partial)
         self._owner_locks = KeyedLock()  # CONNECTs of one device (or service account), one at a time
-        self._expiry: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []  # session expiry, packet deadlines
 
     async def start(self, listeners: list[ListenerSpec]) -> None:
         await self.plugins_manager.fire_event(BrokerEvents.PRE_START, wait=True)
         await self.listeners.start(listeners)
-        self._expiry = asyncio.create_task(self.table.expire())
+        self._background = [asyncio.create_task(self.table.expire()), asyncio.create_task(self.partial_packets.sweep())]
         await self.plugins_manager.fire_event(BrokerEvents.POST_START, wait=True)
 
     async def shutdown(self) -> None:
@@ -103,8 +103,8 @@ class GatewayBroker:
         pending = self.inbound.request_tasks | self.listeners.tasks
         if pending:  # requests already read are answered (and written) before the registry closes
             await asyncio.wait(pending, timeout=5.0)
-        if self._expiry is not None:
-            self._expiry.cancel()
+        for task in self._background:
+            task.cancel()
         await self.plugins_manager.fire_event(BrokerEvents.POST_SHUTDOWN, wait=True)
         await self.plugins_manager.close()
 

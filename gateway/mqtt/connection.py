@@ -24,7 +24,7 @@ from ..auth.identity import identity_of
 from ..node.context import GatewayServices
 from . import codec
 from .codec import FixedHeader, Publish
-from .packet_checks import check_header, check_packet
+from .packet_checks import check_packet
 from .partial import PacketReader, PacketTimeout, PartialPackets, PartialPacketsFull
 from .qos import OutgoingFlows
 from .session import ClientSession
@@ -88,13 +88,12 @@ class Connection:
         identity = identity_of(session)
         if identity is not None:
             partial.bind(reader, identity.tenant_id)
-        self._packets = PacketReader(reader, partial)
+        self._packets = PacketReader(reader, partial, settings.max_packet_bytes)
         self._metrics = metrics
         self.writer = writer
         self.session = session
         self.flows = flows
         self._handler = handler
-        self._max_packet_bytes = settings.max_packet_bytes
         self._max_qos2 = settings.max_qos2_awaiting_pubrel
         self._stall_timeout = settings.slow_consumer_timeout
         self._max_filters = max(1000, settings.max_subscriptions_per_session)
@@ -160,13 +159,10 @@ class Connection:
                     await asyncio.wait({running[0]})  # back-pressure: read on once the oldest is done
                     _retrieve(running.popleft())
                 try:
-                    header = await self._packets.header(keep_alive)
-                    if header is None:  # EOF
+                    packet = await self._packets.next(keep_alive)
+                    if packet is None:  # EOF
                         break
-                    if (problem := check_header(header, self._max_packet_bytes)) is not None:
-                        self.close(CloseReason.PROTOCOL_ERROR, problem)
-                        break
-                    body = await self._packets.body(header)
+                    header, body = packet
                     self._metrics.bytes_in += codec.packet_size(header.remaining_length)
                 except TimeoutError:
                     self.close(CloseReason.KEEPALIVE_TIMEOUT)

@@ -2,7 +2,8 @@
 
 A packet's first byte starts its deadline, `packet_timeout`, whatever the keep-alive: keep-alive
 bounds the silence between packets (and still ends a packet if it expires first), so with keep-alive 0
-nothing else would ever end a packet that stops halfway.
+nothing else would ever end a packet that stops halfway. The deadline is enforced by a sweep of the
+node's connections, 4 times per `packet_timeout` (at most every second).
 
 The bytes of a packet that has not fully arrived are held in memory while the reader waits for the
 rest; all connections' together (and those of WebSocket frames not yet whole, websocket.py) are
@@ -20,14 +21,13 @@ from __future__ import annotations
 import asyncio
 import weakref
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from collections.abc import Callable
 
 from ..node.settings import GatewaySettings
 from ..ops.metrics import Metrics
 from .codec import FixedHeader, StreamViolation, read_header_rest
+from .packet_checks import check_header
 
-T = TypeVar("T")
 LIMIT_NAME = "max_partial_packet_bytes"
 TENANT_LIMIT_NAME = "tenant_partial_packets_share"
 ANONYMOUS = ""
@@ -39,6 +39,13 @@ class PacketTimeout(StreamViolation):
 
     def __init__(self, timeout: float) -> None:
         super().__init__("packet_timeout", f"a packet not complete {timeout:g} s after its first byte")
+
+
+class PacketRefused(StreamViolation):
+    """Its fixed header already breaks a rule (too large, a type a client may not send now)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("protocol_error", problem)
 
 
 class PartialPacketsFull(StreamViolation):
@@ -59,11 +66,26 @@ class PartialPackets:
         self.held_by: Counter[str] = Counter()
         self._metrics = metrics
         self._tenants: weakref.WeakKeyDictionary[asyncio.StreamReader, str] = weakref.WeakKeyDictionary()
+        self._readers: weakref.WeakSet[PacketReader] = weakref.WeakSet()
 
     @classmethod
     def of(cls, settings: GatewaySettings, metrics: Metrics) -> PartialPackets:
         limit = settings.max_partial_packet_bytes
         return cls(limit, int(limit * settings.tenant_partial_packets_share), settings.packet_timeout, metrics)
+
+    def watch(self, reader: PacketReader) -> None:
+        self._readers.add(reader)
+
+    async def sweep(self) -> None:
+        """Forever: ends the packets begun more than `timeout` ago. One sweep for every connection,
+        not a timer per packet (a timer costs ~5 us, as much again as reading a small PUBLISH)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(1.0, self.timeout / 4))
+            horizon = loop.time() - self.timeout
+            for reader in list(self._readers):
+                if reader.started_at is not None and reader.started_at < horizon:
+                    reader.expire()
 
     def bind(self, stream: asyncio.StreamReader, tenant_id: str) -> None:
         """From now on, what `stream` holds is the tenant's (its CONNECT named it)."""
@@ -94,61 +116,63 @@ class PartialPackets:
 
 
 class PacketReader:
-    """One connection's packets, each under its deadline. Raises TimeoutError when keep-alive expires
-    (before or during a packet), PacketTimeout, PartialPacketsFull, codec.MalformedLength, and what the
-    stream raises (asyncio.IncompleteReadError at an EOF inside a packet)."""
+    """One connection's packets. Raises TimeoutError when keep-alive expires (before or during a
+    packet), PacketTimeout (the node's sweep found the packet begun too long ago), PartialPacketsFull,
+    PacketRefused, codec.MalformedLength, and what the stream raises (asyncio.IncompleteReadError at an
+    EOF inside a packet)."""
 
-    def __init__(self, stream: asyncio.StreamReader, partial: PartialPackets) -> None:
+    def __init__(self, stream: asyncio.StreamReader, partial: PartialPackets, max_packet_bytes: int) -> None:
         self._stream = stream
         self._partial = partial
-        self._keep_alive_at: float | None = None
-        self._packet_at = 0.0
+        self._max_packet_bytes = max_packet_bytes
+        self._loop = asyncio.get_running_loop()
+        self.started_at: float | None = None
+        """When the packet being read had its first byte (loop time); None between packets."""
+        partial.watch(self)
 
-    async def header(self, keep_alive: float | None) -> FixedHeader | None:
-        """The next fixed header, waiting at most `keep_alive` seconds (None: forever) for its first
-        byte; None at an EOF before it."""
-        loop = asyncio.get_running_loop()
-        self._keep_alive_at = None if keep_alive is None else loop.time() + keep_alive
-        async with asyncio.timeout_at(self._keep_alive_at):
+    async def next(self, keep_alive: float | None) -> tuple[FixedHeader, bytes] | None:
+        """The next packet, waiting at most `keep_alive` seconds (None: forever) for it whole; None at
+        an EOF before its first byte."""
+        async with asyncio.timeout(keep_alive):
             first = await self._stream.read(1)
-        if not first:
-            return None
-        self._packet_at = loop.time() + self._partial.timeout
-        return await self._within(read_header_rest(first[0], self._stream))
+            if not first:
+                return None
+            self.started_at = self._loop.time()
+            try:
+                header = await read_header_rest(first[0], self._stream)
+                if (problem := check_header(header, self._max_packet_bytes)) is not None:
+                    raise PacketRefused(problem)
+                body = await self._read(header.remaining_length) if header.remaining_length else b""
+            finally:
+                self.started_at = None
+            return header, body
 
-    async def body(self, header: FixedHeader) -> bytes:
-        """The packet's body, by its deadline (call after `header`)."""
-        if header.remaining_length == 0:
-            return b""
-        return await self._within(self._read(header.remaining_length))
-
-    async def _within(self, step: Awaitable[T]) -> T:
-        keep_alive_first = self._keep_alive_at is not None and self._keep_alive_at < self._packet_at
-        try:
-            async with asyncio.timeout_at(self._keep_alive_at if keep_alive_first else self._packet_at):
-                return await step
-        except TimeoutError:
-            if keep_alive_first:
-                raise
-            raise PacketTimeout(self._partial.timeout) from None
+    def expire(self) -> None:
+        """The packet is over its deadline: the read waiting for the rest raises PacketTimeout."""
+        self._stream.set_exception(PacketTimeout(self._partial.timeout))
 
     async def _read(self, size: int) -> bytes:
+        chunk = await self._stream.read(size)  # what the buffer has, or the next bytes to come
+        return chunk if len(chunk) == size else await self._read_rest(chunk, size)
+
+    async def _read_rest(self, chunk: bytes, size: int) -> bytes:
+        """The rest of a packet not whole in the buffer: what has come is held (and counted) meanwhile."""
         parts: list[bytes] = []
         got = held = 0
         owner = self._partial.owner(self._stream)
         try:
-            while got < size:
-                chunk = await self._stream.read(size - got)  # what the buffer has, or the next bytes to come
+            while True:
                 if not chunk:
                     raise asyncio.IncompleteReadError(b"".join(parts), size)
                 parts.append(chunk)
                 got += len(chunk)
-                if got < size:  # the rest is still to come: what we have is held meanwhile
-                    self._partial.take(len(chunk), owner)
-                    held += len(chunk)
+                if got == size:
+                    return b"".join(parts)
+                self._partial.take(len(chunk), owner)
+                held += len(chunk)
+                chunk = await self._stream.read(size - got)
         finally:
             self._partial.give(held, owner)
-        return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 class PartialFrame:
