@@ -105,8 +105,11 @@ class _MqttStream:
             send_pending(self._ws, self._socket_writer)
             while not self._ended:
                 try:
-                    async with asyncio.timeout_at(self._frame.deadline):  # None: no frame begun
+                    if self._frame.deadline is None:  # no frame begun: no timer to pay for
                         data = await self._next_data()
+                    else:
+                        async with asyncio.timeout_at(self._frame.deadline):
+                            data = await self._next_data()
                 except TimeoutError:
                     self._fail(CloseCode.POLICY_VIOLATION, PacketTimeout(self._frame.partial.timeout))
                     break
