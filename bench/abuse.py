@@ -31,10 +31,13 @@ from tests.wire import RawClient, connect_packet, publish_packet, subscribe_many
 from .attacks import (
     Outcome,
     anonymous_writes,
+    half_sent_packets,
     invocation_flood,
     login_guessing,
     metadata_flood,
     password_guessing,
+    retained_hog,
+    socket_hog,
     token_oracle,
 )
 from .attacks.bystander import Bystander, RoundTrips
@@ -46,6 +49,9 @@ ATTACKS: list[ModuleType] = [
     metadata_flood,  # point 2
     invocation_flood,  # point 4
     password_guessing,  # point 5
+    retained_hog,  # point 6
+    socket_hog,  # point 7
+    half_sent_packets,  # point 7
     token_oracle,  # point 8
 ]
 """The modules of bench/attacks/ run against the gateway, in this order."""
@@ -179,7 +185,7 @@ async def attacks(quick: bool) -> None:
     rows: list[tuple[str, str, Outcome]] = []
     quiet: RoundTrips | None = None
     for attack in ATTACKS:
-        server = Server("gateway")
+        server = Server("gateway", settings=getattr(attack, "SETTINGS", None))
         try:
             if quiet is None:
                 async with Bystander(server) as watch:

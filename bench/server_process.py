@@ -16,11 +16,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class Server:
-    def __init__(self, kind: str, fleet: int = 0) -> None:
+    def __init__(self, kind: str, fleet: int = 0, settings: dict[str, Any] | None = None) -> None:
+        """`settings`: gateway settings besides the bench's own (an attack's SETTINGS)."""
         self.kind = kind
         self._dir = tempfile.TemporaryDirectory()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", kind, self._dir.name, str(fleet)],
+            [sys.executable, "-m", "bench.servers", kind, self._dir.name, str(fleet), json.dumps(settings or {})],
             cwd=ROOT,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,

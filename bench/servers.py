@@ -22,19 +22,18 @@ async def _gateway(data_dir: Path, fleet: int) -> tuple[dict[str, Any], Any]:
     from gateway.node.runtime import Gateway
     from gateway.node.settings import GatewaySettings
 
-    gw = Gateway(
-        GatewaySettings(
-            data_dir=data_dir,
-            mqtt_port=0,
-            mqtts_port=0,
-            api_port=0,
-            node_id="bench",
-            log_level="WARNING",
-            max_connections=fleet + 10_000,  # the fleet, and the workloads' clients beside it
-            data_messages_per_second=10_000,  # workload 8 measures the node, not one device's allowance
-            data_burst=10_000,
-        )
-    )
+    settings: dict[str, Any] = {
+        "data_dir": data_dir,
+        "mqtt_port": 0,
+        "mqtts_port": 0,
+        "api_port": 0,
+        "node_id": "bench",
+        "log_level": "WARNING",
+        "max_connections": fleet + 10_000,  # the fleet, and the workloads' clients beside it
+        "data_messages_per_second": 10_000,  # workload 8 measures the node, not one device's allowance
+        "data_burst": 10_000,
+    }
+    gw = Gateway(GatewaySettings(**(settings | json.loads(sys.argv[4] if len(sys.argv) > 4 else "{}"))))
     await gw.start()
     reg = gw.registry
     await reg.tenants.create("bench")

@@ -35,7 +35,8 @@ AUTH_SELECT = """
 SELECT c.id AS credential_id, c.tenant_id, c.device_id, c.kind, c.auth_id, c.secret, c.state, c.ca_id, c.label,
        c.certificate_bound, c.updated_at,
        d.enabled AS device_enabled, d.state AS device_state, d.app_version,
-       t.enabled AS tenant_enabled, t.max_connections AS tenant_max_connections
+       t.enabled AS tenant_enabled, t.max_connections AS tenant_max_connections,
+       t.max_retained_messages AS tenant_max_retained_messages, t.max_retained_bytes AS tenant_max_retained_bytes
 FROM credentials c
 JOIN devices d ON d.tenant_id = c.tenant_id AND d.id = c.device_id
 JOIN tenants t ON t.id = c.tenant_id
@@ -76,6 +77,8 @@ def auth_record(row: aiosqlite.Row) -> AuthRecord:
         certificate_bound=bool(row["certificate_bound"]),
         version=row["updated_at"],
         tenant_max_connections=row["tenant_max_connections"],
+        tenant_max_retained_messages=row["tenant_max_retained_messages"],
+        tenant_max_retained_bytes=row["tenant_max_retained_bytes"],
     )
 
 

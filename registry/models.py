@@ -65,6 +65,8 @@ class Tenant(Record):
     enabled: bool
     max_devices: int | None
     max_connections: int | None
+    max_retained_messages: int | None = None
+    max_retained_bytes: int | None = None
     forward_extensions: list[str] = []
     created_at: datetime
     updated_at: datetime
@@ -265,6 +267,8 @@ class AuthRecord(Record):
     version: int = 0
     """The credential row's updated_at (ms): recording the session re-checks it is unchanged."""
     tenant_max_connections: int | None = None
+    tenant_max_retained_messages: int | None = None
+    tenant_max_retained_bytes: int | None = None
 
 
 class TrustedCa(Record):

@@ -23,6 +23,8 @@ def _tenant(row: aiosqlite.Row) -> Tenant:
         enabled=bool(row["enabled"]),
         max_devices=row["max_devices"],
         max_connections=row["max_connections"],
+        max_retained_messages=row["max_retained_messages"],
+        max_retained_bytes=row["max_retained_bytes"],
         forward_extensions=json.loads(row["forward_extensions"]),
         created_at=from_ms(row["created_at"]),
         updated_at=from_ms(row["updated_at"]),
@@ -39,6 +41,8 @@ class TenantStore:
         *,
         max_devices: int | None = None,
         max_connections: int | None = None,
+        max_retained_messages: int | None = None,
+        max_retained_bytes: int | None = None,
         forward_extensions: list[str] | None = None,
     ) -> Tenant:
         if not is_valid_id(tenant_id):
@@ -47,9 +51,19 @@ class TenantStore:
         try:
             async with self._db.transaction() as tx:
                 await tx.execute(
-                    "INSERT INTO tenants (id, enabled, max_devices, max_connections, forward_extensions,"
-                    " created_at, updated_at) VALUES (?, 1, ?, ?, ?, ?, ?)",
-                    (tenant_id, max_devices, max_connections, json.dumps(forward_extensions or []), now, now),
+                    "INSERT INTO tenants (id, enabled, max_devices, max_connections, max_retained_messages,"
+                    " max_retained_bytes, forward_extensions, created_at, updated_at)"
+                    " VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        tenant_id,
+                        max_devices,
+                        max_connections,
+                        max_retained_messages,
+                        max_retained_bytes,
+                        json.dumps(forward_extensions or []),
+                        now,
+                        now,
+                    ),
                 )
         except sqlite3.IntegrityError:
             raise Conflict(f"tenant {tenant_id!r} already exists", field="id") from None
@@ -73,6 +87,8 @@ class TenantStore:
         enabled: bool | None = None,
         max_devices: int | None = _UNSET,
         max_connections: int | None = _UNSET,
+        max_retained_messages: int | None = _UNSET,
+        max_retained_bytes: int | None = _UNSET,
         forward_extensions: builtins.list[str] | None = None,
     ) -> Tenant:
         sets: list[str] = ["updated_at = ?"]
@@ -80,12 +96,16 @@ class TenantStore:
         if enabled is not None:
             sets.append("enabled = ?")
             args.append(int(enabled))
-        if max_devices is not _UNSET:
-            sets.append("max_devices = ?")
-            args.append(max_devices)
-        if max_connections is not _UNSET:
-            sets.append("max_connections = ?")
-            args.append(max_connections)
+        limits = {
+            "max_devices": max_devices,
+            "max_connections": max_connections,
+            "max_retained_messages": max_retained_messages,
+            "max_retained_bytes": max_retained_bytes,
+        }
+        for column, value in limits.items():  # column names from this literal, never from input
+            if value is not _UNSET:
+                sets.append(f"{column} = ?")
+                args.append(value)
         if forward_extensions is not None:
             sets.append("forward_extensions = ?")
             args.append(json.dumps(forward_extensions))

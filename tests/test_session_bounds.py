@@ -206,7 +206,9 @@ async def test_subscriptions_per_session_are_capped(gateway: Gateway, api: httpx
 # -- retained messages ----------------------------------------------------------------------------------------
 
 
-@pytest.mark.gateway_settings(max_retained_per_device=3, max_retained_messages=4, max_retained_bytes_per_device=10_000)
+@pytest.mark.gateway_settings(
+    max_retained_per_device=3, max_retained_messages=4, max_retained_bytes_per_device=10_000, tenant_retained_share=1.0
+)
 async def test_retained_messages_are_bounded_per_device_and_in_total(gateway: Gateway, api: httpx.AsyncClient) -> None:
     a = await make_device(api, "acme", "a")
     b = await make_device(api, "acme", "b")

@@ -7,6 +7,7 @@ attacker's load generator cannot slow the bystander's client. A module defines
     NAME: str                                       # the table's row label
     WHAT: str                                       # one line: what the attacker does
     async def run(server: Server, quick: bool) -> Outcome
+    SETTINGS: dict[str, object]                     # optional: gateway settings for its server
 
 and bench/abuse.py lists it in ATTACKS. `server` is a gateway (bench/servers.py) whose `info` holds the
 `bench` tenant's credentials and the bystander's (`bystander_token`, tenant `bystander`).

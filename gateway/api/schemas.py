@@ -62,10 +62,19 @@ class Body(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
 
 
+RETAINED_LIMITS = ("max_retained_messages", "max_retained_bytes")
+MaxRetainedMessages = Annotated[
+    int, Field(ge=0, le=100_000_000, description="retained messages its devices may leave on a node")
+]
+MaxRetainedBytes = Annotated[int, Field(ge=0, le=2**40, description="their topic and payload bytes on a node")]
+
+
 class TenantIn(Body):
     id: Id
     max_devices: MaxDevices | None = None
     max_connections: int | None = Field(None, ge=0, le=10_000_000)
+    max_retained_messages: MaxRetainedMessages | None = None
+    max_retained_bytes: MaxRetainedBytes | None = None
     forward_extensions: ForwardExtensions | None = Field(
         None, description="1/KP extensions (besides dcx) whose device publishes reach the tenant's applications"
     )
@@ -77,6 +86,8 @@ class TenantPatch(Body):
     enabled: bool | None = None
     max_devices: MaxDevices | None = None
     max_connections: int | None = Field(None, ge=0, le=10_000_000)
+    max_retained_messages: MaxRetainedMessages | None = None
+    max_retained_bytes: MaxRetainedBytes | None = None
     forward_extensions: ForwardExtensions | None = None
 
     _forwardable = field_validator("forward_extensions")(_forwardable)
@@ -87,6 +98,8 @@ class TenantOut(Body):
     enabled: bool
     max_devices: int | None
     max_connections: int | None
+    max_retained_messages: int | None
+    max_retained_bytes: int | None
     forward_extensions: list[str]
     created_at: datetime
     updated_at: datetime
@@ -98,6 +111,8 @@ class TenantOut(Body):
             enabled=t.enabled,
             max_devices=t.max_devices,
             max_connections=t.max_connections,
+            max_retained_messages=t.max_retained_messages,
+            max_retained_bytes=t.max_retained_bytes,
             forward_extensions=t.forward_extensions,
             created_at=t.created_at,
             updated_at=t.updated_at,

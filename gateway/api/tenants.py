@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from .deps import GatewayDep
-from .schemas import TenantIn, TenantOut, TenantPatch
+from .schemas import RETAINED_LIMITS, TenantIn, TenantOut, TenantPatch
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 
@@ -15,11 +15,15 @@ router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 @router.post("", summary="Create a tenant", status_code=201)
 async def create_tenant(body: TenantIn, gw: GatewayDep) -> TenantOut:
     """A new, enabled tenant with its `default` group. `maxDevices` and `maxConnections` cap its fleet
-    and its sessions; `forwardExtensions` names 1/KP extensions whose publishes reach its applications."""
+    and its sessions, `maxRetainedMessages` and `maxRetainedBytes` its retained messages on a node
+    (unset: its share of the node's); `forwardExtensions` names 1/KP extensions whose publishes reach
+    its applications."""
     tenant = await gw.manage.tenants.create(
         body.id,
         max_devices=body.max_devices,
         max_connections=body.max_connections,
+        max_retained_messages=body.max_retained_messages,
+        max_retained_bytes=body.max_retained_bytes,
         forward_extensions=body.forward_extensions,
     )
     return TenantOut.of(tenant)
@@ -43,7 +47,7 @@ async def patch_tenant(tenant: str, body: TenantPatch, gw: GatewayDep) -> Tenant
     closes its sessions and stops trusting its CAs."""
     fields = body.model_fields_set
     kwargs: dict[str, Any] = {
-        name: getattr(body, name) for name in ("max_devices", "max_connections") if name in fields
+        name: getattr(body, name) for name in ("max_devices", "max_connections", *RETAINED_LIMITS) if name in fields
     }
     if body.forward_extensions is not None:
         kwargs["forward_extensions"] = body.forward_extensions

@@ -34,6 +34,9 @@ class DeviceIdentity:
     bearer_tokens: frozenset[str] = frozenset()
     """The part of `tokens` unique across tenants (bearer tokens): all a stock amqtt broker, whose topics
     are one space for every tenant, lets the session use."""
+    tenant_max_retained_messages: int | None = None
+    tenant_max_retained_bytes: int | None = None
+    """The tenant's own limits as read at CONNECT (None: its share of the node's, from the settings)."""
 
     @property
     def is_service(self) -> bool:
@@ -54,6 +57,8 @@ class DeviceIdentity:
             ca_id=record.ca_id,
             credential_version=record.version,
             tenant_max_connections=record.tenant_max_connections,
+            tenant_max_retained_messages=record.tenant_max_retained_messages,
+            tenant_max_retained_bytes=record.tenant_max_retained_bytes,
         )
 
 

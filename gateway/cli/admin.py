@@ -39,7 +39,11 @@ MaxDevices = Annotated[
 ]
 MaxConnections = Annotated[
     str | None,
-    typer.Option("--max-connections", metavar="N|none", help="sessions its devices may hold at once (none: no limit)"),
+    typer.Option(
+        "--max-connections",
+        metavar="N|none",
+        help="sessions its devices may hold at once on a node (none: tenant_connections_share of the node)",
+    ),
 ]
 ForwardExtension = Annotated[
     list[str] | None,

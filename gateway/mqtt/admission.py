@@ -75,11 +75,14 @@ def enable_tcp_keepalive(sock: socket.socket | None) -> None:
 
 
 class TenantConnections:
-    """Connected device sessions per tenant, for the tenant's `maxConnections` cap. A CONNECT at the
-    cap may wait a moment for one to end: one-shot clients in a row overlap at the gateway."""
+    """Connected device sessions per tenant, for the tenant's cap. A CONNECT at the cap may wait a
+    moment for one to end (one-shot clients in a row overlap at the gateway), `max_waiting` of a
+    tenant at a time."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_waiting: int) -> None:
         self._connected: Counter[str] = Counter()
+        self._waiting: Counter[str] = Counter()
+        self._max_waiting = max_waiting
         self._released = asyncio.Event()
 
     def __getitem__(self, tenant_id: str) -> int:
@@ -99,14 +102,25 @@ class TenantConnections:
         released.set()
 
     async def below(self, tenant_id: str, cap: int, grace: float) -> bool:
-        """True once the tenant holds fewer than `cap` sessions; False if it still holds `cap` after `grace`."""
+        """True once the tenant holds fewer than `cap` sessions; False if it still holds `cap` after
+        `grace`, or at once when `max_waiting` of its CONNECTs wait already."""
+        if self._connected[tenant_id] < cap:
+            return True
+        if self._waiting[tenant_id] >= self._max_waiting:
+            return False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
-        while self._connected[tenant_id] >= cap:
-            released = self._released
-            try:
-                async with asyncio.timeout_at(deadline):
-                    await released.wait()
-            except TimeoutError:
-                return self._connected[tenant_id] < cap
-        return True
+        self._waiting[tenant_id] += 1
+        try:
+            while self._connected[tenant_id] >= cap:
+                released = self._released
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        await released.wait()
+                except TimeoutError:
+                    return self._connected[tenant_id] < cap
+            return True
+        finally:
+            self._waiting[tenant_id] -= 1
+            if self._waiting[tenant_id] <= 0:
+                del self._waiting[tenant_id]

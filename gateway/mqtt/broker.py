@@ -17,9 +17,9 @@ Routing goes through a subscription index (router.py): a publish costs O(topic l
 O(every subscription on the node).
 
 The rooms: listener.py (sockets, admission, TLS), connect_packet.py (the CONNECT), table.py (the
-session table and caps), connection.py (one connection's packets), qos.py (outgoing QoS flows),
-inbound.py (what a PUBLISH does), router.py / delivery.py / retained.py (where messages go),
-presence.py (what the registry and the audit log learn of a connection), local_reach.py (how the
+session table and caps), connection.py and partial.py (one connection's packets), qos.py (outgoing
+QoS flows), inbound.py (what a PUBLISH does), router.py / delivery.py / retained.py (where messages
+go), presence.py (what the registry and the audit log learn of a connection), local_reach.py (how the
 services reach sessions: gateway/services/reach.py), amqtt_api.py (the seam to amqtt).
 """
 
@@ -44,6 +44,7 @@ from .delivery import Delivery
 from .inbound import Inbound
 from .keyed_lock import KeyedLock
 from .listener import Listeners, ListenerSpec
+from .partial import PartialPackets
 from .presence import Presence
 from .router import Router
 from .session import ClientSession
@@ -80,15 +81,16 @@ class GatewayBroker:
         self.table = SessionTable(settings, services.metrics, self.router)
         self.inbound = Inbound(services, self.router, self.allowed)
         admission = SocketAdmission(settings.max_connections, settings.max_pending_connects_per_address)
+        self.partial_packets = partial = PartialPackets.of(settings, services.metrics)
         self.presence = Presence(services)
-        self.listeners = Listeners(admission, settings.connect_timeout, self._serve, self.presence.refused)
+        self.listeners = Listeners(admission, settings.connect_timeout, self._serve, self.presence.refused, partial)
         self._owner_locks = KeyedLock()  # CONNECTs of one device (or service account), one at a time
-        self._expiry: asyncio.Task[None] | None = None
+        self._background: list[asyncio.Task[None]] = []  # session expiry, packet deadlines
 
     async def start(self, listeners: list[ListenerSpec]) -> None:
         await self.plugins_manager.fire_event(BrokerEvents.PRE_START, wait=True)
         await self.listeners.start(listeners)
-        self._expiry = asyncio.create_task(self.table.expire())
+        self._background = [asyncio.create_task(self.table.expire()), asyncio.create_task(self.partial_packets.sweep())]
         await self.plugins_manager.fire_event(BrokerEvents.POST_START, wait=True)
 
     async def shutdown(self) -> None:
@@ -102,8 +104,8 @@ class GatewayBroker:
         pending = self.inbound.request_tasks | self.listeners.tasks
         if pending:  # requests already read are answered (and written) before the registry closes
             await asyncio.wait(pending, timeout=5.0)
-        if self._expiry is not None:
-            self._expiry.cancel()
+        for task in self._background:
+            task.cancel()
         await self.plugins_manager.fire_event(BrokerEvents.POST_SHUTDOWN, wait=True)
         await self.plugins_manager.close()
 
@@ -198,7 +200,7 @@ class GatewayBroker:
                 session = self.table.adopt(key, incoming)
                 delivery = self.router.delivery(key, session, on_slow=lambda: self.table.close_slow(key, SLOW_QUEUE))
                 connection = Connection(
-                    reader, writer, session, delivery.flows, self.inbound, self.services.settings, self.services.metrics
+                    reader, writer, session, delivery.flows, self.inbound, self.services, self.partial_packets
                 )
                 self.table.bind(session, connection)
                 # Re-validated inside the registry transaction: a revocation that committed while we

@@ -38,19 +38,22 @@ class FixedHeader:
     remaining_length: int
 
 
-async def read_fixed_header(stream: asyncio.StreamReader) -> FixedHeader | None:
-    """The next packet's fixed header; None at a clean EOF before its first byte."""
-    first = await stream.read(1)
-    if not first:
-        return None
+async def read_header_rest(first: int, stream: asyncio.StreamReader) -> FixedHeader:
+    """The fixed header whose first byte (type and flags) was `first`: its remaining length."""
     remaining, multiplier = 0, 1
     for _ in range(4):
         byte = (await stream.readexactly(1))[0]
         remaining += (byte & 0x7F) * multiplier
         if not byte & 0x80:
-            return FixedHeader(first[0] >> 4, first[0] & 0x0F, remaining)
+            return FixedHeader(first >> 4, first & 0x0F, remaining)
         multiplier *= 128
     raise MalformedLength("remaining length longer than 4 bytes")
+
+
+def packet_size(remaining_length: int) -> int:
+    """The fixed header (type byte, 1-4 length bytes) and what follows it."""
+    length_bytes = 1 + (remaining_length >= 128) + (remaining_length >= 16_384) + (remaining_length >= 2_097_152)
+    return 1 + length_bytes + remaining_length
 
 
 # -- decoding (bodies already checked by packet_checks.check_packet) ----------------------------------

@@ -1,9 +1,10 @@
 """One client connection after its CONNECT: the reader loop, the incoming QoS flows, SUBSCRIBE,
 UNSUBSCRIBE, PINGREQ, DISCONNECT, and why it closed.
 
-Every packet is bounded in size, read whole, and checked against MQTT 3.1.1 before it is decoded
-(packet_checks.py); any violation closes the connection [MQTT-4.8.0-1]. Keep-alive is enforced: no
-packet for 1.5 x the client's keep-alive closes it [MQTT-3.1.2-24]. A PUBLISH is acknowledged only
+Every packet is bounded in size, read whole within `packet_timeout` of its first byte (partial.py),
+and checked against MQTT 3.1.1 before it is decoded (packet_checks.py); any violation closes the
+connection [MQTT-4.8.0-1]. Keep-alive is enforced: no packet for 1.5 x the client's keep-alive
+closes it [MQTT-3.1.2-24]. A PUBLISH is acknowledged only
 once the broker is done with it (routed, or its 10/EPMP write committed), so an acknowledged
 message is never lost.
 """
@@ -19,11 +20,12 @@ from typing import Any, Protocol
 
 from registry.models import now_ms
 
-from ..node.settings import GatewaySettings
-from ..ops.metrics import Metrics
+from ..auth.identity import identity_of
+from ..node.context import GatewayServices
 from . import codec
 from .codec import FixedHeader, Publish
 from .packet_checks import check_packet
+from .partial import PacketReader, PacketTimeout, PartialPackets, PartialPacketsFull
 from .qos import OutgoingFlows
 from .session import ClientSession
 
@@ -39,19 +41,6 @@ WRITE_HIGH_WATER = 65_536
 # Packets handled from one connection's buffer before the reader lets the others run: a client that
 # pipelines a flood must not hold the event loop (reads from a full buffer never wait).
 PACKETS_PER_TURN = 32
-_CLIENT_PACKETS = frozenset(
-    {
-        codec.PUBLISH,
-        codec.PUBACK,
-        codec.PUBREC,
-        codec.PUBREL,
-        codec.PUBCOMP,
-        codec.SUBSCRIBE,
-        codec.UNSUBSCRIBE,
-        codec.PINGREQ,
-        codec.DISCONNECT,
-    }
-)
 
 
 class CloseReason:
@@ -66,6 +55,8 @@ class CloseReason:
     RESTART = "gateway_restart"
     PROTOCOL_ERROR = "protocol_error"
     SLOW_CONSUMER = "slow_consumer"
+    PACKET_TIMEOUT = "packet_timeout"
+    PARTIAL_PACKETS_FULL = "partial_packets_full"
 
 
 class SessionHandler(Protocol):
@@ -89,16 +80,20 @@ class Connection:
         session: ClientSession,
         flows: OutgoingFlows,
         handler: SessionHandler,
-        settings: GatewaySettings,
-        metrics: Metrics,
+        services: GatewayServices,
+        partial: PartialPackets,
     ) -> None:
+        settings, metrics = services.settings, services.metrics
         self.reader = reader
+        identity = identity_of(session)
+        if identity is not None:
+            partial.bind(reader, identity.tenant_id)
+        self._packets = PacketReader(reader, partial, settings.max_packet_bytes)
         self._metrics = metrics
         self.writer = writer
         self.session = session
         self.flows = flows
         self._handler = handler
-        self._max_packet_bytes = settings.max_packet_bytes
         self._max_qos2 = settings.max_qos2_awaiting_pubrel
         self._stall_timeout = settings.slow_consumer_timeout
         self._max_filters = max(1000, settings.max_subscriptions_per_session)
@@ -164,17 +159,19 @@ class Connection:
                     await asyncio.wait({running[0]})  # back-pressure: read on once the oldest is done
                     _retrieve(running.popleft())
                 try:
-                    async with asyncio.timeout(keep_alive):  # one deadline per packet
-                        header = await codec.read_fixed_header(self.reader)
-                        if header is None:  # EOF
-                            break
-                        if (problem := self._unacceptable(header)) is not None:
-                            self.close(CloseReason.PROTOCOL_ERROR, problem)
-                            break
-                        body = await self.reader.readexactly(header.remaining_length)
-                        self._metrics.bytes_in += _packet_size(header.remaining_length)
+                    packet = await self._packets.next(keep_alive)
+                    if packet is None:  # EOF
+                        break
+                    header, body = packet
+                    self._metrics.bytes_in += codec.packet_size(header.remaining_length)
                 except TimeoutError:
                     self.close(CloseReason.KEEPALIVE_TIMEOUT)
+                    break
+                except PacketTimeout as exc:
+                    self.close(CloseReason.PACKET_TIMEOUT, str(exc))
+                    break
+                except PartialPacketsFull as exc:
+                    self.close(CloseReason.PARTIAL_PACKETS_FULL, str(exc))
                     break
                 except (codec.MalformedLength, codec.StreamViolation) as exc:
                     self.close(CloseReason.PROTOCOL_ERROR, str(exc))
@@ -215,13 +212,6 @@ class Connection:
                 task.cancel()
                 task.add_done_callback(_retrieve)
             self.reader_done.set()
-
-    def _unacceptable(self, header: FixedHeader) -> str | None:
-        if header.remaining_length > self._max_packet_bytes:
-            return f"packet of {header.remaining_length} bytes over the limit"
-        if header.packet_type not in _CLIENT_PACKETS:  # a second CONNECT, a CONNACK, a reserved type
-            return f"unexpected packet type {header.packet_type}"
-        return None
 
     def _handle(self, header: FixedHeader, body: bytes) -> Awaitable[None] | None:
         """Handles one checked packet; an awaitable when part of it must wait (an acknowledgement)."""
@@ -291,12 +281,6 @@ class Connection:
     def _acknowledge(self, publish: Publish) -> None:
         with contextlib.suppress(ConnectionError):
             self.write(codec.encode_ack(codec.PUBACK if publish.qos == 1 else codec.PUBREC, publish.packet_id))
-
-
-def _packet_size(remaining_length: int) -> int:
-    """The fixed header (type byte, 1-4 length bytes) and what follows it."""
-    length_bytes = 1 + (remaining_length >= 128) + (remaining_length >= 16_384) + (remaining_length >= 2_097_152)
-    return 1 + length_bytes + remaining_length
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:

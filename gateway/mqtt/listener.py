@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .admission import SocketAdmission, SocketTicket, enable_tcp_keepalive
-from .websocket import WebSocketOptions, WebSocketRefused, accept_websocket
+from .partial import PartialPackets
+from .websocket import WebSocketOptions, accept_websocket
+from .websocket_upgrade import WebSocketRefused
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,16 @@ class ListenerSpec:
 
 
 class Listeners:
-    def __init__(self, admission: SocketAdmission, connect_timeout: float, serve: Serve, refused: Refused) -> None:
+    def __init__(
+        self,
+        admission: SocketAdmission,
+        connect_timeout: float,
+        serve: Serve,
+        refused: Refused,
+        partial: PartialPackets,
+    ) -> None:
         self.admission = admission
+        self._partial = partial
         self._connect_timeout = connect_timeout
         self._serve = serve
         self._refused = refused
@@ -101,7 +111,7 @@ class Listeners:
     ) -> None:
         try:
             async with asyncio.timeout_at(deadline):
-                upgraded = await accept_websocket(reader, writer, options)
+                upgraded = await accept_websocket(reader, writer, options, self._partial)
         except TimeoutError:
             self._refused("websocket_handshake_timeout", writer.get_extra_info("peername"), None)
             return

@@ -7,7 +7,18 @@ without filters) and turn invalid UTF-8 into the text of a Python bytes literal.
 
 from __future__ import annotations
 
-from .codec import DISCONNECT, PINGREQ, PUBACK, PUBCOMP, PUBLISH, PUBREC, PUBREL, SUBSCRIBE, UNSUBSCRIBE
+from .codec import (
+    DISCONNECT,
+    PINGREQ,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    FixedHeader,
+)
 
 # Fixed-header flags each packet type must carry [MQTT-2.2.2-1/2]; PUBLISH's are its own.
 _REQUIRED_FLAGS = {
@@ -20,6 +31,15 @@ _REQUIRED_FLAGS = {
     PINGREQ: 0,
     DISCONNECT: 0,
 }
+
+
+def check_header(header: FixedHeader, max_packet_bytes: int) -> str | None:
+    """Before the body is read: its size, and a type a client may send after CONNECT."""
+    if header.remaining_length > max_packet_bytes:
+        return f"packet of {header.remaining_length} bytes over the limit"
+    if header.packet_type != PUBLISH and header.packet_type not in _REQUIRED_FLAGS:
+        return f"unexpected packet type {header.packet_type}"  # a second CONNECT, a CONNACK, a reserved type
+    return None
 
 
 def check_flags(packet_type: int, flags: int) -> str | None:

@@ -7,20 +7,30 @@ import logging
 
 from ..auth.identity import DeviceIdentity, identity_of
 from ..node.context import GatewayServices
-from ..ops.audit import audit
+from ..ops.audit import BurstLog, audit
 from .session import ClientSession
 
 log = logging.getLogger(__name__)
 
 # Refusals that are a configured limit, not a credential problem: counted in `limitsHit` too.
 LIMIT_REFUSALS = frozenset(
-    {"max_connections", "max_pending_connects_per_address", "max_sessions_per_device", "tenant_max_connections"}
+    {
+        "max_connections",
+        "max_pending_connects_per_address",
+        "max_sessions_per_device",
+        "tenant_max_connections",
+        "tenant_connections_share",
+    }
 )
+# A tenant's fleet refused at its cap reconnects in a loop (1,000 CONNECTs/s measured): a line per
+# tenant and limit for the burst, and a count a minute later, not a line each.
+TENANT_CAP_REFUSALS = frozenset({"tenant_max_connections", "tenant_connections_share"})
 
 
 class Presence:
     def __init__(self, services: GatewayServices) -> None:
         self._services = services
+        self._cap_refused = BurstLog("connect_refused", level=logging.WARNING)
         self.shutting_down = False
         """Set by shutdown: every session's end is then written at once (`recover_node`), not one by one."""
 
@@ -57,6 +67,11 @@ class Presence:
         self._services.metrics.connect_refused(reason, identity.tenant_id if identity else None)
         if reason in LIMIT_REFUSALS:
             self._services.metrics.limits_hit[reason] += 1
+        if reason in TENANT_CAP_REFUSALS and identity is not None:
+            self._cap_refused.note(
+                f"{identity.tenant_id} {reason}", reason=reason, tenant=identity.tenant_id, device=identity.device_id
+            )
+            return
         audit(
             "connect_refused",
             logging.WARNING,

@@ -9,21 +9,27 @@ and a publish is routed within one tenant, the publisher's (a device topic) or t
 names (`$gateway/<root>/<tenant>/...`). A device's topics are named by its tokens, and a token bound
 to its device (its device id) is unique only within its tenant, so `kp1/v1/epmx/kettle-1/...` may be
 two tenants' topics at once: neither ever reaches the other's sessions.
+
+A retained message over a limit (its device's, its tenant's, the node's) is still routed and
+acknowledged, but not kept: counted in `limitsHit` by limit, and logged (`retained_refused`) once per
+tenant and limit for a burst, with a count of the rest a minute later.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
 from ..auth.identity import DeviceIdentity, identity_of, owner_key
 from ..node.settings import GatewaySettings
+from ..ops.audit import BurstLog, topic_hint
 from ..ops.metrics import Metrics
 from ..services.topics import tenant_of_gateway_topic
 from .amqtt_api import Action
 from .delivery import Delivery, DeliveryLimits
 from .qos import Outgoing
-from .retained import Retained, RetainedLimits, RetainedStore
+from .retained import Retained, RetainedLimits, RetainedStore, TenantBudget
 from .subscriptions import TenantSubscriptions, valid_filter
 
 SUBSCRIBE_FAILURE = 0x80
@@ -47,8 +53,10 @@ class Router:
                 per_owner_bytes=settings.max_retained_bytes_per_device,
                 total=settings.max_retained_messages,
                 total_bytes=settings.max_retained_bytes,
+                tenant_share=settings.tenant_retained_share,
             )
         )
+        self._retained_refused = BurstLog("retained_refused", level=logging.WARNING)
         self._limits = DeliveryLimits(
             max_messages=settings.max_queued_messages,
             max_bytes=settings.max_queued_bytes,
@@ -147,9 +155,21 @@ class Router:
         identity = identity_of(source)
         if identity is None:
             return
-        refused = self.retained.put(Retained(topic, data, qos, owner_key(identity), identity.tenant_id, identity))
-        if refused is not None:
-            self._metrics.limits_hit[refused] += 1
+        budget = TenantBudget(identity.tenant_max_retained_messages, identity.tenant_max_retained_bytes)
+        refused = self.retained.put(
+            Retained(topic, data, qos, owner_key(identity), identity.tenant_id, identity), budget
+        )
+        if refused is None:
+            return
+        self._metrics.limits_hit[refused] += 1
+        self._retained_refused.note(
+            f"{identity.tenant_id} {refused}",
+            tenant=identity.tenant_id,
+            device=identity.device_id,
+            limit=refused,
+            topic=topic_hint(topic, identity.tokens),
+            bytes=len(topic) + len(data),
+        )
 
     def replay_retained(self, key: str, topic_filter: str, qos: int) -> None:
         """A new subscription gets the retained messages it matches, through the RECEIVE check."""

@@ -1,6 +1,11 @@
 """The session table: every session this node holds (connected, or persistent and kept), keyed
 `<tenant>/<device>/<client id>` (so a client id chosen by one device can never take over, resume or
 wipe another device's session), the live connection of each, and the caps per device and tenant.
+
+A tenant's cap is its `maxConnections`, or else its share of the node's sockets
+(`tenant_connections_share` x `max_connections`): a socket has no tenant until its CONNECT is
+authenticated, so the share is enforced there, and what one tenant cannot take stays free for the
+others and for sockets not yet authenticated. Over its cap a tenant's CONNECT gets CONNACK 3.
 """
 
 from __future__ import annotations
@@ -20,7 +25,10 @@ from .router import Router
 from .session import ClientSession
 
 TAKEOVER_WAIT = 5.0
-SESSION_CAP_GRACE = 1.0  # seconds a CONNECT over its device's session cap waits for one to end
+SESSION_CAP_GRACE = 1.0  # seconds a CONNECT over its device's or tenant's cap waits for one to end
+MAX_WAITING_AT_TENANT_CAP = 8
+"""CONNECTs of one tenant at its cap that may wait the grace at once; more are refused at once, so a
+fleet's reconnect loop cannot hold sockets (the headroom other tenants need) while it waits."""
 EXPIRY_SWEEP_SECONDS = 1.0
 
 
@@ -40,7 +48,8 @@ class SessionTable:
         self.live: dict[str, Live] = {}
         self._owner_sessions: dict[str, set[str]] = {}  # owner -> its session keys, connected or kept
         self._offline_since: dict[str, float] = {}  # kept persistent sessions: since when (monotonic)
-        self.tenant_connected = TenantConnections()
+        self.tenant_connected = TenantConnections(MAX_WAITING_AT_TENANT_CAP)
+        self._tenant_share = max(1, int(settings.max_connections * settings.tenant_connections_share))
 
     # -- binding a session to its connection ------------------------------------------------------------
 
@@ -102,11 +111,13 @@ class SessionTable:
         waited for; the oldest offline persistent session gives way; then the device's live sessions
         get `SESSION_CAP_GRACE` to end (short-lived clients in a row overlap: each CONNECT arrives
         before the previous client's DISCONNECT is read). Only then is the CONNECT refused."""
-        cap = identity.tenant_max_connections
-        tenant_capped = not identity.is_service and cap is not None
+        own_cap = identity.tenant_max_connections
+        cap = self._tenant_share if own_cap is None else own_cap
+        tenant_limit = "tenant_connections_share" if own_cap is None else "tenant_max_connections"
+        tenant_capped = not identity.is_service  # service accounts: bounded by max_sessions_per_device each
         # the tenant first, before evicting anything: a refused CONNECT changes nothing
-        if tenant_capped and not await self.tenant_connected.below(identity.tenant_id, cap or 0, SESSION_CAP_GRACE):
-            return "tenant_max_connections"
+        if tenant_capped and not await self.tenant_connected.below(identity.tenant_id, cap, SESSION_CAP_GRACE):
+            return tenant_limit
         waited_ending = waited_live = False
         while True:
             others = self._owner_sessions.get(owner_key(identity), set()) - {key}
@@ -129,8 +140,8 @@ class SessionTable:
                 waited_live = True
                 continue
             return "max_sessions_per_device"
-        if tenant_capped and self.tenant_connected[identity.tenant_id] >= (cap or 0):
-            return "tenant_max_connections"  # checked again: the waits above let others in
+        if tenant_capped and self.tenant_connected[identity.tenant_id] >= cap:
+            return tenant_limit  # checked again: the waits above let others in
         return None
 
     # -- closing sessions (takeover, revocation, slow consumers, shutdown) ---------------------------------

@@ -10,36 +10,33 @@ Anything else, a text frame first [MQTT-6.0.0-1], ends the connection as a proto
 Memory stays bounded: the upgrade request is at most MAX_REQUEST_BYTES, a message at most
 `max_message_bytes` (refused from its header, before its payload is read), and the socket is not
 read while the session layer has more than 2 x STREAM_LIMIT bytes unread, nor while what we wrote
-(pongs included) waits in the socket's buffer.
+(pongs included) waits in the socket's buffer. The bytes of a frame not yet whole count against the
+node's `max_partial_packet_bytes`, and the frame must be whole `packet_timeout` after its first
+byte, as an MQTT packet must (partial.py): before CONNECT too, and whatever the keep-alive.
 """
 
 from __future__ import annotations
 
 import asyncio
-import email.utils
-import http
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from websockets.datastructures import Headers
 from websockets.exceptions import PayloadTooBig
 from websockets.frames import OP_BINARY, OP_CLOSE, OP_CONT, OP_TEXT, CloseCode, Frame
-from websockets.http11 import Request, Response
-from websockets.protocol import OPEN, SEND_EOF
+from websockets.protocol import OPEN
 from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from .codec import StreamViolation
 from .connect_packet import MAX_CONNECT_BYTES
+from .partial import PacketTimeout, PartialFrame, PartialPackets
+from .websocket_upgrade import READ_CHUNK, WebSocketRefused, send_pending, upgrade
 
 log = logging.getLogger(__name__)
 
 SUBPROTOCOL = Subprotocol("mqtt")  # [MQTT-6.0.0-3]; "mqttv3.1" is MQTT 3.1, refused anyway
-MAX_REQUEST_BYTES = 16_384
-"""The HTTP upgrade request line and headers together; browsers send under 2 KiB."""
-READ_CHUNK = 65_536
 STREAM_LIMIT = 65_536
 
 
@@ -53,15 +50,6 @@ class WebSocketOptions:
 def message_limit(max_packet_bytes: int) -> int:
     """The largest message: one whole packet of the largest size allowed, with its fixed header."""
     return max(max_packet_bytes, MAX_CONNECT_BYTES) + 5
-
-
-class WebSocketRefused(Exception):
-    """The upgrade failed; the client got an HTTP error (or nothing, if it had sent no request)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
 
 
 class WebSocketConnection:
@@ -79,59 +67,23 @@ class WebSocketConnection:
 
 
 async def accept_websocket(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, options: WebSocketOptions
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, options: WebSocketOptions, partial: PartialPackets
 ) -> WebSocketConnection:
     """The upgrade, under the caller's deadline. Raises WebSocketRefused."""
     ws = ServerProtocol(subprotocols=[SUBPROTOCOL], max_size=options.max_message_bytes)
     try:
-        early = await _upgrade(ws, reader, writer, options.path)
+        early = await upgrade(ws, reader, writer, options.path)
     except (ConnectionError, OSError) as exc:  # OSError: a reset, or a bad TLS record
         raise WebSocketRefused("websocket_handshake_aborted", type(exc).__name__) from None
-    return WebSocketConnection(_MqttStream(ws, reader, writer), early)
-
-
-async def _upgrade(
-    ws: ServerProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str
-) -> list[Frame]:
-    """Answers the upgrade request; returns frames the client sent right behind it."""
-    received = 0
-    while True:
-        data = await reader.read(READ_CHUNK)
-        if not data:
-            raise WebSocketRefused("websocket_handshake_aborted", "the socket closed before the upgrade request")
-        received += len(data)
-        ws.receive_data(data)
-        events = ws.events_received()
-        if events:
-            break
-        if ws.handshake_exc is not None:
-            _answer(writer, http.HTTPStatus.BAD_REQUEST)
-            raise WebSocketRefused("websocket_bad_request", _chain(ws.handshake_exc))
-        if received > MAX_REQUEST_BYTES:
-            _answer(writer, http.HTTPStatus.REQUEST_HEADER_FIELDS_TOO_LARGE)
-            raise WebSocketRefused("websocket_bad_request", f"upgrade request over {MAX_REQUEST_BYTES} bytes")
-    request, frames = events[0], events[1:]
-    assert isinstance(request, Request)
-    if ws.parser_exc is not None:  # bytes behind the request that are no WebSocket frame
-        _answer(writer, http.HTTPStatus.BAD_REQUEST)
-        raise WebSocketRefused("websocket_bad_request", _chain(ws.parser_exc))
-    if request.path.split("?", 1)[0] != path:
-        response = ws.reject(http.HTTPStatus.NOT_FOUND, f"MQTT over WebSocket is served at {path}\n")
-        detail = f"path {request.path[:100]!r}"
-    else:
-        response = ws.accept(request)
-        detail = _chain(ws.handshake_exc) if ws.handshake_exc is not None else ""
-    ws.send_response(response)
-    _send(ws, writer)
-    if response.status_code != http.HTTPStatus.SWITCHING_PROTOCOLS:
-        raise WebSocketRefused("websocket_bad_request", f"{response.status_code}: {detail}")
-    return [f for f in frames if isinstance(f, Frame)]
+    return WebSocketConnection(_MqttStream(ws, reader, writer, partial), early)
 
 
 class _MqttStream:
     """The pump from the socket's WebSocket frames to MQTT's reader, and MQTT's writes into frames."""
 
-    def __init__(self, ws: ServerProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self, ws: ServerProtocol, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, partial: PartialPackets
+    ) -> None:
         self._ws = ws
         self._socket_reader = reader
         self._socket_writer = writer
@@ -139,6 +91,7 @@ class _MqttStream:
         self._ended = False
         loop = asyncio.get_running_loop()
         self.mqtt_reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+        self._frame = PartialFrame(lambda: len(ws.reader.buffer), partial, self.mqtt_reader)  # parsed once whole
         self._protocol = asyncio.StreamReaderProtocol(self.mqtt_reader)
         self.transport = _WebSocketTransport(ws, writer)
         self._protocol.connection_made(self.transport)
@@ -147,17 +100,27 @@ class _MqttStream:
     async def pump(self, early: list[Frame]) -> None:
         try:
             self._deliver(early)
-            _send(self._ws, self._socket_writer)
+            if (full := self._frame.count()) is not None:  # a frame begun right behind the upgrade request
+                self._fail(CloseCode.TRY_AGAIN_LATER, full)
+            send_pending(self._ws, self._socket_writer)
             while not self._ended:
-                await self.transport.reading.wait()  # the session layer has read enough of what we gave it
-                await self._socket_writer.drain()  # pongs a client never reads must not pile up here
-                data = await self._socket_reader.read(READ_CHUNK)
+                try:
+                    if self._frame.deadline is None:  # no frame begun: no timer to pay for
+                        data = await self._next_data()
+                    else:
+                        async with asyncio.timeout_at(self._frame.deadline):
+                            data = await self._next_data()
+                except TimeoutError:
+                    self._fail(CloseCode.POLICY_VIOLATION, PacketTimeout(self._frame.partial.timeout))
+                    break
                 if data:
                     self._ws.receive_data(data)
                 else:
                     self._ws.receive_eof()
                 self._deliver(self._ws.events_received())
-                _send(self._ws, self._socket_writer)
+                if (full := self._frame.count()) is not None:
+                    self._fail(CloseCode.TRY_AGAIN_LATER, full)
+                send_pending(self._ws, self._socket_writer)
                 if not data:
                     self._end(None)
         except (ConnectionError, OSError) as exc:
@@ -166,7 +129,19 @@ class _MqttStream:
             log.exception("WebSocket stream failed")  # a bug of ours: the connection ends, the gateway goes on
             self._end(ConnectionResetError("internal error"))
         finally:
+            self._frame.release()
             self._end(None)
+
+    async def _next_data(self) -> bytes:
+        await self.transport.reading.wait()  # the session layer has read enough of what we gave it
+        await self._socket_writer.drain()  # pongs a client never reads must not pile up here
+        return await self._socket_reader.read(READ_CHUNK)
+
+    def _fail(self, code: CloseCode, violation: StreamViolation) -> None:
+        """A close frame with `code` for the client; MQTT's reader sees the violation."""
+        self._ws.fail(code)
+        send_pending(self._ws, self._socket_writer)
+        self._end(violation)
 
     def _deliver(self, frames: Iterable[object]) -> None:
         for frame in frames:
@@ -213,7 +188,7 @@ class _WebSocketTransport(asyncio.Transport):
         if self.is_closing():
             return
         self._ws.send_binary(bytes(data))
-        _send(self._ws, self._socket)
+        send_pending(self._ws, self._socket)
 
     def is_closing(self) -> bool:
         return self._socket.transport.is_closing() or self._ws.state is not OPEN
@@ -228,7 +203,7 @@ class _WebSocketTransport(asyncio.Transport):
         """A close frame, if the socket will take it at once, then the socket goes (as a TCP one does)."""
         if self._ws.state is OPEN and not self._socket.transport.is_closing():
             self._ws.send_close(CloseCode.NORMAL_CLOSURE)
-            _send(self._ws, self._socket)
+            send_pending(self._ws, self._socket)
         self._socket.transport.abort()
 
     def pause_reading(self) -> None:
@@ -260,34 +235,3 @@ class _Writer(asyncio.StreamWriter):
 
     async def drain(self) -> None:
         await self._socket_writer.drain()
-
-
-def _send(ws: ServerProtocol, writer: asyncio.StreamWriter) -> None:
-    """Writes what the protocol has to send; its end-of-stream closes the socket (a server closes first)."""
-    for chunk in ws.data_to_send():
-        if chunk == SEND_EOF:
-            writer.transport.close()
-        elif not writer.transport.is_closing():
-            writer.transport.write(chunk)
-
-
-def _answer(writer: asyncio.StreamWriter, status: http.HTTPStatus) -> None:
-    """An HTTP error for a request websockets could not parse (it answers only those it could)."""
-    body = f"{status.value} {status.phrase}\n".encode()
-    headers = Headers(
-        [
-            ("Date", email.utils.formatdate(usegmt=True)),
-            ("Connection", "close"),
-            ("Content-Length", str(len(body))),
-            ("Content-Type", "text/plain; charset=utf-8"),
-        ]
-    )
-    writer.transport.write(Response(status.value, status.phrase, headers, body).serialize())
-
-
-def _chain(exc: BaseException) -> str:
-    text = str(exc)
-    while exc.__cause__ is not None:
-        exc = exc.__cause__
-        text += f"; {exc}"
-    return text[:200]

@@ -75,6 +75,18 @@ class GatewaySettings(BaseSettings):
     max_packet_bytes: int = Field(
         1_048_576, ge=1024, le=268_435_455, description="an MQTT packet larger than this closes the connection"
     )
+    packet_timeout: float = Field(
+        30.0, gt=0, le=3600, description="seconds from a packet's first byte to its last, whatever the keep-alive"
+    )
+    max_partial_packet_bytes: int = Field(
+        67_108_864,
+        ge=1024,
+        description="bytes of partly received packets and WebSocket frames on this node; the connection that"
+        " would exceed it is closed",
+    )
+    tenant_partial_packets_share: float = Field(
+        0.5, gt=0, le=1, description="of max_partial_packet_bytes, what one tenant's connections may hold"
+    )
     epmx_whitelist: Path | None = Field(None, description="EPMX metadata whitelist (YAML, Kaa format)")
     epmp_extension: str = Field("epmx", pattern=r"^[A-Za-z0-9._~-]{1,64}$", description="10/EPMP extension name")
     epmp_max_payload_bytes: int = Field(65_536, ge=16, description="larger 10/EPMP requests get 413")
@@ -175,6 +187,9 @@ class GatewaySettings(BaseSettings):
     max_sessions_per_device: int = Field(
         4, ge=1, description="sessions (connected or kept for a persistent client) of one device"
     )
+    tenant_connections_share: float = Field(
+        0.5, gt=0, le=1, description="of max_connections, what a tenant without its own maxConnections may hold"
+    )
     # -- per-session bounds ---------------------------------------------------------------------
     max_subscriptions_per_session: int = Field(100, ge=1, description="topic filters one session may hold")
     max_qos2_awaiting_pubrel: int = Field(
@@ -197,6 +212,9 @@ class GatewaySettings(BaseSettings):
     max_retained_bytes_per_device: int = Field(1_048_576, ge=0, description="their payload bytes")
     max_retained_messages: int = Field(100_000, ge=0, description="retained messages on this node in total")
     max_retained_bytes: int = Field(67_108_864, ge=0, description="their payload bytes in total")
+    tenant_retained_share: float = Field(
+        0.5, gt=0, le=1, description="of both totals, what a tenant without retained limits of its own may hold"
+    )
     # -- device data (2/DCP) and commands (11/CEP) ---------------------------------------------------
     data_max_payload_bytes: int = Field(65_536, ge=64, description="a larger 2/DCP data message gets 413")
     data_max_samples: int = Field(1000, ge=1, description="samples in one data message; more get 413")
@@ -273,6 +291,15 @@ class GatewaySettings(BaseSettings):
     def _event_bounds(self) -> GatewaySettings:
         if self.event_backlog_max_bytes < 4 * self.event_max_bytes:
             raise ValueError("event_backlog_max_bytes must be at least 4 x event_max_bytes")
+        return self
+
+    @model_validator(mode="after")
+    def _partial_packets_hold_one(self) -> GatewaySettings:
+        if self.max_partial_packet_bytes * self.tenant_partial_packets_share < self.max_packet_bytes:
+            raise ValueError(
+                "max_partial_packet_bytes x tenant_partial_packets_share must be at least max_packet_bytes"
+                " (one tenant's packet of that size)"
+            )
         return self
 
     @model_validator(mode="after")
