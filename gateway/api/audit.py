@@ -85,7 +85,8 @@ class AuditTrail:
         target = _target(template, params) if template else str(scope.get("path", ""))[:512]
         tenant = params.get("tenant")
         actor = self._actor(scope)
-        detail = _message(body) if status >= 400 else None
+        # a success may say what it did that the action and target do not (a CA trusted without proof)
+        detail = _message(body) if status >= 400 else (scope.get("state") or {}).get("audit_detail")
         audit("api_write", actor=actor, action=action, target=target, tenant=tenant, status=status, detail=detail)
         try:
             await self._gateway.registry.audit.record(
