@@ -26,6 +26,8 @@ class Redaction:
     """The upload, decoded."""
     max_password: int
     credential_at: int | None = None
+    cut_at: tuple[int, ...] = ()
+    """The columns a password is cut from: the credential, and those whose row errors quote them."""
     held: dict[int, str] = field(default_factory=dict)
     """line -> the password cut out of that row."""
     _out: io.StringIO | None = None
@@ -45,19 +47,17 @@ class Redaction:
         if len(record) != width:
             self._rewrite(raw, ["-"] * len(record))
             return
-        cell = record[self.credential_at].strip() if self.credential_at is not None else ""
-        if not cell.startswith(PASSWORD):
+        fields, changed = list(record), False
+        for at in self.cut_at:  # a password shifted into deviceId, group or appVersion: echoed by its row error
+            cell, password = _cut(fields[at])
+            if password:
+                fields[at], changed = cell, True
+                if at == self.credential_at and len(password) <= self.max_password:  # a longer one is refused
+                    self.held[line] = password
+        if changed:
+            self._rewrite(raw, fields)
+        else:
             self.keep(raw)
-            return
-        auth_id, sep, password = cell[len(PASSWORD) :].partition(":")
-        if not password:
-            self.keep(raw)
-            return
-        if len(password) <= self.max_password:  # a longer one is refused without ever being held
-            self.held[line] = password
-        at = self.credential_at
-        assert at is not None
-        self._rewrite(raw, [*record[:at], f"{PASSWORD}{auth_id}{sep}", *record[at + 1 :]])
 
     def _rewrite(self, raw: list[str], fields: list[str]) -> None:
         """The record written anew, padded to as many lines as it had: the rows after it keep their
@@ -84,6 +84,15 @@ class TooManyHeld(Exception):
     def __init__(self, message: str, status: int) -> None:
         super().__init__(message)
         self.status = status
+
+
+def _cut(cell: str) -> tuple[str, str]:
+    """(`password:<authId>:`, the password) of a password cell; (the cell, "") of any other."""
+    stripped = cell.strip()
+    if not stripped.startswith(PASSWORD):
+        return cell, ""
+    auth_id, sep, password = stripped[len(PASSWORD) :].partition(":")
+    return (f"{PASSWORD}{auth_id}{sep}", password) if password else (cell, "")
 
 
 def held_cost(password: str) -> int:

@@ -85,6 +85,7 @@ def parse(data: bytes, max_rows: int | None) -> ParsedCsv:
         _check_header(header)
         redaction.keep(lines[: reader.line_num])
         redaction.credential_at = header.index("credential") if "credential" in header else None
+        redaction.cut_at = tuple(header.index(c) for c in COLUMNS if c in header)
         records: list[tuple[int, list[str]]] = []
         start = reader.line_num + 1
         for count, record in enumerate(reader, start=1):
