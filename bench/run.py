@@ -155,6 +155,7 @@ class BenchPki:
         root = Path(self._dir.name)
         write_ca(root, "bench CA")
         self.ca_pem = (root / "ca.pem").read_text()
+        self.ca_key = (root / "ca.key").read_bytes()
         self.certs = [write_device_cert(root, f"bench-{i}") for i in range(devices)]
 
 
@@ -164,9 +165,17 @@ async def _trust(s: Server, bench_pki: BenchPki) -> None:
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{s.info['api']}", headers={"Authorization": f"Bearer {s.info['admin']}"}
     ) as api:
-        r = await api.post(
-            "/v1/tenants/bench/trusted-cas", json={"cert": bench_pki.ca_pem, "autoProvisioningEnabled": True}
+        from cryptography import x509
+
+        from pki.ca_proof import load_signing_key, sign_verification_cert
+        from pki.certs import pem
+
+        code = (await api.get("/v1/tenants/bench/trusted-cas/registration-code")).json()["registrationCode"]
+        proof = sign_verification_cert(
+            x509.load_pem_x509_certificate(bench_pki.ca_pem.encode()), load_signing_key(bench_pki.ca_key), code
         )
+        body = {"cert": bench_pki.ca_pem, "verificationCert": pem(proof), "autoProvisioningEnabled": True}
+        r = await api.post("/v1/tenants/bench/trusted-cas", json=body)
         r.raise_for_status()
 
 

@@ -271,6 +271,23 @@ class AuthRecord(Record):
     tenant_max_retained_bytes: int | None = None
 
 
+class CaProof(StrEnum):
+    """How a trusted CA's upload proved that its uploader holds the CA's key."""
+
+    VERIFIED = "verified"
+    WAIVED = "waived"
+    UNPROVEN = "unproven"
+    """Uploaded before proofs were required."""
+
+
+class RegistrationCode(Record):
+    """What a tenant's verification certificates are issued over (subject CN)."""
+
+    tenant_id: str
+    code: str
+    created_at: datetime
+
+
 class TrustedCa(Record):
     id: str
     tenant_id: str
@@ -290,6 +307,7 @@ class TrustedCa(Record):
     provisioning_rate_per_minute: int | None
     created_at: datetime
     updated_at: datetime
+    proof: CaProof = CaProof.UNPROVEN
 
 
 class Tombstone(Record):

@@ -7,12 +7,15 @@ import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from gateway.node.runtime import Gateway
+from pki.ca_proof import sign_verification_cert
+from pki.certs import pem
 
 NOW = dt.datetime.now(dt.UTC)
 
@@ -142,3 +145,26 @@ def device_tls(gateway: Gateway, device: Issued | None) -> ssl.SSLContext:
     if device is not None:
         context.load_cert_chain(device.cert_path, device.key_path)
     return context
+
+
+# -- proof of a CA's key (issue 17 point 12): what `mqtt-gateway ca add --key` does ---------------------
+
+
+async def registration_code(api: httpx.AsyncClient, tenant: str) -> str:
+    r = await api.get(f"/v1/tenants/{tenant}/trusted-cas/registration-code")
+    assert r.status_code == 200, r.text
+    return str(r.json()["registrationCode"])
+
+
+def verification_cert(ca: Issued, code: str, *, at: dt.datetime | None = None) -> str:
+    """A verification certificate over `code`, signed by the CA's key, valid around `at` (now)."""
+    return pem(sign_verification_cert(ca.cert, ca.key, code, now=at))
+
+
+async def trust(
+    api: httpx.AsyncClient, tenant: str, ca: Issued, bundle: str | None = None, **options: object
+) -> httpx.Response:
+    """POST the CA (or `bundle`, a PEM led by it) with the proof of its key, as the CLI does."""
+    proof = verification_cert(ca, await registration_code(api, tenant))
+    body = {"cert": bundle or ca.pem, "verificationCert": proof, **options}
+    return await api.post(f"/v1/tenants/{tenant}/trusted-cas", json=body)

@@ -17,7 +17,7 @@ import pytest
 from gateway.node.runtime import Gateway
 
 from .conftest import make_device, mqtt, next_message, ok, outbox_events
-from .pki_helpers import make_ca
+from .pki_helpers import make_ca, trust
 
 METADATA = "/v1/tenants/acme/devices/dev-1/metadata"
 UPDATED = "endpoint/metadata/updated"
@@ -243,7 +243,7 @@ async def test_hostile_requests_get_a_clear_error(
     field: str | None,
 ) -> None:
     await make_device(api)
-    ca = await ok(api.post("/v1/tenants/acme/trusted-cas", json={"cert": make_ca(tmp_path, "Acme CA").pem}), 201)
+    ca = await ok(trust(api, "acme", make_ca(tmp_path, "Acme CA")), 201)
     r = await request(api, method, path.format(ca=ca["id"]), text)
     if status is None:
         assert r.status_code == 200, r.text

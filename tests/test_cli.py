@@ -102,7 +102,17 @@ async def test_pki_and_ca_commands(gateway: Gateway, tmp_path: object) -> None:
     again = await cli(gateway, "pki", "create-ca", str(pki_dir))
     assert again.returncode == 1 and "not overwriting" in again.stderr
     r = await cli(
-        gateway, "ca", "add", "acme", str(pki_dir / "ca.pem"), "--auto-provision", "--app-version", "kv1", "--json"
+        gateway,
+        "ca",
+        "add",
+        "acme",
+        str(pki_dir / "ca.pem"),
+        "--key",
+        str(pki_dir / "ca.key"),
+        "--auto-provision",
+        "--app-version",
+        "kv1",
+        "--json",
     )
     assert r.returncode == 0, r.stderr
     ca_id = json.loads(r.stdout)["id"]

@@ -17,7 +17,7 @@ import pytest
 from gateway.node.runtime import Gateway
 
 from .conftest import make_device, mqtt, next_json, ok
-from .pki_helpers import device_tls, make_ca, make_device_cert
+from .pki_helpers import device_tls, make_ca, make_device_cert, trust
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -119,8 +119,7 @@ async def test_device_get_shows_auto_provisioning_and_the_policy(
     """Its help promised the policy; the README promises `auto-provisioned`: neither was a column."""
     token = await make_device(api, "acme", "kettle-1", app_version="v1")
     ca = make_ca(tmp_path, "Acme Devices CA")
-    body = {"cert": ca.pem, "autoProvisioningEnabled": True, "appVersion": "v1"}
-    await ok(api.post("/v1/tenants/acme/trusted-cas", json=body), 201)
+    await ok(trust(api, "acme", ca, autoProvisioningEnabled=True, appVersion="v1"), 201)
     cert = make_device_cert(tmp_path, ca, "kettle-42")
     async with aiomqtt.Client("localhost", gateway.ports["mqtts"], tls_context=device_tls(gateway, cert)):
         pass

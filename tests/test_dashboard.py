@@ -20,7 +20,7 @@ import pytest
 from gateway.node.runtime import Gateway
 
 from .conftest import connect_refused, make_device, mqtt, ok
-from .pki_helpers import device_tls, make_ca, make_device_cert
+from .pki_helpers import device_tls, make_ca, make_device_cert, trust
 
 try:
     from playwright.async_api import Page, async_playwright, expect
@@ -61,13 +61,7 @@ async def fleet(gateway: Gateway, api: httpx.AsyncClient, tmp_path: Path) -> str
     await ok(api.patch(f"/v1/tenants/acme/devices/lamp-1/tokens/{old}", json={"state": "suspended"}))
     await connect_refused(gateway, old)
     ca = make_ca(tmp_path, "Acme Devices CA")
-    await ok(
-        api.post(
-            "/v1/tenants/acme/trusted-cas",
-            json={"cert": ca.pem, "autoProvisioningEnabled": True, "group": "kitchen", "appVersion": "kettle_v1"},
-        ),
-        201,
-    )
+    await ok(trust(api, "acme", ca, autoProvisioningEnabled=True, group="kitchen", appVersion="kettle_v1"), 201)
     cert = make_device_cert(tmp_path, ca, "kettle-42")
     async with aiomqtt.Client("localhost", gateway.ports["mqtts"], tls_context=device_tls(gateway, cert)):
         pass

@@ -25,7 +25,7 @@ from registry.models import now_ms
 from registry.recent import first_id_since
 
 from .conftest import connect_refused, make_device, mqtt, ok, wait_until
-from .pki_helpers import device_tls, make_ca, make_device_cert
+from .pki_helpers import device_tls, make_ca, make_device_cert, trust
 
 NOT_AUTHORIZED = 135  # CONNACK 5, as aiomqtt reports it
 HOSTILE = '<script>alert("x")</script>'
@@ -216,9 +216,7 @@ async def test_hostile_names_are_shown_as_text(gateway: Gateway, api: httpx.Asyn
     token = await make_device(api, "acme", "dev-1")
     await ok(api.patch("/v1/tenants/acme/devices/dev-1", json={"attributes": {"note": HOSTILE}}))
     await ok(api.put("/v1/tenants/acme/devices/dev-1/metadata", json={"label": HOSTILE}))
-    await ok(
-        api.post("/v1/tenants/acme/trusted-cas", json={"cert": make_ca(tmp_path, HOSTILE, stem="hostile").pem}), 201
-    )
+    await ok(trust(api, "acme", make_ca(tmp_path, HOSTILE, stem="hostile")), 201)
     async with mqtt(gateway, token, client_id=HOSTILE):
         pass
     async with logged_in(gateway) as client:
@@ -292,7 +290,7 @@ async def test_last_hour_by_reason_and_connected_now(gateway: Gateway, api: http
         assert await connect_refused(gateway, spare) == NOT_AUTHORIZED  # acme's: a suspended token
         assert await connect_refused(gateway, "nobody's-token") == NOT_AUTHORIZED  # no tenant
         ca = make_ca(tmp_path, "Acme CA")
-        await ok(api.post("/v1/tenants/acme/trusted-cas", json={"cert": ca.pem, "autoProvisioningEnabled": True}), 201)
+        await ok(trust(api, "acme", ca, autoProvisioningEnabled=True), 201)
         device = make_device_cert(tmp_path, ca, "k-7")
         async with aiomqtt.Client("localhost", gateway.ports["mqtts"], tls_context=device_tls(gateway, device)):
             pass

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from .conftest import make_device, ok
-from .pki_helpers import make_ca
+from .pki_helpers import make_ca, trust
 
 
 async def _tenant(api: httpx.AsyncClient, tenant: str = "acme") -> None:
@@ -80,10 +80,10 @@ async def test_devices_move_between_groups_all_or_nothing(api: httpx.AsyncClient
 async def test_a_trusted_ca_provisions_into_an_existing_group_only(api: httpx.AsyncClient, tmp_path: Path) -> None:
     await _tenant(api)
     ca = make_ca(tmp_path, "Acme CA")
-    r = await api.post("/v1/tenants/acme/trusted-cas", json={"cert": ca.pem, "group": "nowhere"})
+    r = await trust(api, "acme", ca, group="nowhere")
     assert r.status_code == 422 and r.json()["field"] == "group"
     await ok(api.post("/v1/tenants/acme/groups", json={"id": "field"}), 201)
-    created = await ok(api.post("/v1/tenants/acme/trusted-cas", json={"cert": ca.pem, "group": "field"}), 201)
+    created = await ok(trust(api, "acme", ca, group="field"), 201)
     r = await api.delete("/v1/tenants/acme/groups/field")
     assert r.status_code == 409 and "trusted CA" in r.json()["message"]
     await ok(api.delete("/v1/tenants/acme/groups/field?moveTo=default"), 204)

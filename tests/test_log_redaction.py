@@ -17,7 +17,7 @@ from gateway.node.runtime import Gateway
 from gateway.ops.audit import secret_hint
 
 from .conftest import make_device, ok, wait_until
-from .pki_helpers import Issued, device_tls, make_ca, make_device_cert
+from .pki_helpers import Issued, device_tls, make_ca, make_device_cert, trust
 from .wire import RawClient, connect_packet, publish_packet, subscribe_packet
 
 ACCEPTED = b"\x20\x02\x00\x00"
@@ -153,7 +153,7 @@ async def test_token_taken_refusal_logs_no_token(
     taken = "taken-" + secrets.token_urlsafe(18)  # a live token that is also a valid device id
     await make_device(api, "tenant-a", "a-other", token=taken)
     ca = make_ca(tmp_path, "A CA")
-    await ok(api.post("/v1/tenants/tenant-a/trusted-cas", json={"cert": ca.pem, "autoProvisioningEnabled": True}), 201)
+    await ok(trust(api, "tenant-a", ca, autoProvisioningEnabled=True), 201)
     cert = make_device_cert(tmp_path, ca, taken)
     assert await tls_connack(gateway, cert) == REFUSED
     assert await tls_connack(gateway, cert, username=taken) == REFUSED  # username = "its own" token
@@ -171,7 +171,7 @@ async def test_certificate_with_another_devices_token_logs_a_hint(
     other = await make_device(api, "tenant-b", "b-device")
     ca = make_ca(tmp_path, "A CA")
     await ok(api.post("/v1/tenants", json={"id": "tenant-a"}), 201)
-    await ok(api.post("/v1/tenants/tenant-a/trusted-cas", json={"cert": ca.pem, "autoProvisioningEnabled": True}), 201)
+    await ok(trust(api, "tenant-a", ca, autoProvisioningEnabled=True), 201)
     assert await tls_connack(gateway, make_device_cert(tmp_path, ca, "a-device"), username=other) == REFUSED
     found = lines(logs, "connect_refused")
     assert len(found) == 1 and "reason=credential_mismatch" in found[0]

@@ -16,7 +16,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID
 from gateway.node.runtime import Gateway
 
 from .conftest import connection, make_device, ok, outbox_events, wait_until
-from .pki_helpers import NOW, Issued, device_tls, make_ca, make_device_cert
+from .pki_helpers import NOW, Issued, device_tls, make_ca, make_device_cert, trust
 from .wire import RawClient, connect_packet
 
 ACCEPTED = b"\x20\x02\x00\x00"
@@ -52,7 +52,7 @@ async def add_ca(api: httpx.AsyncClient, tenant: str, ca: Issued, **options: obj
     if options.get("group", "default") != "default":  # a CA provisions into a group that exists (issue 10)
         r = await api.post(f"/v1/tenants/{tenant}/groups", json={"id": options["group"]})
         assert r.status_code in (201, 409)
-    return await ok(api.post(f"/v1/tenants/{tenant}/trusted-cas", json={"cert": ca.pem, **options}), 201)  # type: ignore[no-any-return]
+    return await ok(trust(api, tenant, ca, **options), 201)  # type: ignore[no-any-return]
 
 
 async def metrics(api: httpx.AsyncClient) -> dict[str, object]:
@@ -82,13 +82,13 @@ async def test_same_ca_in_another_tenant_is_409(api: httpx.AsyncClient, tmp_path
     ca = make_ca(tmp_path, "Shared CA")
     await add_ca(api, "acme", ca)
     await ok(api.post("/v1/tenants", json={"id": "globex"}), 201)
-    r = await api.post("/v1/tenants/globex/trusted-cas", json={"cert": ca.pem})
+    r = await trust(api, "globex", ca)  # the key's holder, proving it
     assert r.status_code == 409 and "another tenant" in r.json()["message"] and "'acme'" in r.json()["message"]
     # same key, new certificate (re-issued with another name): still the same CA
     same_key = make_ca(tmp_path, "Shared CA renamed", key=ca.key)
-    r = await api.post("/v1/tenants/globex/trusted-cas", json={"cert": same_key.pem})
+    r = await trust(api, "globex", same_key)
     assert r.status_code == 409
-    r = await api.post("/v1/tenants/acme/trusted-cas", json={"cert": ca.pem})
+    r = await trust(api, "acme", ca)
     assert r.status_code == 409
     assert await ok(api.get("/v1/tenants/globex/trusted-cas")) == []
 
@@ -359,7 +359,7 @@ async def test_deleted_device_is_not_silently_reprovisioned(
 async def test_tenant_device_quota(gateway: Gateway, api: httpx.AsyncClient, tmp_path: Path) -> None:
     ca = make_ca(tmp_path, "Acme CA")
     await ok(api.post("/v1/tenants", json={"id": "acme", "maxDevices": 1}), 201)
-    await ok(api.post("/v1/tenants/acme/trusted-cas", json={"cert": ca.pem, "autoProvisioningEnabled": True}), 201)
+    await ok(trust(api, "acme", ca, autoProvisioningEnabled=True), 201)
     assert await tls_connack(gateway, make_device_cert(tmp_path, ca, "first")) == ACCEPTED
     assert await tls_connack(gateway, make_device_cert(tmp_path, ca, "second")) == REFUSED
     assert [d["id"] for d in (await ok(api.get("/v1/tenants/acme/devices")))["devices"]] == ["first"]
@@ -425,12 +425,7 @@ async def test_intermediate_ca_with_its_chain(gateway: Gateway, api: httpx.Async
     intermediate = make_ca(tmp_path / "int", "Acme Devices Intermediate", issuer=root)
     created = await ok(api.post("/v1/tenants", json={"id": "acme"}), 201)
     assert created["id"] == "acme"
-    ca = await ok(
-        api.post(
-            "/v1/tenants/acme/trusted-cas", json={"cert": intermediate.pem + root.pem, "autoProvisioningEnabled": True}
-        ),
-        201,
-    )
+    ca = await ok(trust(api, "acme", intermediate, intermediate.pem + root.pem, autoProvisioningEnabled=True), 201)
     assert ca["subjectDn"] == "CN=Acme Devices Intermediate" and root.pem.strip() in ca["cert"]
     assert await tls_connack(gateway, make_device_cert(tmp_path, intermediate, "via-int")) == ACCEPTED
     # a device issued by the root directly is not trusted: the anchor is the intermediate

@@ -71,7 +71,8 @@ class AuditTrail:
         template = getattr(route, "path", None)
         method = scope["method"]
         target = _target(template, params) if template else str(scope.get("path", ""))
-        detail = _message(body) if status >= 400 else None
+        # a success may say what it did that the action and target do not (a CA trusted without proof)
+        detail = _message(body) if status >= 400 else (scope.get("state") or {}).get("audit_detail")
         caller = caller_of(scope, self._admin_token)
         action = f"{method} {template or ('(no route)' if caller is Caller.ADMIN else '(not routed)')}"
         if caller is not Caller.ADMIN:  # not trusted with a row each, nor with naming a tenant

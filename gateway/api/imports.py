@@ -6,7 +6,9 @@ from typing import TYPE_CHECKING, Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
+from starlette.exceptions import HTTPException
 
+from ..services.import_secrets import TooManyHeld
 from ..services.imports import TEMPLATE, CsvRefused
 from .deps import GatewayDep
 from .errors import BadRequest, error_response
@@ -19,6 +21,8 @@ router = APIRouter(prefix="/v1/tenants/{tenant}/device-imports", tags=["device i
 template = APIRouter(tags=["device imports"])
 PATH_PATTERN = r"^/v1/tenants/[^/]+/device-imports$"
 """The one API path whose body may be larger than `api_max_body_bytes` (up to `import_max_bytes`)."""
+RETRY_HELD_S = 30
+"""Retry-After when other imports' passwords fill the memory they may be held in until hashed."""
 
 
 def _runner(gw: GatewayDep) -> ImportRunner:
@@ -52,6 +56,9 @@ async def start_import(tenant: str, request: Request, gw: GatewayDep) -> ImportA
         job = await _runner(gw).submit(tenant, data)
     except CsvRefused as exc:
         raise BadRequest(str(exc), "csv", status=422) from None
+    except TooManyHeld as exc:
+        headers = {"Retry-After": str(RETRY_HELD_S)} if exc.status == 429 else None
+        raise HTTPException(exc.status, str(exc), headers=headers) from None
     return ImportAccepted(job_id=job.id, state=job.state, total=job.total)
 
 
@@ -91,4 +98,4 @@ async def download_tokens(tenant: str, job: str, gw: GatewayDep) -> PlainTextRes
 @router.delete("/{job}", summary="Cancel a device import")
 async def cancel_import(tenant: str, job: str, gw: GatewayDep) -> ImportJobOut:
     """Stops a queued or running job after the chunk it is writing; rows committed stay."""
-    return ImportJobOut.of(await gw.registry.imports.cancel(tenant, job), [])
+    return ImportJobOut.of(await _runner(gw).cancel(tenant, job), [])

@@ -314,6 +314,10 @@ CertText = Annotated[str, StringConstraints(min_length=1, max_length=262_144)]
 
 class TrustedCaIn(Body):
     cert: CertText
+    verification_cert: CertText | None = Field(
+        None, description="proof of the CA's key: a certificate over the tenant's registration code, signed by it"
+    )
+    waive_proof: bool = Field(False, description="trust it without proof of its key (the admin only; audited)")
     enabled: bool = True
     auto_provisioning_enabled: bool = False
     device_id_template: Template = DEFAULT_DEVICE_ID_TEMPLATE
@@ -359,6 +363,7 @@ class TrustedCaOut(Body):
     group: str
     app_version: str | None
     provisioning_rate_per_minute: int | None
+    proof: str = Field(description="verified | waived | unproven (uploaded before proofs were required)")
     cert: str
     created_at: datetime
     updated_at: datetime
@@ -381,6 +386,7 @@ class TrustedCaOut(Body):
             group=ca.group,
             app_version=ca.app_version,
             provisioning_rate_per_minute=ca.provisioning_rate_per_minute,
+            proof=ca.proof.value,
             cert=ca.pem,
             created_at=ca.created_at,
             updated_at=ca.updated_at,
@@ -403,6 +409,7 @@ class MatchedCa(Body):
     id: str
     subject_dn: str
     auto_provisioning_enabled: bool
+    proof: str = Field(description="how its upload proved its key: verified | waived | unproven")
 
 
 class CertificateCheckOut(Body):

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from datetime import datetime
+
+from fastapi import APIRouter, Request, Response
 from starlette.exceptions import HTTPException
 
-from pki.ca_upload import parse_ca
+from pki.ca_proof import proven_code
+from pki.ca_upload import ParsedCa, parse_ca
 from pki.certs import CertificateRejected, load_certificates
 from pki.templates import template_error
 from registry.errors import NotFound
-from registry.models import TrustedCa, from_ms, now_ms
+from registry.models import CaProof, RegistrationCode, TrustedCa, from_ms, now_ms
 
 from ..auth.outcome import Refusal
 from ..auth.x509 import assess
-from .deps import GatewayDep
+from .deps import GatewayDep, bearer_token, is_admin_token
 from .errors import BadRequest
 from .schemas import (
+    Body,
     CertificateCheckIn,
     CertificateCheckOut,
     CertificateFacts,
@@ -29,6 +33,40 @@ from .schemas import (
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["trusted CAs"])
 
 
+class RegistrationCodeOut(Body):
+    registration_code: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, code: RegistrationCode) -> RegistrationCodeOut:
+        return cls(registration_code=code.code, created_at=code.created_at)
+
+
+def _no_proof(tenant: str) -> str:
+    return (
+        "proof that you hold the CA's key is required: sign a verification certificate whose subject CN is the"
+        f" tenant's registration code (GET /v1/tenants/{tenant}/trusted-cas/registration-code) with the CA's key"
+        f" and send it as verificationCert (`mqtt-gateway ca add {tenant} CA.pem --key CA.key` does both), or"
+        " waive the proof with waiveProof: true (`--no-proof`; the admin only, and audited)"
+    )
+
+
+async def _proof(request: Request, tenant: str, body: TrustedCaIn, parsed: ParsedCa) -> tuple[CaProof, str | None]:
+    """How this upload proves the CA's key, and the registration code it proves it over."""
+    if body.waive_proof and body.verification_cert is not None:
+        raise BadRequest("give either verificationCert or waiveProof, not both", "waiveProof", status=422)
+    if body.waive_proof:
+        if not is_admin_token(request, await bearer_token(request)):
+            raise HTTPException(403, "only the admin token may trust a CA without proof of its key")
+        return CaProof.WAIVED, None
+    if body.verification_cert is None:
+        raise BadRequest(_no_proof(tenant), "verificationCert", status=422)
+    try:
+        return CaProof.VERIFIED, proven_code(parsed.cert, body.verification_cert)
+    except CertificateRejected as exc:
+        raise BadRequest(str(exc), "verificationCert", status=422) from None
+
+
 def _check_templates(body: TrustedCaIn | TrustedCaPatch) -> None:
     for field, value in (("deviceIdTemplate", body.device_id_template), ("authIdTemplate", body.auth_id_template)):
         if value is not None and (problem := template_error(value)) is not None:
@@ -36,15 +74,18 @@ def _check_templates(body: TrustedCaIn | TrustedCaPatch) -> None:
 
 
 @router.post("/trusted-cas", summary="Trust a CA", status_code=201)
-async def add_trusted_ca(tenant: str, body: TrustedCaIn, gw: GatewayDep) -> TrustedCaOut:
+async def add_trusted_ca(tenant: str, body: TrustedCaIn, request: Request, gw: GatewayDep) -> TrustedCaOut:
     """Devices with a certificate from this CA (PEM, with its chain) authenticate for the tenant; with
     `autoProvisioningEnabled`, unknown ones are created on their first CONNECT, named by the templates.
-    New TLS handshakes see it at once."""
+    New TLS handshakes see it at once. The upload proves the CA's key (`verificationCert`, over the
+    tenant's registration code), or the admin waives that (`waiveProof`, audited)."""
+    await gw.registry.tenants.get(tenant)
     _check_templates(body)
     try:
         parsed = parse_ca(body.cert)
     except CertificateRejected as exc:
         raise BadRequest(str(exc), "cert") from None
+    proof, code = await _proof(request, tenant, body, parsed)
     now = from_ms(now_ms())
     ca = await gw.manage.trusted_cas.create(
         TrustedCa(
@@ -66,8 +107,11 @@ async def add_trusted_ca(tenant: str, body: TrustedCaIn, gw: GatewayDep) -> Trus
             provisioning_rate_per_minute=body.provisioning_rate_per_minute,
             created_at=now,
             updated_at=now,
-        )
+            proof=proof,
+        ),
+        proven_code=code,
     )
+    request.state.audit_detail = f"proof of the CA's key {proof.value}: trusted CA {ca.id}"
     return TrustedCaOut.of(ca)
 
 
@@ -75,6 +119,19 @@ async def add_trusted_ca(tenant: str, body: TrustedCaIn, gw: GatewayDep) -> Trus
 async def list_trusted_cas(tenant: str, gw: GatewayDep) -> list[TrustedCaOut]:
     """The tenant's trusted CAs and their provisioning settings."""
     return [TrustedCaOut.of(ca) for ca in await gw.registry.trusted_cas.list(tenant)]
+
+
+@router.get("/trusted-cas/registration-code", summary="Get the registration code for proofs of a CA's key")
+async def get_registration_code(tenant: str, gw: GatewayDep) -> RegistrationCodeOut:
+    """A CA upload carries a verification certificate whose subject CN is this code, signed by the CA's
+    key. The code stays until rotated (POST) or until the tenant removes a CA."""
+    return RegistrationCodeOut.of(await gw.registry.trusted_cas.registration_code(tenant))
+
+
+@router.post("/trusted-cas/registration-code", summary="Rotate the registration code")
+async def rotate_registration_code(tenant: str, gw: GatewayDep) -> RegistrationCodeOut:
+    """A new code: verification certificates made over the old one are refused from now on."""
+    return RegistrationCodeOut.of(await gw.registry.trusted_cas.rotate_registration_code(tenant))
 
 
 @router.post("/trusted-cas/check", summary="Check a device certificate")
@@ -112,7 +169,12 @@ async def check_certificate(tenant: str, body: CertificateCheckIn, gw: GatewayDe
     chain_valid = result.refusal not in (Refusal.UNKNOWN_CA, Refusal.CERTIFICATE_INVALID)
     return CertificateCheckOut(
         certificate=facts,
-        matched_ca=MatchedCa(id=ca.id, subject_dn=ca.subject_dn, auto_provisioning_enabled=ca.auto_provisioning_enabled)
+        matched_ca=MatchedCa(
+            id=ca.id,
+            subject_dn=ca.subject_dn,
+            auto_provisioning_enabled=ca.auto_provisioning_enabled,
+            proof=ca.proof.value,
+        )
         if ca is not None
         else None,
         chain_valid=chain_valid,

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
+from .ca_proof import proof_fields
 from .client import api_path, fail, run
 from .options import DataDirOption, JsonOption, Tenant
 from .output import show
@@ -17,7 +18,7 @@ ca_tombstone = subgroup("tombstone", "Certificates of deleted devices, refused u
 ca.add_typer(ca_tombstone)
 pki = subgroup("pki", "A development PKI: a test CA, device certificates.")
 
-CA_COLUMNS = ["id", "subjectDn", "enabled", "autoProvisioningEnabled", "deviceIdTemplate", "group", "notAfter"]
+CA_COLUMNS = ["id", "subjectDn", "enabled", "autoProvisioningEnabled", "deviceIdTemplate", "group", "proof", "notAfter"]
 CaId = Annotated[str, typer.Argument(metavar="ID", help="the CA's id (`ca list`)")]
 DeviceIdTemplate = Annotated[
     str | None,
@@ -45,6 +46,19 @@ def _read(path: Path) -> str:
 def ca_add(
     tenant_id: Tenant,
     cert: Annotated[Path, typer.Argument(metavar="CA.pem", help="the CA certificate (PEM)")],
+    key: Annotated[
+        Path | None,
+        typer.Option("--key", metavar="CA.key", help="prove you hold the CA's key: signs the proof here, sends none"),
+    ] = None,
+    verification_cert: Annotated[
+        Path | None,
+        typer.Option(
+            "--verification-cert", metavar="FILE", help="the proof made elsewhere: CN = `ca registration-code`"
+        ),
+    ] = None,
+    no_proof: Annotated[
+        bool, typer.Option("--no-proof", help="trust it without proof of its key (the admin only; audited)")
+    ] = False,
     auto_provision: Annotated[bool, typer.Option("--auto-provision", help="provision unknown devices")] = False,
     device_id_template: DeviceIdTemplate = None,
     auth_id_template: AuthIdTemplate = None,
@@ -58,10 +72,13 @@ def ca_add(
     data_dir: DataDirOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Trust a CA for the tenant.
+    """Trust a CA for the tenant, proving you hold its key.
 
-    Certificates it signed authenticate; with --auto-provision, their device is created on first CONNECT."""
+    Certificates it signed authenticate; with --auto-provision, their device is created on first CONNECT.
+    The proof: --key CA.key signs a verification certificate over the tenant's registration code here
+    (the key is not sent), --verification-cert gives one made elsewhere, --no-proof waives it."""
     body: dict[str, Any] = {"cert": _read(cert), "autoProvisioningEnabled": auto_provision}
+    body |= proof_fields(data_dir, tenant_id, cert, key, verification_cert, no_proof)
     given = {
         "deviceIdTemplate": device_id_template,
         "authIdTemplate": auth_id_template,
@@ -71,6 +88,23 @@ def ca_add(
     }
     body |= {k: v for k, v in given.items() if v is not None}
     show(run(data_dir, "POST", api_path("/v1/tenants/{}/trusted-cas", tenant_id), body), as_json, CA_COLUMNS)
+
+
+@ca.command("registration-code")
+def ca_registration_code(
+    tenant_id: Tenant,
+    rotate: Annotated[
+        bool, typer.Option("--rotate", help="a new code: proofs made over the old one stop working")
+    ] = False,
+    data_dir: DataDirOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The code a proof of a CA's key is made over (its verification certificate's subject CN).
+
+    It stays until rotated, or until the tenant removes a CA."""
+    path = api_path("/v1/tenants/{}/trusted-cas/registration-code", tenant_id)
+    code = run(data_dir, "POST" if rotate else "GET", path)
+    typer.echo(json.dumps(code, indent=2) if as_json else code["registrationCode"])
 
 
 @ca.command("list")

@@ -240,6 +240,11 @@ class GatewaySettings(BaseSettings):
     policy_max_bytes: int = Field(65_536, ge=64, description="a group's policy (7/CMP configuration), as JSON")
     import_max_bytes: int = Field(67_108_864, ge=1024, description="a CSV uploaded to POST .../device-imports")
     import_max_rows: int = Field(1_000_000, ge=1, description="data rows in one device import")
+    import_max_held_password_bytes: int = Field(
+        134_217_728,
+        ge=0,
+        description="memory for imported passwords waiting to be hashed, over all jobs (never stored in clear)",
+    )
     # -- operations -----------------------------------------------------------------------------------
     metrics_public: bool = Field(
         False, description="GET /metrics without the admin token (a Prometheus on a trusted network)"

@@ -41,7 +41,8 @@ def configure_logging(settings: GatewaySettings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    # amqtt and websockets log every connection at INFO; our own lines say what matters.
+    # amqtt and websockets log every connection at INFO; our own lines say what matters. aiosqlite
+    # logs every statement with its parameters at DEBUG: tokens, whole uploads.
     quiet = max(logging.WARNING, logging.getLevelName(settings.log_level))
-    for noisy in ("amqtt", "transitions", "websockets"):
+    for noisy in ("amqtt", "transitions", "websockets", "aiosqlite"):
         logging.getLogger(noisy).setLevel(quiet)

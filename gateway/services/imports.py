@@ -36,6 +36,7 @@ from registry.models import ImportJob, ImportState
 
 from ..auth.hashing import PasswordHasher
 from ..node.settings import GatewaySettings
+from .import_secrets import FORGOTTEN, PASSWORD, HeldPasswords, Redaction, held_cost
 
 log = logging.getLogger(__name__)
 
@@ -66,12 +67,16 @@ class ParsedCsv:
     records: list[tuple[int, list[str]]]
     """(the file line it starts on, its fields) of every non-blank data row."""
     password_rows: int
+    stored: bytes
+    """What the registry keeps of the upload: the file with its passwords cut out (import_secrets.py)."""
+    held: dict[int, str]
+    """line -> the password cut out of that row."""
 
 
 MAX_COLUMNS = len(COLUMNS) + MAX_ATTRIBUTES
 
 
-def parse(data: bytes, max_rows: int) -> ParsedCsv:
+def parse(data: bytes, max_rows: int | None) -> ParsedCsv:
     """Read as a stream: blank lines are dropped as they come, and reading stops past `max_rows`
     lines (blank ones count), so no upload costs more than its allowance. CPU work: run it off the
     event loop (asyncio.to_thread)."""
@@ -79,25 +84,34 @@ def parse(data: bytes, max_rows: int) -> ParsedCsv:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise CsvRefused("the file is not UTF-8") from None
-    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    lines = io.StringIO(text, newline="").readlines()
+    reader = csv.reader(lines, strict=True)
+    redaction = Redaction(text, MAX_PASSWORD)
     try:
         header = [h.strip() for h in next(reader, [])]
         if not any(header):
             raise CsvRefused("the file is empty: it needs a header row naming the columns")
         _check_header(header)
+        redaction.keep(lines[: reader.line_num])
+        redaction.credential_at = header.index("credential") if "credential" in header else None
+        redaction.cut_at = tuple(header.index(c) for c in COLUMNS if c in header)
         records: list[tuple[int, list[str]]] = []
         start = reader.line_num + 1
-        for lines, record in enumerate(reader, start=1):
-            if lines > max_rows:
+        for count, record in enumerate(reader, start=1):
+            if max_rows is not None and count > max_rows:
                 raise CsvRefused(f"more than {max_rows:,} rows")
             if any(field.strip() for field in record):
                 records.append((start, record))
+                redaction.record(lines[start - 1 : reader.line_num], start, record, len(header))
+            else:
+                redaction.keep(lines[start - 1 : reader.line_num])
             start = reader.line_num + 1
     except csv.Error as exc:
         raise CsvRefused(f"not valid CSV: {exc}") from None
-    at = header.index("credential") if "credential" in header else None
-    passwords = 0 if at is None else sum(1 for _, r in records if len(r) > at and r[at].startswith("password:"))
-    return ParsedCsv(header, records, passwords)
+    at = redaction.credential_at
+    width = len(header)
+    passwords = sum(1 for _, r in records if at is not None and len(r) == width and r[at].strip().startswith(PASSWORD))
+    return ParsedCsv(header, records, passwords, redaction.stored(data), redaction.held)
 
 
 def _check_header(header: list[str]) -> None:
@@ -122,8 +136,17 @@ class _Prepared:
     password: str | None = None
 
 
-def prepare(header: list[str], record: list[str], row_number: int, seen: dict[str, int]) -> _Prepared:
-    """One row checked on its own (and against the rows before it in the file)."""
+def prepare(
+    header: list[str],
+    record: list[str],
+    row_number: int,
+    seen: dict[str, int],
+    held_password: str | None = None,
+    *,
+    forgotten: bool = False,
+) -> _Prepared:
+    """One row checked on its own (and against the rows before it in the file). A password row as
+    stored has its password cut out: `held_password` is it, or `forgotten` (a restart lost it)."""
     if len(record) != len(header):
         return _Prepared(ImportRow(row_number, "", error=f"{len(record)} fields; the header has {len(header)}"))
     fields = dict(zip(header, (f.strip() for f in record), strict=True))
@@ -161,6 +184,10 @@ def prepare(header: list[str], record: list[str], row_number: int, seen: dict[st
         return _Prepared(replace(base, credential="token", token=value))
     if kind == "password":
         auth_id, sep, password = value.partition(":")
+        if sep and not password and held_password is not None:
+            password = held_password
+        elif sep and not password and forgotten:
+            return refused(FORGOTTEN)
         if not sep or not is_valid_auth_id(auth_id) or not 1 <= len(password) <= MAX_PASSWORD:
             return refused("credential password:<authId>:<password> wants a valid auth-id and a password")
         return _Prepared(replace(base, credential="password", auth_id=auth_id), password)
@@ -172,6 +199,7 @@ class ImportRunner:
         self._registry = registry
         self._settings = settings
         self._hasher = hasher
+        self._held = HeldPasswords(settings.import_max_held_password_bytes)
         self._queue: asyncio.Queue[str] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
@@ -180,6 +208,8 @@ class ImportRunner:
         for job in await self._registry.imports.open_jobs():
             if job.state == ImportState.RUNNING:
                 log.warning("resuming device import %s after row %d of %d", job.id, job.processed, job.total)
+            if job.password_rows:  # what a previous process held in memory is gone
+                log.warning("device import %s: its password rows not yet done fail (never stored)", job.id)
             self._queue.put_nowait(job.id)
         self._task = asyncio.create_task(self._work())
 
@@ -189,10 +219,26 @@ class ImportRunner:
             await asyncio.gather(self._task, return_exceptions=True)
 
     async def submit(self, tenant_id: str, data: bytes) -> ImportJob:
-        """Raises CsvRefused (the file as a whole) or NotFound (the tenant)."""
+        """Raises CsvRefused (the file as a whole), TooManyHeld (its passwords) or NotFound (the tenant).
+        The registry is given the file without its passwords; they wait here to be hashed."""
         parsed = await asyncio.to_thread(parse, data, self._settings.import_max_rows)
-        job = await self._registry.imports.create(tenant_id, data, len(parsed.records), parsed.password_rows)
+        cost = sum(held_cost(p) for p in parsed.held.values())
+        self._held.reserve(cost)
+        try:
+            job = await self._registry.imports.create(
+                tenant_id, parsed.stored, len(parsed.records), parsed.password_rows
+            )
+        except BaseException:
+            self._held.release(cost)
+            raise
+        self._held.attach(job.id, parsed.held)
         self._queue.put_nowait(job.id)
+        return job
+
+    async def cancel(self, tenant_id: str, job_id: str) -> ImportJob:
+        """The job stops after the chunk it is writing; the passwords it still held go at once."""
+        job = await self._registry.imports.cancel(tenant_id, job_id)
+        self._held.forget(job_id)
         return job
 
     async def _work(self) -> None:
@@ -205,13 +251,16 @@ class ImportRunner:
             except Exception as exc:
                 log.exception("device import %s failed", job_id)
                 await self._registry.imports.finish(job_id, ImportState.FAILED, f"internal error: {exc!r}"[:500])
+            finally:
+                self._held.forget(job_id)
 
     async def _run(self, job_id: str) -> None:
         loaded = await self._registry.imports.load(job_id)
         if loaded is None or not await self._registry.imports.start(job_id):
             return  # cancelled (or its tenant deleted) while it waited
         job, data = loaded
-        parsed = await asyncio.to_thread(parse, data, self._settings.import_max_rows)
+        parsed = await asyncio.to_thread(parse, data, None)  # its bound was checked at the upload
+        held = self._held.knows(job_id)
         header, records = parsed.header, parsed.records
         seen: dict[str, int] = {}
         for line, record in records[: job.processed]:  # rows done before a restart still count as seen
@@ -223,7 +272,8 @@ class ImportRunner:
             hashing_since = time.monotonic()
             while index < len(records) and len(chunk) < CHUNK_ROWS:
                 line, record = records[index]
-                prepared = prepare(header, record, line, seen)
+                password = self._held.take(job_id, line) if held else None
+                prepared = prepare(header, record, line, seen, password, forgotten=not held)
                 row = prepared.row
                 if prepared.password is not None and row.error is None:
                     row = replace(row, password_hash=await self._hasher.hash(prepared.password))

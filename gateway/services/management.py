@@ -152,8 +152,8 @@ class TrustedCas:
     def __init__(self, node: Node) -> None:
         self._node = node
 
-    async def create(self, ca: TrustedCa) -> TrustedCa:
-        created = await self._node.registry.trusted_cas.create(ca)
+    async def create(self, ca: TrustedCa, *, proven_code: str | None) -> TrustedCa:
+        created = await self._node.registry.trusted_cas.create(ca, proven_code=proven_code)
         await self._node.reload_trust()
         return created
 
