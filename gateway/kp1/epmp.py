@@ -18,7 +18,8 @@ from registry.metadata import canonical
 
 from ..auth.identity import DeviceIdentity
 from ..node.settings import GatewaySettings
-from .payload import PayloadError, parse_json
+from .budget import ValidationBudget
+from .payload import JsonReader, PayloadError
 from .reply import Kp1Error, Reply, answered, status_reply
 from .topic import Kp1Topic
 from .whitelist import KEY_PATTERN, AppVersionRefused, KeyAccess, Whitelist
@@ -46,8 +47,8 @@ def _check_key(key: str) -> None:
         raise Kp1Error(400, f"invalid key name {key!r}: letters, digits and '_' only")
 
 
-def _object(payload: bytes) -> dict[str, Any]:
-    value = _json(payload)
+def _object(payload: bytes, read: JsonReader) -> dict[str, Any]:
+    value = _json(payload, read)
     if not isinstance(value, dict) or not value:
         raise Kp1Error(400, "payload must be a JSON object with at least one property")
     for key in value:
@@ -55,11 +56,11 @@ def _object(payload: bytes) -> dict[str, Any]:
     return value
 
 
-def _json(payload: bytes) -> Any:
+def _json(payload: bytes, read: JsonReader) -> Any:
     try:
-        return parse_json(payload)
+        return read(payload)
     except PayloadError as exc:
-        raise Kp1Error(400, str(exc)) from None
+        raise Kp1Error(exc.status, str(exc)) from None
 
 
 def check_limits(settings: GatewaySettings, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -94,10 +95,13 @@ def _forbid(keys: list[str] | dict[str, Any], allowed: Callable[[str], bool], ve
 
 
 class Epmp:
-    def __init__(self, registry: Registry, settings: GatewaySettings, whitelist: Whitelist) -> None:
+    def __init__(
+        self, registry: Registry, settings: GatewaySettings, whitelist: Whitelist, validation: ValidationBudget
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.whitelist = whitelist
+        self.validation = validation
 
     async def handle(self, identity: DeviceIdentity, request: Kp1Topic, payload: bytes) -> Reply | None:
         return await answered(request, self._serve(identity, request, payload), "10/EPMP")
@@ -136,6 +140,9 @@ class Epmp:
             return access
         raise Kp1Error(409, "the app version changed concurrently; retry")
 
+    def _reader(self, identity: DeviceIdentity) -> JsonReader:
+        return self.validation.reader(identity, self.settings.epmp_extension)
+
     async def _change(self, identity: DeviceIdentity, mutate: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         await change_metadata(self.registry, self.settings, identity.tenant_id, identity.device_id, mutate)
 
@@ -148,7 +155,7 @@ class Epmp:
     async def get(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
         wanted: list[str] | None = None
         if payload.strip():
-            request = _json(payload)
+            request = _json(payload, self._reader(identity))
             if not isinstance(request, dict) or set(request) - {"keys"}:
                 raise Kp1Error(400, 'payload must be empty, {} or {"keys": [...]}')
             if "keys" in request:
@@ -159,20 +166,20 @@ class Epmp:
         return json.dumps({k: stored[k] for k in sorted(keys) if k in stored}, separators=(",", ":")).encode()
 
     async def update(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
-        new = _object(payload)
+        new = _object(payload, self._reader(identity))
         _forbid(new, access.writable, "write")
         # full replace of what the client may write; everything else stays as it is
         await self._change(identity, lambda cur: {**{k: v for k, v in cur.items() if not access.writable(k)}, **new})
         return b""
 
     async def update_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
-        new = _object(payload)
+        new = _object(payload, self._reader(identity))
         _forbid(new, access.writable, "write")
         await self._change(identity, lambda cur: {**cur, **new})
         return b""
 
     async def delete_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
-        keys = _keys_array(_json(payload), "payload")
+        keys = _keys_array(_json(payload, self._reader(identity)), "payload")
         _forbid(keys, access.writable, "delete")
         await self._change(identity, lambda cur: {k: v for k, v in cur.items() if k not in keys})
         return b""

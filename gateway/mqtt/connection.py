@@ -14,6 +14,7 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
@@ -37,7 +38,9 @@ MAX_UNFINISHED_PACKETS = 64
 # that sends and never reads must not grow our buffer with its acknowledgements).
 WRITE_HIGH_WATER = 65_536
 # Packets handled from one connection's buffer before the reader lets the others run: a client that
-# pipelines a flood must not hold the event loop (reads from a full buffer never wait).
+# pipelines a flood must not hold the event loop (reads from a full buffer never wait). It also lets
+# them run once its packets took `reader_turn_ms` of work, however few: one expensive packet after
+# another must not hold it either.
 PACKETS_PER_TURN = 32
 _CLIENT_PACKETS = frozenset(
     {
@@ -101,6 +104,7 @@ class Connection:
         self._max_packet_bytes = settings.max_packet_bytes
         self._max_qos2 = settings.max_qos2_awaiting_pubrel
         self._stall_timeout = settings.slow_consumer_timeout
+        self._turn_seconds = settings.reader_turn_ms / 1000
         self._max_filters = max(1000, settings.max_subscriptions_per_session)
         self.close_reason: str | None = None
         self.close_detail: str | None = None
@@ -157,7 +161,7 @@ class Connection:
         """Reads and handles packets until the client leaves, breaks the protocol or is closed."""
         keep_alive = self.session.keep_alive * 1.5 or None
         running: collections.deque[asyncio.Future[Any]] = collections.deque()
-        handled = 0
+        handled, busy = 0, 0.0  # packets and seconds of work since the reader last let the others run
         try:
             while self.close_reason is None:  # closed by us: what the client sent after is not read
                 while running and (running[0].done() or len(running) >= MAX_UNFINISHED_PACKETS):
@@ -179,6 +183,7 @@ class Connection:
                 except (codec.MalformedLength, codec.StreamViolation) as exc:
                     self.close(CloseReason.PROTOCOL_ERROR, str(exc))
                     break
+                started = time.perf_counter()
                 violation = check_packet(header.packet_type, header.flags, body, self._max_filters)
                 if violation is not None:
                     self.close(CloseReason.PROTOCOL_ERROR, violation)
@@ -194,7 +199,9 @@ class Connection:
                 if pending is not None:
                     running.append(asyncio.ensure_future(pending))
                 handled += 1
-                if handled % PACKETS_PER_TURN == 0:
+                busy += time.perf_counter() - started
+                if handled % PACKETS_PER_TURN == 0 or busy > self._turn_seconds:
+                    busy = 0.0
                     await asyncio.sleep(0)
                 if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                     await self.drain()

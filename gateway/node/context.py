@@ -11,6 +11,7 @@ from registry import Registry
 from ..auth.hashing import PasswordHasher
 from ..auth.recent import RecentLogins
 from ..auth.throttle import AuthThrottle
+from ..kp1.budget import ValidationBudget
 from ..ops.audit import BurstLog
 from ..ops.metrics import Metrics
 from .settings import GatewaySettings
@@ -36,6 +37,8 @@ class GatewayServices:
     policies: PolicyService | None = None
     throttle: AuthThrottle = field(init=False)
     """Failed-CONNECT budgets per username and address, sized by the settings."""
+    validation: ValidationBudget = field(init=False)
+    """What parsing its payloads may cost each device, service account and tenant."""
     recent_logins: RecentLogins = field(init=False, default_factory=RecentLogins)
     provisioned_log: BurstLog = field(init=False, default_factory=lambda: BurstLog("device_auto_provisioned"))
     """Per tenant: a wave of new devices is a line and a count, not a line per device."""
@@ -46,6 +49,7 @@ class GatewayServices:
 
     def __post_init__(self) -> None:
         self.throttle = AuthThrottle.of(self.settings)
+        self.validation = ValidationBudget(self.settings, self.metrics)
 
 
 def services_of(context: Any) -> GatewayServices | None:

@@ -130,7 +130,7 @@ class Gateway:
                 "marked %d session(s) left open by a previous run of node %s as not connected", recovered, s.node_id
             )
         self.admin_token, self.admin_token_created = ensure_admin_token(s.admin_token_path)
-        self.services.epmp = Epmp(self.registry, s, load_whitelist(s.epmx_whitelist))
+        self.services.epmp = Epmp(self.registry, s, load_whitelist(s.epmx_whitelist), self.services.validation)
         listeners = [ListenerSpec("mqtt", s.host, s.mqtt_port)]
         if s.tls_enabled or s.api_tls:
             self.tls = await self._server_tls()
@@ -152,13 +152,15 @@ class Gateway:
         except Exception:
             await self.registry.close()
             raise
-        self.services.data = DataCollection(s, self.services.metrics, self.broker.router.route)
+        self.services.data = DataCollection(
+            s, self.services.metrics, self.broker.router.route, self.services.validation
+        )
         for tenant in await self.registry.tenants.list():
             self.services.data.set_forwarded(tenant.id, tenant.forward_extensions)
-        self.commands = CommandService(self.registry, s, self.services.metrics, self.broker)
+        self.commands = CommandService(self.registry, s, self.services.metrics, self.broker, self.services.validation)
         self.services.commands = self.commands
         self.commands.start()
-        self.services.policies = PolicyService(self.registry, s, self.broker)
+        self.services.policies = PolicyService(self.registry, s, self.broker, self.services.validation)
         self.imports = ImportRunner(self.registry, s, self.services.hasher)
         await self.imports.start()
         self.events = EventDispatcher(self.broker, self.registry, retention_hours=s.event_retention_hours)

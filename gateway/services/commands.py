@@ -27,7 +27,8 @@ from registry.models import Command, CommandState, now_ms, to_ms
 
 from ..auth.identity import DeviceIdentity
 from ..kp1 import cep
-from ..kp1.payload import PayloadError, parse_json
+from ..kp1.budget import ValidationBudget
+from ..kp1.payload import JsonReader, PayloadError
 from ..kp1.reply import Kp1Error, Reply, answered, error_reply, status_reply
 from ..kp1.topic import MAX_REQUEST_ID, Kp1Topic, topics_matched
 from ..node.settings import GatewaySettings
@@ -47,6 +48,8 @@ UNOBSERVED_ATTR = "gateway.cex_unobserved"
 MAX_UNOBSERVED = 64
 EXPIRY_GRACE_S = 2.0
 PRUNE_EVERY_S = 3600.0
+INVOCATION_ENVELOPE_BYTES = 1024
+"""What an MQTT invocation may add to its payload (`id`, `timeoutMs`, spacing) before it is too long to parse."""
 
 Key = tuple[str, str, str, int]
 
@@ -98,11 +101,19 @@ def _key(command: Command) -> Key:
 
 
 class CommandService:
-    def __init__(self, registry: Registry, settings: GatewaySettings, metrics: Metrics, broker: GatewayBroker) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        settings: GatewaySettings,
+        metrics: Metrics,
+        broker: GatewayBroker,
+        validation: ValidationBudget,
+    ) -> None:
         self._registry = registry
         self._settings = settings
         self._metrics = metrics
         self._broker = broker
+        self._validation = validation
         self._waiters: dict[Key, list[asyncio.Future[Command | None]]] = {}
         """None for a waiter means: stop waiting (device deleted, or the gateway stopping)."""
         self._stopping = False
@@ -212,7 +223,7 @@ class CommandService:
         given: int | None = None
         status, detail = 202, None
         try:
-            body = _mqtt_invocation(payload)
+            body = _mqtt_invocation(payload, self._settings, self._validation.reader(service, "commands"))
             given = body.get("id")
             await self.invoke(
                 target.tenant_id,
@@ -268,7 +279,7 @@ class CommandService:
     ) -> Reply:
         """The outstanding commands of the type, always answered (on `.../command/<type>[/<id>]/status`:
         without a request id that is where pushed commands arrive too)."""
-        observe = cep.parse_fetch(payload, self._settings)
+        observe = cep.parse_fetch(payload, self._settings, self._validation.reader(identity, cep.EXTENSION))
         if observe is not None:
             unobserved: set[str] = session.attributes.setdefault(UNOBSERVED_ATTR, set())
             if observe:
@@ -285,7 +296,7 @@ class CommandService:
     async def _results(
         self, identity: DeviceIdentity, request: Kp1Topic, command_type: str, payload: bytes
     ) -> Reply | None:
-        results = cep.parse_results(payload, self._settings)
+        results = cep.parse_results(payload, self._settings, self._validation.reader(identity, cep.EXTENSION))
         outcomes = await self._registry.commands.record_results(
             identity.tenant_id, identity.device_id, command_type, results, node=self._settings.node_id
         )
@@ -421,11 +432,13 @@ def _named_type(topic_filter: str) -> str:
     return levels[5] if len(levels) > 5 and levels[5] not in ("+", "#") else "x"
 
 
-def _mqtt_invocation(payload: bytes) -> dict[str, Any]:
+def _mqtt_invocation(payload: bytes, settings: GatewaySettings, read: JsonReader) -> dict[str, Any]:
+    if len(payload) > settings.commands_max_payload_bytes + INVOCATION_ENVELOPE_BYTES:  # too long to be read
+        raise CommandRefused(413, f"payload over {settings.commands_max_payload_bytes} bytes")
     try:
-        body = parse_json(payload)
+        body = read(payload)
     except PayloadError as exc:
-        raise CommandRefused(400, str(exc)) from None
+        raise CommandRefused(exc.status, str(exc)) from None
     if not isinstance(body, dict) or set(body) - {"id", "payload", "timeoutMs"}:
         raise CommandRefused(400, 'payload must be a JSON object {"id"?, "payload", "timeoutMs"?}')
     if "id" in body and not cep.positive_int(body["id"]):
