@@ -45,6 +45,11 @@ class TokenBucket:
         self._refill()
         self.tokens -= amount
 
+    def seconds_to_credit(self) -> float:
+        """How long until `in_credit` (0 when it is)."""
+        self._refill()
+        return 0.0 if self.tokens > 0.0 else (1e-6 - self.tokens) * 60.0 / self.per_minute
+
     def give_back(self) -> None:
         """Undoes a `take` whose event did not count after all."""
         self._refill()

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ..auth.identity import DeviceIdentity, owner_key
-from ..auth.ratelimit import TokenBuckets
+from ..auth.ratelimit import TokenBucket, TokenBuckets
 from ..node.settings import GatewaySettings
 from ..ops.audit import BurstLog
 from ..ops.metrics import Metrics
@@ -34,7 +34,13 @@ class ValidationBudget:
         self._metrics = metrics
         self._senders = TokenBuckets(settings.validation_ms_per_second * 60, settings.validation_burst_ms)
         self._tenants = TokenBuckets(settings.validation_tenant_ms_per_second * 60, settings.validation_tenant_burst_ms)
+        self._packets = TokenBuckets(settings.reader_ms_per_second * 60, settings.reader_burst_ms)
         self._log = BurstLog("validation_over_budget", level=logging.WARNING)
+
+    def packet_work(self, identity: DeviceIdentity) -> TokenBucket:
+        """The bucket a device's (or account's) connections charge what their packets cost them beyond
+        the cheap (mqtt/connection.py): all its connections share it."""
+        return self._packets.of(owner_key(identity))
 
     def reader(self, identity: DeviceIdentity, where: str) -> JsonReader:
         """parse_json for this sender's payloads, counted under `where` (an extension, `commands`)."""

@@ -227,7 +227,14 @@ class GatewayBroker:
                 session = self.table.adopt(key, incoming)
                 delivery = self.router.delivery(key, session, on_slow=lambda: self.table.close_slow(key, SLOW_QUEUE))
                 connection = Connection(
-                    reader, writer, session, delivery.flows, self.inbound, self.services.settings, self.services.metrics
+                    reader,
+                    writer,
+                    session,
+                    delivery.flows,
+                    self.inbound,
+                    self.services.settings,
+                    self.services.metrics,
+                    self.services.validation.packet_work(identity),
                 )
                 self.table.bind(session, connection)
                 # Re-validated inside the registry transaction: a revocation that committed while we

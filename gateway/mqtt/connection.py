@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from registry.models import now_ms
 
+from ..auth.ratelimit import TokenBucket
 from ..node.settings import GatewaySettings
 from ..ops.metrics import Metrics
 from . import codec
@@ -42,6 +43,9 @@ WRITE_HIGH_WATER = 65_536
 # them run once its packets took `reader_turn_ms` of work, however few: one expensive packet after
 # another must not hold it either.
 PACKETS_PER_TURN = 32
+# What handling one packet may take before the rest is charged to its sender's `reader_ms_per_second`:
+# a publish to a few subscribers, a small request, cost tens of microseconds.
+FREE_PACKET_SECONDS = 0.000_1
 _CLIENT_PACKETS = frozenset(
     {
         codec.PUBLISH,
@@ -94,8 +98,11 @@ class Connection:
         handler: SessionHandler,
         settings: GatewaySettings,
         metrics: Metrics,
+        work: TokenBucket | None = None,
     ) -> None:
         self.reader = reader
+        self._work = work
+        """The sender's bucket of milliseconds its expensive packets may take; None: not metered."""
         self._metrics = metrics
         self.writer = writer
         self.session = session
@@ -167,6 +174,10 @@ class Connection:
                 while running and (running[0].done() or len(running) >= MAX_UNFINISHED_PACKETS):
                     await asyncio.wait({running[0]})  # back-pressure: read on once the oldest is done
                     _retrieve(running.popleft())
+                if self._work is not None and not self._work.in_credit():  # TCP pushes back meanwhile
+                    self._metrics.limits_hit["reader_ms_per_second"] += 1
+                    await asyncio.sleep(min(self._work.seconds_to_credit(), 0.1))  # a close ends the wait
+                    continue
                 try:
                     async with asyncio.timeout(keep_alive):  # one deadline per packet
                         header = await codec.read_fixed_header(self.reader)
@@ -199,7 +210,10 @@ class Connection:
                 if pending is not None:
                     running.append(asyncio.ensure_future(pending))
                 handled += 1
-                busy += time.perf_counter() - started
+                took = time.perf_counter() - started
+                busy += took
+                if took > FREE_PACKET_SECONDS and self._work is not None:
+                    self._work.charge((took - FREE_PACKET_SECONDS) * 1000)
                 if handled % PACKETS_PER_TURN == 0 or busy > self._turn_seconds:
                     busy = 0.0
                     await asyncio.sleep(0)

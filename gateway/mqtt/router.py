@@ -101,14 +101,10 @@ class Router:
     def route(self, topic: str, data: bytes, qos: int, *, droppable: bool = False) -> int:
         """Queues the message once for every session subscribed to `topic` and allowed to receive it,
         at the lower of the publish QoS and the subscription's. Returns how many got it."""
-        granted_to: dict[str, int] = {}
-        for key, granted, _filter in self.index.match(topic):
-            # one copy per session, at the highest QoS its matching filters granted: overlapping
-            # filters (100 per session allowed) must not multiply a publish 100-fold
-            if granted_to.get(key, -1) < granted:
-                granted_to[key] = granted
+        # one copy per session, at the highest QoS its matching filters granted: overlapping filters
+        # (100 per session allowed) must not multiply a publish 100-fold
         reached = 0
-        for key, granted in granted_to.items():
+        for key, granted in self.index.subscribers(topic).items():
             target = self._targets.get(key)
             if target is None or not self._allowed(target[0], topic, Action.RECEIVE):
                 continue
@@ -120,7 +116,7 @@ class Router:
         """Queues the message for one session, if it is subscribed to `topic` and may receive it (a
         reply meant for one connection of a device, such as a pushed command)."""
         target = self._targets.get(key)
-        granted = max((g for k, g, _f in self.index.match(topic) if k == key), default=None)
+        granted = self.index.subscribers(topic).get(key)
         if target is None or granted is None or not self._allowed(target[0], topic, Action.RECEIVE):
             return False
         target[1].offer(Outgoing(topic, data, min(qos, granted)))

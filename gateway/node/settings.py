@@ -130,6 +130,14 @@ class GatewaySettings(BaseSettings):
     reader_turn_ms: float = Field(
         2.0, gt=0, le=1000, description="ms of work on one connection's packets before its reader lets the others run"
     )
+    reader_ms_per_second: float = Field(
+        100.0,
+        gt=0,
+        description="ms of event loop one device's expensive packets may take per second on average"
+        " (what each takes beyond 0.1 ms: a publish fanned out to hundreds of its own filters); beyond, its"
+        " connections are read on only once it is back in credit",
+    )
+    reader_burst_ms: float = Field(500.0, gt=0, description="...and in a burst")
     slow_consumer_timeout: float = Field(
         30.0, gt=0, le=3600, description="seconds a client may leave what we send unread before it is closed"
     )
