@@ -28,11 +28,11 @@ from rich.table import Table
 
 from tests.wire import RawClient, connect_packet, publish_packet, subscribe_many, subscribe_packet
 
-from .attacks import Outcome
+from .attacks import Outcome, data_validation, epmp_parsing, invocation_parsing, router_fanout
 from .attacks.bystander import Bystander, RoundTrips
 from .server_process import Server
 
-ATTACKS: list[ModuleType] = []
+ATTACKS: list[ModuleType] = [data_validation, epmp_parsing, invocation_parsing, router_fanout]
 """The modules of bench/attacks/ run against the gateway, in this order."""
 
 

@@ -223,7 +223,11 @@ class CommandService:
         given: int | None = None
         status, detail = 202, None
         try:
-            body = _mqtt_invocation(payload, self._settings, self._validation.reader(service, "commands"))
+            try:
+                body = _mqtt_invocation(payload, self._settings, self._validation.reader(service, "commands"))
+            except CommandRefused as exc:  # refused before it reached invoke(), which counts the others
+                self._metrics.commands_refused[str(exc.status)] += 1
+                raise
             given = body.get("id")
             await self.invoke(
                 target.tenant_id,
