@@ -1,7 +1,9 @@
 """Issue 17 point 3: one device must not stall every tenant with payloads that are expensive to
 validate. A payload is sized up on its raw bytes before it is parsed (413 over `json_max_values`),
 what parsing costs is charged to the sender's and its tenant's validation budgets (429, without
-parsing, once spent), and a connection's reader yields by time as well as by packet count.
+parsing, once spent), what other packets cost beyond the cheap (a publish that fans out to hundreds
+of the device's own filters) is charged to the device, whose connections then wait for the refill, and
+a connection's reader yields by time as well as by packet count.
 
 Counted, never timed: `metrics.payloads_parsed` says how many payloads reached the JSON parser."""
 
