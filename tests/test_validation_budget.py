@@ -154,7 +154,7 @@ async def test_the_reader_lets_other_connections_in_by_time_not_only_every_32_pa
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 0
     acknowledged_first = int(out)
-    assert acknowledged_first <= 16, acknowledged_first
+    assert acknowledged_first <= 24, acknowledged_first  # all 31 when the batch holds the loop
 
 
 EXPENSIVE = b"[" + b",".join([b"{}"] * 15_000) + b"]"

@@ -19,7 +19,7 @@ from registry.metadata import canonical
 from ..auth.identity import DeviceIdentity
 from ..node.settings import GatewaySettings
 from .budget import ValidationBudget
-from .payload import JsonReader, PayloadError
+from .payload import MAX_DEPTH, JsonReader, PayloadError
 from .reply import Kp1Error, Reply, answered, status_reply
 from .topic import Kp1Topic
 from .whitelist import KEY_PATTERN, AppVersionRefused, KeyAccess, Whitelist
@@ -27,7 +27,8 @@ from .whitelist import KEY_PATTERN, AppVersionRefused, KeyAccess, Whitelist
 log = logging.getLogger(__name__)
 
 
-Resource = Callable[["Epmp", DeviceIdentity, KeyAccess, bytes], Awaitable[bytes]]
+Resource = Callable[["Epmp", DeviceIdentity, KeyAccess, bytes, JsonReader], Awaitable[bytes]]
+"""(epmp, identity, access, payload, read): `read` gives the payload parsed, already when it is not empty."""
 
 
 def _keys_array(value: Any, what: str) -> list[str]:
@@ -61,6 +62,15 @@ def _json(payload: bytes, read: JsonReader) -> Any:
         return read(payload)
     except PayloadError as exc:
         raise Kp1Error(exc.status, str(exc)) from None
+
+
+def _already(value: Any) -> JsonReader:
+    """A reader that gives back what was parsed before."""
+
+    def read(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
+        return value
+
+    return read
 
 
 def check_limits(settings: GatewaySettings, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -112,8 +122,11 @@ class Epmp:
             raise Kp1Error(404, f"unknown resource {request.path or '(empty)'!r}")
         if len(payload) > self.settings.epmp_max_payload_bytes:
             raise Kp1Error(413, f"payload over {self.settings.epmp_max_payload_bytes} bytes")
+        read = self._reader(identity)
+        if payload.strip() and resource is not Epmp.get_keys:  # sized up and parsed before the registry is read
+            read = _already(_json(payload, read))
         access = await self._access(identity, request.app_version)
-        return status_reply(request, await resource(self, identity, access, payload))
+        return status_reply(request, await resource(self, identity, access, payload, read))
 
     async def _access(self, identity: DeviceIdentity, app_version: str) -> KeyAccess:
         """What the device may read and write under the topic's app version (the whitelist decides whether
@@ -148,14 +161,14 @@ class Epmp:
 
     # -- resources ----------------------------------------------------------------------------------
 
-    async def get_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
+    async def get_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes, read: JsonReader) -> bytes:
         stored = await self.registry.metadata.get(identity.tenant_id, identity.device_id)
         return json.dumps(sorted(k for k in stored if access.readable(k))).encode()
 
-    async def get(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
+    async def get(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes, read: JsonReader) -> bytes:
         wanted: list[str] | None = None
         if payload.strip():
-            request = _json(payload, self._reader(identity))
+            request = _json(payload, read)
             if not isinstance(request, dict) or set(request) - {"keys"}:
                 raise Kp1Error(400, 'payload must be empty, {} or {"keys": [...]}')
             if "keys" in request:
@@ -165,21 +178,21 @@ class Epmp:
         keys = wanted if wanted is not None else [k for k in stored if access.readable(k)]
         return json.dumps({k: stored[k] for k in sorted(keys) if k in stored}, separators=(",", ":")).encode()
 
-    async def update(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
-        new = _object(payload, self._reader(identity))
+    async def update(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes, read: JsonReader) -> bytes:
+        new = _object(payload, read)
         _forbid(new, access.writable, "write")
         # full replace of what the client may write; everything else stays as it is
         await self._change(identity, lambda cur: {**{k: v for k, v in cur.items() if not access.writable(k)}, **new})
         return b""
 
-    async def update_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
-        new = _object(payload, self._reader(identity))
+    async def update_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes, read: JsonReader) -> bytes:
+        new = _object(payload, read)
         _forbid(new, access.writable, "write")
         await self._change(identity, lambda cur: {**cur, **new})
         return b""
 
-    async def delete_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
-        keys = _keys_array(_json(payload, self._reader(identity)), "payload")
+    async def delete_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes, read: JsonReader) -> bytes:
+        keys = _keys_array(_json(payload, read), "payload")
         _forbid(keys, access.writable, "delete")
         await self._change(identity, lambda cur: {k: v for k, v in cur.items() if k not in keys})
         return b""
