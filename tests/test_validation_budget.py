@@ -238,3 +238,27 @@ async def test_a_device_whose_publishes_fan_out_widely_is_read_at_its_own_pace(
     assert gateway.services.metrics.limits_hit["reader_ms_per_second"] >= 1
     for raw in (*listeners, hog, bystander):
         await raw.close()
+
+
+@pytest.mark.gateway_settings(reader_bytes_per_second=1024, reader_burst_bytes=131_072)
+async def test_a_device_is_read_at_its_byte_rate(gateway: Gateway, api: httpx.AsyncClient) -> None:
+    """Receiving 64 KiB costs the event loop the same whatever the payload holds (or whether it is then
+    refused): a device gets `reader_burst_bytes`, then `reader_bytes_per_second`; TCP pushes back."""
+    token = await make_device(api, "acme", "hog")
+    other = await make_device(api, "globex", "other")
+    hog = await _device(gateway, token, client_id="hog")
+    topic = f"kp1/v1/app/{token}/big"
+    hog.writer.write(b"".join(publish_packet(topic, b"x" * 60_000, packet_id=i) for i in range(1, 21)))
+    bystander = await _device(gateway, other)
+    await bystander.send(b"\xc0\x00")
+    assert await bystander.read_packet(timeout=5) == b"\xd0\x00"
+    acknowledged = 0
+    with contextlib.suppress(TimeoutError):
+        while acknowledged < 20:
+            packet = await hog.read_packet(timeout=2)
+            assert packet is not None and packet[0] == 0x40
+            acknowledged += 1
+    assert 2 <= acknowledged <= 4  # 128 KiB of burst covers two 60 KB publishes (and the CONNECT)
+    assert gateway.services.metrics.limits_hit["reader_bytes_per_second"] >= 1
+    for raw in (hog, bystander):
+        await raw.close()

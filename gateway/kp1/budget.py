@@ -35,12 +35,18 @@ class ValidationBudget:
         self._senders = TokenBuckets(settings.validation_ms_per_second * 60, settings.validation_burst_ms)
         self._tenants = TokenBuckets(settings.validation_tenant_ms_per_second * 60, settings.validation_tenant_burst_ms)
         self._packets = TokenBuckets(settings.reader_ms_per_second * 60, settings.reader_burst_ms)
+        self._bytes = TokenBuckets(settings.reader_bytes_per_second * 60, settings.reader_burst_bytes)
         self._log = BurstLog("validation_over_budget", level=logging.WARNING)
 
     def packet_work(self, identity: DeviceIdentity) -> TokenBucket:
         """The bucket a device's (or account's) connections charge what their packets cost them beyond
         the cheap (mqtt/connection.py): all its connections share it."""
         return self._packets.of(owner_key(identity))
+
+    def packet_bytes(self, identity: DeviceIdentity) -> TokenBucket:
+        """The bucket of bytes a device's (or account's) connections may send: receiving them costs the
+        event loop what they weigh, whatever they hold."""
+        return self._bytes.of(owner_key(identity))
 
     def reader(self, identity: DeviceIdentity, where: str) -> JsonReader:
         """parse_json for this sender's payloads, counted under `where` (an extension, `commands`)."""

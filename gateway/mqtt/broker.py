@@ -235,6 +235,7 @@ class GatewayBroker:
                     self.services.settings,
                     self.services.metrics,
                     self.services.validation.packet_work(identity),
+                    self.services.validation.packet_bytes(identity),
                 )
                 self.table.bind(session, connection)
                 # Re-validated inside the registry transaction: a revocation that committed while we

@@ -99,10 +99,13 @@ class Connection:
         settings: GatewaySettings,
         metrics: Metrics,
         work: TokenBucket | None = None,
+        received: TokenBucket | None = None,
     ) -> None:
         self.reader = reader
         self._work = work
         """The sender's bucket of milliseconds its expensive packets may take; None: not metered."""
+        self._received = received
+        """The sender's bucket of bytes it may send; None: not metered."""
         self._metrics = metrics
         self.writer = writer
         self.session = session
@@ -174,9 +177,8 @@ class Connection:
                 while running and (running[0].done() or len(running) >= MAX_UNFINISHED_PACKETS):
                     await asyncio.wait({running[0]})  # back-pressure: read on once the oldest is done
                     _retrieve(running.popleft())
-                if self._work is not None and not self._work.in_credit():  # TCP pushes back meanwhile
-                    self._metrics.limits_hit["reader_ms_per_second"] += 1
-                    await asyncio.sleep(min(self._work.seconds_to_credit(), 0.1))  # a close ends the wait
+                if (wait := self._wait_for_budget()) > 0:  # TCP pushes back meanwhile
+                    await asyncio.sleep(min(wait, 0.1))  # a close ends the wait
                     continue
                 try:
                     async with asyncio.timeout(keep_alive):  # one deadline per packet
@@ -188,6 +190,8 @@ class Connection:
                             break
                         body = await self.reader.readexactly(header.remaining_length)
                         self._metrics.bytes_in += _packet_size(header.remaining_length)
+                        if self._received is not None:
+                            self._received.charge(_packet_size(header.remaining_length))
                 except TimeoutError:
                     self.close(CloseReason.KEEPALIVE_TIMEOUT)
                     break
@@ -236,6 +240,15 @@ class Connection:
                 task.cancel()
                 task.add_done_callback(_retrieve)
             self.reader_done.set()
+
+    def _wait_for_budget(self) -> float:
+        """Seconds until the sender may be read on: while its packets' work (`reader_ms_per_second`) or
+        bytes (`reader_bytes_per_second`) are over its budget."""
+        for bucket, limit in ((self._work, "reader_ms_per_second"), (self._received, "reader_bytes_per_second")):
+            if bucket is not None and not bucket.in_credit():
+                self._metrics.limits_hit[limit] += 1
+                return bucket.seconds_to_credit()
+        return 0.0
 
     def _unacceptable(self, header: FixedHeader) -> str | None:
         if header.remaining_length > self._max_packet_bytes:

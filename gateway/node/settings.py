@@ -138,6 +138,13 @@ class GatewaySettings(BaseSettings):
         " connections are read on only once it is back in credit",
     )
     reader_burst_ms: float = Field(500.0, gt=0, description="...and in a burst")
+    reader_bytes_per_second: int = Field(
+        16_777_216,
+        ge=1024,
+        description="MQTT bytes one device or service account may send per second on average"
+        " (all its connections); beyond, they are read on only once it is back in credit",
+    )
+    reader_burst_bytes: int = Field(67_108_864, ge=1024, description="...and in a burst")
     slow_consumer_timeout: float = Field(
         30.0, gt=0, le=3600, description="seconds a client may leave what we send unread before it is closed"
     )
