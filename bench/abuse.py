@@ -31,12 +31,16 @@ from tests.wire import RawClient, connect_packet, publish_packet, subscribe_many
 from .attacks import (
     Outcome,
     anonymous_writes,
+    data_validation,
+    epmp_parsing,
     half_sent_packets,
     invocation_flood,
+    invocation_parsing,
     login_guessing,
     metadata_flood,
     password_guessing,
     retained_hog,
+    router_fanout,
     socket_hog,
     token_oracle,
 )
@@ -47,6 +51,10 @@ ATTACKS: list[ModuleType] = [
     anonymous_writes,  # point 1
     login_guessing,  # point 1
     metadata_flood,  # point 2
+    data_validation,  # point 3
+    epmp_parsing,  # point 3
+    invocation_parsing,  # point 3
+    router_fanout,  # point 3
     invocation_flood,  # point 4
     password_guessing,  # point 5
     retained_hog,  # point 6

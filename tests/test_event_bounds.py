@@ -18,7 +18,7 @@ from gateway.node.runtime import Gateway
 from gateway.ui import views
 
 from .conftest import make_device, mqtt, ok, outbox_events, wait_until
-from .pki_helpers import device_tls, make_ca, make_device_cert
+from .pki_helpers import device_tls, make_ca, make_device_cert, trust
 from .test_events import collect, service_account
 from .test_prometheus import scrape, value
 from .wire import RawClient, connect_packet, publish_fields, publish_packet, subscribe_packet
@@ -268,7 +268,7 @@ async def test_the_dashboard_lists_auto_provisioned_devices_after_their_events_a
     connected consumer has had and that are pruned soon after."""
     account = await service_account(api)
     ca = make_ca(tmp_path, "Acme CA")
-    await ok(api.post("/v1/tenants/acme/trusted-cas", json={"cert": ca.pem, "autoProvisioningEnabled": True}), 201)
+    await ok(trust(api, "acme", ca, autoProvisioningEnabled=True), 201)
     async with mqtt(gateway, account["username"], account["password"], client_id="svc") as svc:
         await svc.subscribe("$gateway/events/acme/#", qos=1)
         device = make_device_cert(tmp_path, ca, "k-7")

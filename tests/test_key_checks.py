@@ -15,7 +15,7 @@ from pki.ca_upload import CertificateRejected, parse_ca
 from pki.certs import key_description, weak_key_reason
 
 from .conftest import ok
-from .pki_helpers import Issued, make_ca, make_device_cert
+from .pki_helpers import Issued, make_ca, make_device_cert, trust
 
 
 def dsa_ca(directory: Path) -> Issued:
@@ -56,7 +56,7 @@ async def test_ca_add_warns_nothing_and_still_refuses_dsa(api: httpx.AsyncClient
     ca = make_ca(tmp_path, "Acme Devices CA")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        added = await ok(api.post("/v1/tenants/acme/trusted-cas", json={"cert": ca.pem}), 201)
+        added = await ok(trust(api, "acme", ca), 201)
         r = await api.post("/v1/tenants/acme/trusted-cas", json={"cert": dsa.pem})
         device = make_device_cert(tmp_path, ca, "kettle-1")
         checked = await ok(api.post("/v1/tenants/acme/trusted-cas/check", json={"cert": device.pem}))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.kp1.payload import MAX_DEPTH, PayloadError, UnrepresentableValue, parse_json
+from gateway.kp1.payload import MAX_DEPTH, PayloadError, TooManyValues, UnrepresentableValue, parse_json
 
 
 @pytest.mark.parametrize(
@@ -22,6 +22,8 @@ from gateway.kp1.payload import MAX_DEPTH, PayloadError, UnrepresentableValue, p
         ('{"a": 1e400}', "a"),  # valid JSON text, but no double holds it: it would come back as Infinity
         ('{"a": -1e400}', "a"),
         ("[1, 2, 1E999]", "2"),
+        ("[1" + "0" * 250 + "e99]", "0"),  # a two-digit exponent, but 251 digits before it
+        ("[1" + "0" * 400 + ".5]", "0"),
     ],
 )
 def test_non_finite_numbers_are_unrepresentable(text: str, field: str | None) -> None:
@@ -84,3 +86,33 @@ def test_malformed_json_stays_a_plain_payload_error(data: bytes) -> None:
     with pytest.raises(PayloadError) as caught:
         parse_json(data)
     assert not isinstance(caught.value, UnrepresentableValue)
+
+
+def test_values_are_counted_on_the_raw_text_before_parsing() -> None:
+    """Issue 17 point 3: a 64 KiB `[{},{},...]` must not cost a parse to refuse."""
+    many = b"[" + b",".join([b"{}"] * 100) + b"]"  # 201 values: the array, 100 objects... counted once each
+    with pytest.raises(TooManyValues) as caught:
+        parse_json(many, max_values=200)
+    assert caught.value.status == 413
+    assert parse_json(many, max_values=201) == [{}] * 100
+    assert PayloadError("x").status == 400
+
+
+def test_what_lies_inside_strings_is_text_not_structure() -> None:
+    text = b'{"a": "' + b"[{,:" * 1000 + rb'", "b": "\\\"[[[\\", "c": "\\"}'
+    assert parse_json(text, max_depth=1, max_values=4) == {"a": "[{,:" * 1000, "b": '\\"[[[\\', "c": "\\"}
+    assert parse_json(rb'["NaN", "Infinity", "1e999", "\\ud800"]') == ["NaN", "Infinity", "1e999", "\\ud800"]
+
+
+@pytest.mark.parametrize(
+    ("data", "depth"),
+    [
+        (b"[" * 16 + b"]" * 16, 16),
+        (b"[[]," * 8 + b"[]" + b"]" * 8, 9),  # no long run of '[': found level by level
+        (b'[{"a": [{"b": []}]}, [], {}]', 5),
+    ],
+)
+def test_nesting_is_measured_on_the_raw_text(data: bytes, depth: int) -> None:
+    assert parse_json(data, max_depth=depth) is not None
+    with pytest.raises(PayloadError, match="deeper"):
+        parse_json(data, max_depth=depth - 1)

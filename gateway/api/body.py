@@ -17,12 +17,14 @@ M = TypeVar("M", bound=BaseModel)
 
 
 async def json_body(request: Request) -> Any:
+    """Within `json_max_values`, counted before the body is parsed (413)."""
+    max_values: int = request.app.state.gateway.settings.json_max_values
     try:
-        return parse_json(await request.body())
+        return parse_json(await request.body(), max_values=max_values)
     except UnrepresentableValue as exc:  # well-formed, but cannot be stored: NaN, Infinity, a lone surrogate
         raise BadRequest(str(exc), exc.field, status=422) from None
     except PayloadError as exc:
-        raise BadRequest(str(exc)) from None
+        raise BadRequest(str(exc), status=exc.status) from None
 
 
 async def model_body(request: Request, model: type[M]) -> M:

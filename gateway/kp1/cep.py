@@ -10,7 +10,7 @@ from typing import Any
 from registry.commands import ResultIn
 
 from ..node.settings import GatewaySettings
-from .payload import PayloadError, parse_json
+from .payload import JsonReader, PayloadError
 from .reply import Kp1Error
 from .topic import MAX_REQUEST_ID
 
@@ -31,20 +31,20 @@ def resource(path: str) -> tuple[str, str]:
     return levels[1], levels[2]
 
 
-def parse_json_payload(payload: bytes, settings: GatewaySettings) -> Any:
+def parse_json_payload(payload: bytes, settings: GatewaySettings, read: JsonReader) -> Any:
     if len(payload) > settings.commands_max_payload_bytes:
         raise Kp1Error(413, f"payload over {settings.commands_max_payload_bytes} bytes")
     try:
-        return parse_json(payload)
+        return read(payload)
     except PayloadError as exc:
-        raise Kp1Error(400, str(exc)) from None
+        raise Kp1Error(exc.status, str(exc)) from None
 
 
-def parse_fetch(payload: bytes, settings: GatewaySettings) -> bool | None:
+def parse_fetch(payload: bytes, settings: GatewaySettings, read: JsonReader) -> bool | None:
     """The `observe` of a command request: None when not given (empty payload or `{}`)."""
     if not payload.strip():
         return None
-    body = parse_json_payload(payload, settings)
+    body = parse_json_payload(payload, settings, read)
     if not isinstance(body, dict) or set(body) - {"observe"} or not isinstance(body.get("observe", True), bool):
         raise Kp1Error(400, 'payload must be empty, {} or {"observe": true|false}')
     observe = body.get("observe")
@@ -54,9 +54,9 @@ def parse_fetch(payload: bytes, settings: GatewaySettings) -> bool | None:
 _RESULT_KEYS = frozenset({"id", "statusCode", "reasonPhrase", "payload"})
 
 
-def parse_results(payload: bytes, settings: GatewaySettings) -> list[ResultIn]:
+def parse_results(payload: bytes, settings: GatewaySettings, read: JsonReader) -> list[ResultIn]:
     """A JSON array of `{"id", "statusCode", "reasonPhrase"?, "payload"?}`; one bad element refuses all."""
-    value = parse_json_payload(payload, settings)
+    value = parse_json_payload(payload, settings, read)
     if not isinstance(value, list) or not value:
         raise Kp1Error(400, 'payload must be a non-empty JSON array of {"id", "statusCode", ...}')
     if len(value) > settings.commands_max_outstanding:

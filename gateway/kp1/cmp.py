@@ -7,7 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..node.settings import GatewaySettings
-from .payload import PayloadError, parse_json
+from .payload import JsonReader, PayloadError
 from .reply import Kp1Error
 
 EXTENSION = "cmx"
@@ -31,22 +31,22 @@ class Applied:
     reason_phrase: str | None
 
 
-def _object(payload: bytes, settings: GatewaySettings, allowed: set[str]) -> dict[str, object]:
+def _object(payload: bytes, settings: GatewaySettings, read: JsonReader, allowed: set[str]) -> dict[str, object]:
     if len(payload) > settings.policy_max_bytes:
         raise Kp1Error(413, f"payload over {settings.policy_max_bytes} bytes")
     if not payload.strip():
         return {}
     try:
-        value = parse_json(payload)
+        value = read(payload)
     except PayloadError as exc:
-        raise Kp1Error(400, str(exc)) from None
+        raise Kp1Error(exc.status, str(exc)) from None
     if not isinstance(value, dict) or set(value) - allowed:
         raise Kp1Error(400, f"payload must be a JSON object with only {', '.join(sorted(allowed))}")
     return value
 
 
-def parse_config_request(payload: bytes, settings: GatewaySettings) -> ConfigRequest:
-    body = _object(payload, settings, {"configId", "observe"})
+def parse_config_request(payload: bytes, settings: GatewaySettings, read: JsonReader) -> ConfigRequest:
+    body = _object(payload, settings, read, {"configId", "observe"})
     config_id, observe = body.get("configId"), body.get("observe")
     if config_id is not None and not isinstance(config_id, str):
         raise Kp1Error(400, "configId must be a string")
@@ -55,8 +55,8 @@ def parse_config_request(payload: bytes, settings: GatewaySettings) -> ConfigReq
     return ConfigRequest(config_id, observe)
 
 
-def parse_applied(payload: bytes, settings: GatewaySettings) -> Applied:
-    body = _object(payload, settings, {"configId", "statusCode", "reasonPhrase"})
+def parse_applied(payload: bytes, settings: GatewaySettings, read: JsonReader) -> Applied:
+    body = _object(payload, settings, read, {"configId", "statusCode", "reasonPhrase"})
     config_id, status, phrase = body.get("configId"), body.get("statusCode", 200), body.get("reasonPhrase")
     if not isinstance(config_id, str) or not config_id:
         raise Kp1Error(400, "configId (a string) is required")

@@ -9,22 +9,22 @@ from __future__ import annotations
 from typing import Any
 
 from ..node.settings import GatewaySettings
-from .payload import PayloadError, parse_json
+from .payload import JsonReader, PayloadError
 from .reply import Kp1Error
 
 EXTENSION = "dcx"
 RESOURCE = "/json"
 
 
-def parse_samples(settings: GatewaySettings, path: str, payload: bytes) -> list[dict[str, Any]]:
+def parse_samples(settings: GatewaySettings, path: str, payload: bytes, read: JsonReader) -> list[dict[str, Any]]:
     if path != RESOURCE:
         raise Kp1Error(404, f"unknown resource {path or '(empty)'!r}; data goes to '{RESOURCE}'")
     if len(payload) > settings.data_max_payload_bytes:
         raise Kp1Error(413, f"payload over {settings.data_max_payload_bytes} bytes")
     try:
-        value = parse_json(payload, settings.data_max_depth)
+        value = read(payload, settings.data_max_depth)
     except PayloadError as exc:
-        raise Kp1Error(400, str(exc)) from None
+        raise Kp1Error(exc.status, str(exc)) from None
     samples = [value] if isinstance(value, dict) else value
     if not isinstance(samples, list) or not samples or not all(isinstance(s, dict) for s in samples):
         raise Kp1Error(400, "payload must be a JSON object or a non-empty JSON array of objects")

@@ -20,7 +20,8 @@ from registry.metadata import canonical
 from ..auth.identity import DeviceIdentity
 from ..node.settings import GatewaySettings
 from ..ops.metrics import Metrics
-from .payload import PayloadError, parse_json
+from .budget import ValidationBudget
+from .payload import MAX_DEPTH, JsonReader, PayloadError
 from .reply import Kp1Error, Reply, answered, status_reply
 from .topic import Kp1Topic
 from .whitelist import KEY_PATTERN, AppVersionRefused, KeyAccess, Whitelist
@@ -29,7 +30,8 @@ from .write_rate import WriteRate
 log = logging.getLogger(__name__)
 
 
-Resource = Callable[["Epmp", DeviceIdentity, KeyAccess, bytes], Awaitable[bytes]]
+Resource = Callable[["Epmp", DeviceIdentity, KeyAccess, bytes, JsonReader], Awaitable[bytes]]
+"""(epmp, identity, access, payload, read): `read` gives the payload parsed, already when it is not empty."""
 
 
 def _keys_array(value: Any, what: str) -> list[str]:
@@ -49,8 +51,8 @@ def _check_key(key: str) -> None:
         raise Kp1Error(400, f"invalid key name {key!r}: letters, digits and '_' only")
 
 
-def _object(payload: bytes) -> dict[str, Any]:
-    value = _json(payload)
+def _object(payload: bytes, read: JsonReader) -> dict[str, Any]:
+    value = _json(payload, read)
     if not isinstance(value, dict) or not value:
         raise Kp1Error(400, "payload must be a JSON object with at least one property")
     for key in value:
@@ -58,11 +60,20 @@ def _object(payload: bytes) -> dict[str, Any]:
     return value
 
 
-def _json(payload: bytes) -> Any:
+def _json(payload: bytes, read: JsonReader) -> Any:
     try:
-        return parse_json(payload)
+        return read(payload)
     except PayloadError as exc:
-        raise Kp1Error(400, str(exc)) from None
+        raise Kp1Error(exc.status, str(exc)) from None
+
+
+def _already(value: Any) -> JsonReader:
+    """A reader that gives back what was parsed before."""
+
+    def read(data: bytes, max_depth: int = MAX_DEPTH) -> Any:
+        return value
+
+    return read
 
 
 def check_limits(settings: GatewaySettings, metadata: dict[str, Any]) -> dict[str, Any]:
@@ -98,13 +109,19 @@ def _forbid(keys: list[str] | dict[str, Any], allowed: Callable[[str], bool], ve
 
 class Epmp:
     def __init__(
-        self, registry: Registry, settings: GatewaySettings, whitelist: Whitelist, metrics: Metrics | None = None
+        self,
+        registry: Registry,
+        settings: GatewaySettings,
+        whitelist: Whitelist,
+        validation: ValidationBudget,
+        metrics: Metrics | None = None,
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.whitelist = whitelist
         self._metrics = metrics or Metrics()
         self._write_rate = WriteRate(settings.epmp_writes_per_second, settings.epmp_write_burst)
+        self.validation = validation
 
     async def handle(self, identity: DeviceIdentity, request: Kp1Topic, payload: bytes) -> Reply | None:
         return await answered(request, self._serve(identity, request, payload), "10/EPMP")
@@ -118,8 +135,11 @@ class Epmp:
             raise Kp1Error(429, "metadata write rate limit reached; slow down")
         if len(payload) > self.settings.epmp_max_payload_bytes:
             raise Kp1Error(413, f"payload over {self.settings.epmp_max_payload_bytes} bytes")
+        read = self._reader(identity)
+        if payload.strip() and resource is not Epmp.get_keys:  # sized up and parsed before the registry is read
+            read = _already(_json(payload, read))
         access = await self._access(identity, request.app_version)
-        return status_reply(request, await resource(self, identity, access, payload))
+        return status_reply(request, await resource(self, identity, access, payload, read))
 
     async def _access(self, identity: DeviceIdentity, app_version: str) -> KeyAccess:
         """What the device may read and write under the topic's app version (the whitelist decides whether
@@ -146,19 +166,22 @@ class Epmp:
             return access
         raise Kp1Error(409, "the app version changed concurrently; retry")
 
+    def _reader(self, identity: DeviceIdentity) -> JsonReader:
+        return self.validation.reader(identity, self.settings.epmp_extension)
+
     async def _change(self, identity: DeviceIdentity, mutate: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
         await change_metadata(self.registry, self.settings, identity.tenant_id, identity.device_id, mutate)
 
     # -- resources ----------------------------------------------------------------------------------
 
-    async def get_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
+    async def get_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes, read: JsonReader) -> bytes:
         stored = await self.registry.metadata.get(identity.tenant_id, identity.device_id)
         return json.dumps(sorted(k for k in stored if access.readable(k))).encode()
 
-    async def get(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
+    async def get(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes, read: JsonReader) -> bytes:
         wanted: list[str] | None = None
         if payload.strip():
-            request = _json(payload)
+            request = _json(payload, read)
             if not isinstance(request, dict) or set(request) - {"keys"}:
                 raise Kp1Error(400, 'payload must be empty, {} or {"keys": [...]}')
             if "keys" in request:
@@ -168,21 +191,21 @@ class Epmp:
         keys = wanted if wanted is not None else [k for k in stored if access.readable(k)]
         return json.dumps({k: stored[k] for k in sorted(keys) if k in stored}, separators=(",", ":")).encode()
 
-    async def update(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
-        new = _object(payload)
+    async def update(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes, read: JsonReader) -> bytes:
+        new = _object(payload, read)
         _forbid(new, access.writable, "write")
         # full replace of what the client may write; everything else stays as it is
         await self._change(identity, lambda cur: {**{k: v for k, v in cur.items() if not access.writable(k)}, **new})
         return b""
 
-    async def update_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
-        new = _object(payload)
+    async def update_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes, read: JsonReader) -> bytes:
+        new = _object(payload, read)
         _forbid(new, access.writable, "write")
         await self._change(identity, lambda cur: {**cur, **new})
         return b""
 
-    async def delete_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes) -> bytes:
-        keys = _keys_array(_json(payload), "payload")
+    async def delete_keys(self, identity: DeviceIdentity, access: KeyAccess, payload: bytes, read: JsonReader) -> bytes:
+        keys = _keys_array(_json(payload, read), "payload")
         _forbid(keys, access.writable, "delete")
         await self._change(identity, lambda cur: {k: v for k, v in cur.items() if k not in keys})
         return b""

@@ -200,7 +200,15 @@ class GatewayBroker:
                 session = self.table.adopt(key, incoming)
                 delivery = self.router.delivery(key, session, on_slow=lambda: self.table.close_slow(key, SLOW_QUEUE))
                 connection = Connection(
-                    reader, writer, session, delivery.flows, self.inbound, self.services, self.partial_packets
+                    reader,
+                    writer,
+                    session,
+                    delivery.flows,
+                    self.inbound,
+                    self.services,
+                    self.partial_packets,
+                    self.services.validation.packet_work(identity),
+                    self.services.validation.packet_bytes(identity),
                 )
                 self.table.bind(session, connection)
                 # Re-validated inside the registry transaction: a revocation that committed while we

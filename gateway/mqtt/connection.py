@@ -15,12 +15,14 @@ import asyncio
 import collections
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable
 from typing import Any, Protocol
 
 from registry.models import now_ms
 
 from ..auth.identity import identity_of
+from ..auth.ratelimit import TokenBucket
 from ..node.context import GatewayServices
 from . import codec
 from .codec import FixedHeader, Publish
@@ -39,8 +41,13 @@ MAX_UNFINISHED_PACKETS = 64
 # that sends and never reads must not grow our buffer with its acknowledgements).
 WRITE_HIGH_WATER = 65_536
 # Packets handled from one connection's buffer before the reader lets the others run: a client that
-# pipelines a flood must not hold the event loop (reads from a full buffer never wait).
+# pipelines a flood must not hold the event loop (reads from a full buffer never wait). It also lets
+# them run once its packets took `reader_turn_ms` of work, however few: one expensive packet after
+# another must not hold it either.
 PACKETS_PER_TURN = 32
+# What handling one packet may take before the rest is charged to its sender's `reader_ms_per_second`:
+# a publish to a few subscribers, a small request, cost tens of microseconds.
+FREE_PACKET_SECONDS = 0.000_1
 
 
 class CloseReason:
@@ -82,6 +89,8 @@ class Connection:
         handler: SessionHandler,
         services: GatewayServices,
         partial: PartialPackets,
+        work: TokenBucket | None = None,
+        received: TokenBucket | None = None,
     ) -> None:
         settings, metrics = services.settings, services.metrics
         self.reader = reader
@@ -89,6 +98,10 @@ class Connection:
         if identity is not None:
             partial.bind(reader, identity.tenant_id)
         self._packets = PacketReader(reader, partial, settings.max_packet_bytes)
+        self._work = work
+        """The sender's bucket of milliseconds its expensive packets may take; None: not metered."""
+        self._received = received
+        """The sender's bucket of bytes it may send; None: not metered."""
         self._metrics = metrics
         self.writer = writer
         self.session = session
@@ -96,6 +109,7 @@ class Connection:
         self._handler = handler
         self._max_qos2 = settings.max_qos2_awaiting_pubrel
         self._stall_timeout = settings.slow_consumer_timeout
+        self._turn_seconds = settings.reader_turn_ms / 1000
         self._max_filters = max(1000, settings.max_subscriptions_per_session)
         self.close_reason: str | None = None
         self.close_detail: str | None = None
@@ -152,18 +166,23 @@ class Connection:
         """Reads and handles packets until the client leaves, breaks the protocol or is closed."""
         keep_alive = self.session.keep_alive * 1.5 or None
         running: collections.deque[asyncio.Future[Any]] = collections.deque()
-        handled = 0
+        handled, busy = 0, 0.0  # packets and seconds of work since the reader last let the others run
         try:
             while self.close_reason is None:  # closed by us: what the client sent after is not read
                 while running and (running[0].done() or len(running) >= MAX_UNFINISHED_PACKETS):
                     await asyncio.wait({running[0]})  # back-pressure: read on once the oldest is done
                     _retrieve(running.popleft())
+                if (wait := self._wait_for_budget()) > 0:  # TCP pushes back meanwhile
+                    await asyncio.sleep(min(wait, 0.1))  # a close ends the wait
+                    continue
                 try:
                     packet = await self._packets.next(keep_alive)
                     if packet is None:  # EOF
                         break
                     header, body = packet
                     self._metrics.bytes_in += codec.packet_size(header.remaining_length)
+                    if self._received is not None:
+                        self._received.charge(codec.packet_size(header.remaining_length))
                 except TimeoutError:
                     self.close(CloseReason.KEEPALIVE_TIMEOUT)
                     break
@@ -176,6 +195,7 @@ class Connection:
                 except (codec.MalformedLength, codec.StreamViolation) as exc:
                     self.close(CloseReason.PROTOCOL_ERROR, str(exc))
                     break
+                started = time.perf_counter()
                 violation = check_packet(header.packet_type, header.flags, body, self._max_filters)
                 if violation is not None:
                     self.close(CloseReason.PROTOCOL_ERROR, violation)
@@ -191,7 +211,12 @@ class Connection:
                 if pending is not None:
                     running.append(asyncio.ensure_future(pending))
                 handled += 1
-                if handled % PACKETS_PER_TURN == 0:
+                took = time.perf_counter() - started
+                busy += took
+                if took > FREE_PACKET_SECONDS and self._work is not None:
+                    self._work.charge((took - FREE_PACKET_SECONDS) * 1000)
+                if handled % PACKETS_PER_TURN == 0 or busy > self._turn_seconds:
+                    busy = 0.0
                     await asyncio.sleep(0)
                 if self.writer.transport.get_write_buffer_size() > WRITE_HIGH_WATER:
                     await self.drain()
@@ -212,6 +237,15 @@ class Connection:
                 task.cancel()
                 task.add_done_callback(_retrieve)
             self.reader_done.set()
+
+    def _wait_for_budget(self) -> float:
+        """Seconds until the sender may be read on: while its packets' work (`reader_ms_per_second`) or
+        bytes (`reader_bytes_per_second`) are over its budget."""
+        for bucket, limit in ((self._work, "reader_ms_per_second"), (self._received, "reader_bytes_per_second")):
+            if bucket is not None and not bucket.in_credit():
+                self._metrics.limits_hit[limit] += 1
+                return bucket.seconds_to_credit()
+        return 0.0
 
     def _handle(self, header: FixedHeader, body: bytes) -> Awaitable[None] | None:
         """Handles one checked packet; an awaitable when part of it must wait (an acknowledgement)."""

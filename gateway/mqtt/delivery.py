@@ -24,6 +24,10 @@ from .qos import Link, Outgoing, OutgoingFlows
 log = logging.getLogger(__name__)
 
 
+SENDS_PER_TURN = 32
+"""Messages a session's sender writes before it lets the others run (as a reader does after 32 packets)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeliveryLimits:
     max_messages: int
@@ -122,6 +126,7 @@ class Delivery:
             acks.add(task)
             task.add_done_callback(acks.discard)
 
+        sent = 0
         try:
             for flight in self.flows.in_flight():  # a resumed session: first what it never acknowledged
                 await window.acquire()
@@ -129,6 +134,9 @@ class Delivery:
                     return
                 start(self.flows.resend(link, flight))
             while True:
+                sent += 1
+                if sent % SENDS_PER_TURN == 0:  # writes below the high-water mark never wait: let the others run
+                    await asyncio.sleep(0)
                 while not self._queue:
                     self._ready.clear()
                     await self._ready.wait()

@@ -123,14 +123,10 @@ class Router:
         scope = tenant if tenant is not None else tenant_of_gateway_topic(topic)
         if scope is None:  # no topic space to route in: nobody may receive it
             return 0
-        granted_to: dict[str, int] = {}
-        for key, granted, _filter in self.index.match(scope, topic):
-            # one copy per session, at the highest QoS its matching filters granted: overlapping
-            # filters (100 per session allowed) must not multiply a publish 100-fold
-            if granted_to.get(key, -1) < granted:
-                granted_to[key] = granted
+        # one copy per session, at the highest QoS its matching filters granted: overlapping filters
+        # (100 per session allowed) must not multiply a publish 100-fold
         reached = 0
-        for key, granted in granted_to.items():
+        for key, granted in self.index.subscribers(scope, topic).items():
             target = self._targets.get(key)
             if target is None or not self._receives(target[0], scope, topic):
                 continue
@@ -144,7 +140,7 @@ class Router:
         target, tenant = self._targets.get(key), self.index.tenant_of(key)
         if target is None or tenant is None:
             return False
-        granted = max((g for k, g, _f in self.index.match(tenant, topic) if k == key), default=None)
+        granted = self.index.subscribers(tenant, topic).get(key)
         if granted is None or not self._receives(target[0], tenant, topic):
             return False
         target[1].offer(Outgoing(topic, data, min(qos, granted)))

@@ -102,6 +102,32 @@ class SubscriptionIndex:
             self.remove(key, topic_filter)
         return len(filters)
 
+    def subscribers(self, topic: str) -> dict[str, int]:
+        """Session key -> the highest QoS its filters matching `topic` granted: what routing needs, found
+        without naming each filter (a publish may match hundreds of one device's own)."""
+        levels = topic.split("/")
+        depth_of_topic = len(levels)
+        dollar = topic.startswith("$")
+        found: dict[str, int] = {}
+        stack: list[tuple[_Node, int]] = [(self._root, 0)]
+        while stack:
+            node, depth = stack.pop()
+            top = depth == 0
+            if node.rest and not (top and dollar):
+                _merge(found, node.rest)
+            if depth == depth_of_topic:
+                if node.here:
+                    _merge(found, node.here)
+                continue
+            children = node.children
+            exact = children.get(levels[depth])
+            if exact is not None:
+                stack.append((exact, depth + 1))
+            plus = children.get("+")
+            if plus is not None and not (top and dollar):
+                stack.append((plus, depth + 1))
+        return found
+
     def match(self, topic: str) -> Iterator[tuple[str, int, str]]:
         """(session key, granted QoS, filter) for every subscription matching `topic`."""
         levels = topic.split("/")
@@ -166,6 +192,11 @@ class TenantSubscriptions:
         self._forget_if_empty(tenant, key)
         return removed
 
+    def subscribers(self, tenant: str, topic: str) -> dict[str, int]:
+        """Session key -> highest granted QoS of the tenant's subscriptions matching `topic`."""
+        index = self._tenants.get(tenant)
+        return {} if index is None else index.subscribers(topic)
+
     def match(self, tenant: str, topic: str) -> Iterator[tuple[str, int, str]]:
         """(session key, granted QoS, filter) of the tenant's subscriptions matching `topic`."""
         index = self._tenants.get(tenant)
@@ -177,3 +208,9 @@ class TenantSubscriptions:
             del self._tenant_of[key]
         if index.is_empty():
             del self._tenants[tenant]
+
+
+def _merge(found: dict[str, int], granted: dict[str, int]) -> None:
+    for key, qos in granted.items():
+        if found.get(key, -1) < qos:
+            found[key] = qos

@@ -11,6 +11,7 @@ from registry import Registry
 from ..auth.hashing import PasswordHasher
 from ..auth.recent import RecentLogins
 from ..auth.throttle import AuthThrottle
+from ..kp1.budget import ValidationBudget
 from ..ops.audit import BurstLog
 from ..ops.metrics import Metrics
 from ..ops.refusals import RefusalTally
@@ -37,6 +38,8 @@ class GatewayServices:
     policies: PolicyService | None = None
     throttle: AuthThrottle = field(init=False)
     """Failed-CONNECT budgets per username and address, sized by the settings."""
+    validation: ValidationBudget = field(init=False)
+    """What parsing its payloads may cost each device, service account and tenant."""
     recent_logins: RecentLogins = field(init=False, default_factory=RecentLogins)
     provisioned_log: BurstLog = field(init=False, default_factory=lambda: BurstLog("device_auto_provisioned"))
     """Per tenant: a wave of new devices is a line and a count, not a line per device."""
@@ -59,6 +62,7 @@ class GatewayServices:
             sources_per_minute=self.settings.audit_refusal_sources_per_minute,
             max_field_chars=self.settings.audit_max_field_chars,
         )
+        self.validation = ValidationBudget(self.settings, self.metrics)
 
 
 def services_of(context: Any) -> GatewayServices | None:

@@ -144,7 +144,9 @@ class Gateway:
                 "marked %d session(s) left open by a previous run of node %s as not connected", recovered, s.node_id
             )
         self.admin_token, self.admin_token_created = ensure_admin_token(s.admin_token_path)
-        self.services.epmp = Epmp(self.registry, s, load_whitelist(s.epmx_whitelist), self.services.metrics)
+        self.services.epmp = Epmp(
+            self.registry, s, load_whitelist(s.epmx_whitelist), self.services.validation, self.services.metrics
+        )
         listeners = [ListenerSpec("mqtt", s.host, s.mqtt_port)]
         if s.tls_enabled or s.api_tls:
             self.tls = await self._server_tls()
@@ -167,13 +169,15 @@ class Gateway:
             await self.registry.close()
             raise
         self.reach = LocalReach(self.broker)
-        self.services.data = DataCollection(s, self.services.metrics, self.reach)
+        self.services.data = DataCollection(s, self.services.metrics, self.reach, self.services.validation)
         for tenant in await self.registry.tenants.list():
             self.services.data.set_forwarded(tenant.id, tenant.forward_extensions)
-        self.commands = CommandService(self.registry, s, self.services.metrics, self.reach, self.services.refusals)
+        self.commands = CommandService(
+            self.registry, s, self.services.metrics, self.reach, self.services.refusals, self.services.validation
+        )
         self.services.commands = self.commands
         self.commands.start()
-        self.services.policies = PolicyService(self.registry, s, self.reach)
+        self.services.policies = PolicyService(self.registry, s, self.reach, self.services.validation)
         self.imports = ImportRunner(self.registry, s, self.services.hasher)
         await self.imports.start()
         self.events = EventDispatcher(

@@ -202,6 +202,24 @@ class GatewaySettings(BaseSettings):
         1000, ge=1, description="messages waiting for a session that does not read (or is offline)"
     )
     max_queued_bytes: int = Field(8_388_608, ge=1024, description="payload bytes waiting for one session")
+    reader_turn_ms: float = Field(
+        2.0, gt=0, le=1000, description="ms of work on one connection's packets before its reader lets the others run"
+    )
+    reader_ms_per_second: float = Field(
+        100.0,
+        gt=0,
+        description="ms of event loop one device's expensive packets may take per second on average"
+        " (what each takes beyond 0.1 ms: a publish fanned out to hundreds of its own filters); beyond, its"
+        " connections are read on only once it is back in credit",
+    )
+    reader_burst_ms: float = Field(500.0, gt=0, description="...and in a burst")
+    reader_bytes_per_second: int = Field(
+        16_777_216,
+        ge=1024,
+        description="MQTT bytes one device or service account may send per second on average"
+        " (all its connections); beyond, they are read on only once it is back in credit",
+    )
+    reader_burst_bytes: int = Field(67_108_864, ge=1024, description="...and in a burst")
     slow_consumer_timeout: float = Field(
         30.0, gt=0, le=3600, description="seconds a client may leave what we send unread before it is closed"
     )
@@ -236,6 +254,21 @@ class GatewaySettings(BaseSettings):
         600.0, gt=0, description="MQTT command invocations one service account may publish a minute; beyond, 429"
     )
     commands_burst: int = Field(100, ge=1, description="of those, how many may come at once")
+    # -- what validating payloads may cost (issue 17 point 3) -------------------------------------------
+    json_max_values: int = Field(
+        10_000, ge=16, description="JSON values in one device payload or API body, counted before parsing; more get 413"
+    )
+    validation_ms_per_second: float = Field(
+        50.0,
+        gt=0,
+        description="ms of event loop one device or service account may spend on validating its payloads"
+        " per second on average; beyond, 429 without parsing",
+    )
+    validation_burst_ms: float = Field(250.0, gt=0, description="...and in a burst")
+    validation_tenant_ms_per_second: float = Field(
+        250.0, gt=0, description="the same for all devices and service accounts of a tenant together"
+    )
+    validation_tenant_burst_ms: float = Field(1000.0, gt=0, description="...and in a burst")
     # -- fleet management ---------------------------------------------------------------------------
     policy_max_bytes: int = Field(65_536, ge=64, description="a group's policy (7/CMP configuration), as JSON")
     import_max_bytes: int = Field(67_108_864, ge=1024, description="a CSV uploaded to POST .../device-imports")

@@ -34,6 +34,9 @@ class Metrics:
     commands_finished: Counter[str] = field(default_factory=Counter)
     """By final state: succeeded, failed, expired."""
     auto_provisioned: int = 0
+    payloads_parsed: Counter[str] = field(default_factory=Counter)
+    """Device and service-account payloads that reached the JSON parser, by extension (`commands`:
+    invocations): what `json_max_values` and the validation budgets bound."""
     kp1_requests: Counter[tuple[str, str, str]] = field(default_factory=Counter)
     """1/KP requests the gateway answers, by (extension, resource, status): status is the 1/KP code of
     the answer, `none` for a request without a request id (never answered). Resources are the known
@@ -83,6 +86,7 @@ class Metrics:
             "commandsRefused": dict(self.commands_refused),
             "commandsFinished": dict(self.commands_finished),
             "autoProvisioned": self.auto_provisioned,
+            "payloadsParsed": dict(self.payloads_parsed),
             "kp1Requests": {"/".join(key): n for key, n in self.kp1_requests.items()},
             "messagesIn": self.messages_in,
             "bytesIn": self.bytes_in,

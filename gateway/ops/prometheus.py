@@ -81,6 +81,12 @@ class GatewayCollector(Collector):
             ["limit"],
             {(k,): v for k, v in m.limits_hit.items()},
         )
+        yield _labelled(
+            "gateway_payloads_parsed",
+            "Device and service-account payloads that reached the JSON parser, by extension",
+            ["extension"],
+            {(k,): v for k, v in m.payloads_parsed.items()},
+        )
         yield _counter("gateway_data_messages", "2/DCP data messages accepted", m.data_messages)
         yield _counter("gateway_data_samples", "2/DCP samples accepted", m.data_samples)
         refused = {(k,): float(v) for k, v in m.data_refused.items()}

@@ -27,7 +27,8 @@ from registry.models import Command, CommandState, now_ms, to_ms
 
 from ..auth.identity import DeviceIdentity
 from ..kp1 import cep
-from ..kp1.payload import PayloadError, parse_json
+from ..kp1.budget import ValidationBudget
+from ..kp1.payload import JsonReader, PayloadError
 from ..kp1.reply import Kp1Error, Reply, answered, error_reply, status_reply
 from ..kp1.topic import MAX_REQUEST_ID, Kp1Topic, topics_matched
 from ..node.settings import GatewaySettings
@@ -48,6 +49,8 @@ UNOBSERVED_ATTR = "gateway.cex_unobserved"
 MAX_UNOBSERVED = 64
 EXPIRY_GRACE_S = 2.0
 PRUNE_EVERY_S = 3600.0
+INVOCATION_ENVELOPE_BYTES = 1024
+"""What an MQTT invocation may add to its payload (`id`, `timeoutMs`, spacing) before it is too long to parse."""
 
 Key = tuple[str, str, str, int]
 
@@ -106,11 +109,13 @@ class CommandService:
         metrics: Metrics,
         reach: Reach,
         refusals: RefusalTally,
+        validation: ValidationBudget,
     ) -> None:
         self._registry = registry
         self._settings = settings
         self._metrics = metrics
         self._reach = reach
+        self._validation = validation
         self._waiters: dict[Key, list[asyncio.Future[Command | None]]] = {}
         """None for a waiter means: stop waiting (device deleted, or the gateway stopping)."""
         self._stopping = False
@@ -224,7 +229,11 @@ class CommandService:
             if not self.invocations.admit(service):
                 self._metrics.commands_refused["429"] += 1
                 raise CommandRefused(429, f"over {self.invocations.per_minute:g} invocations a minute; retry later")
-            body = _mqtt_invocation(payload)
+            try:
+                body = _mqtt_invocation(payload, self._settings, self._validation.reader(service, "commands"))
+            except CommandRefused as exc:  # refused before it reached invoke(), which counts the others
+                self._metrics.commands_refused[str(exc.status)] += 1
+                raise
             given = body.get("id")
             await self.invoke(
                 target.tenant_id,
@@ -272,7 +281,7 @@ class CommandService:
     ) -> Reply:
         """The outstanding commands of the type, always answered (on `.../command/<type>[/<id>]/status`:
         without a request id that is where pushed commands arrive too)."""
-        observe = cep.parse_fetch(payload, self._settings)
+        observe = cep.parse_fetch(payload, self._settings, self._validation.reader(identity, cep.EXTENSION))
         if observe is not None:
             unobserved: set[str] = session.attributes.setdefault(UNOBSERVED_ATTR, set())
             if observe:
@@ -289,7 +298,7 @@ class CommandService:
     async def _results(
         self, identity: DeviceIdentity, request: Kp1Topic, command_type: str, payload: bytes
     ) -> Reply | None:
-        results = cep.parse_results(payload, self._settings)
+        results = cep.parse_results(payload, self._settings, self._validation.reader(identity, cep.EXTENSION))
         outcomes = await self._registry.commands.record_results(
             identity.tenant_id, identity.device_id, command_type, results, node=self._settings.node_id
         )
@@ -424,11 +433,13 @@ def _named_type(topic_filter: str) -> str:
     return levels[5] if len(levels) > 5 and levels[5] not in ("+", "#") else "x"
 
 
-def _mqtt_invocation(payload: bytes) -> dict[str, Any]:
+def _mqtt_invocation(payload: bytes, settings: GatewaySettings, read: JsonReader) -> dict[str, Any]:
+    if len(payload) > settings.commands_max_payload_bytes + INVOCATION_ENVELOPE_BYTES:  # too long to be read
+        raise CommandRefused(413, f"payload over {settings.commands_max_payload_bytes} bytes")
     try:
-        body = parse_json(payload)
+        body = read(payload)
     except PayloadError as exc:
-        raise CommandRefused(400, str(exc)) from None
+        raise CommandRefused(exc.status, str(exc)) from None
     if not isinstance(body, dict) or set(body) - {"id", "payload", "timeoutMs"}:
         raise CommandRefused(400, 'payload must be a JSON object {"id"?, "payload", "timeoutMs"?}')
     if "id" in body and not cep.positive_int(body["id"]):

@@ -19,9 +19,10 @@ from typing import Any
 from registry.models import now_ms
 
 from ..auth.identity import DeviceIdentity, owner_key
-from ..auth.ratelimit import TokenBucket
+from ..auth.ratelimit import TokenBuckets
 from ..kp1 import dcp
-from ..kp1.payload import PayloadError, parse_json
+from ..kp1.budget import OverBudget, ValidationBudget
+from ..kp1.payload import PayloadError
 from ..kp1.reply import Kp1Error, Reply, error_reply, status_reply
 from ..kp1.topic import Kp1Topic
 from ..node.settings import GatewaySettings
@@ -31,7 +32,6 @@ from .topics import data_topic
 
 RESERVED_EXTENSIONS = frozenset({dcp.EXTENSION, "epmx", "cex", "cmx"})
 """Handled by the gateway itself: a tenant cannot forward them."""
-_BUCKETS_SWEEP_AT = 10_000
 _ENTRY_OVERHEAD = 200  # bytes an entry costs beyond its sample (key, record, dict slot), roughly
 
 
@@ -47,13 +47,14 @@ class LastSample:
 
 
 class DataCollection:
-    def __init__(self, settings: GatewaySettings, metrics: Metrics, reach: Reach) -> None:
+    def __init__(self, settings: GatewaySettings, metrics: Metrics, reach: Reach, validation: ValidationBudget) -> None:
         self._settings = settings
         self._metrics = metrics
         self._reach = reach
+        self._validation = validation
         self._last: OrderedDict[str, LastSample] = OrderedDict()  # owner -> sample, least recent first
         self._last_bytes = 0
-        self._buckets: dict[str, TokenBucket] = {}
+        self._buckets = TokenBuckets(settings.data_messages_per_second * 60, float(settings.data_burst))
         self.forwarded: dict[str, frozenset[str]] = {}
         """Tenant -> the extensions it forwards (`forwardExtensions`), kept current by Management."""
 
@@ -66,7 +67,8 @@ class DataCollection:
         if not self._admit(owner):
             return error_reply(request, 429, "data rate limit reached; slow down")
         try:
-            samples = dcp.parse_samples(self._settings, request.path, payload)
+            read = self._validation.reader(identity, dcp.EXTENSION)
+            samples = dcp.parse_samples(self._settings, request.path, payload, read)
         except Kp1Error as exc:
             self._metrics.data_refused[str(exc.status)] += 1
             return error_reply(request, exc.status, exc.phrase)
@@ -109,8 +111,12 @@ class DataCollection:
         }
         if request.request_id is not None:
             message["requestId"] = request.request_id
+        read = self._validation.reader(identity, request.extension)
         try:
-            message["payload"] = parse_json(payload, self._settings.data_max_depth)
+            message["payload"] = read(payload, self._settings.data_max_depth)
+        except OverBudget:
+            self._metrics.data_refused["429"] += 1
+            return
         except PayloadError:
             message["payloadBase64"] = base64.b64encode(payload).decode()
         body = json.dumps(message, separators=(",", ":")).encode()
@@ -163,13 +169,7 @@ class DataCollection:
         self._last_bytes -= len(entry.sample) + _ENTRY_OVERHEAD
 
     def _admit(self, owner: str) -> bool:
-        bucket = self._buckets.get(owner)
-        if bucket is None:
-            if len(self._buckets) >= _BUCKETS_SWEEP_AT:  # a full bucket is as good as a new one
-                self._buckets = {k: b for k, b in self._buckets.items() if not b.is_full()}
-            s = self._settings
-            bucket = self._buckets[owner] = TokenBucket(s.data_messages_per_second * 60, float(s.data_burst))
-        if bucket.take():
+        if self._buckets.of(owner).take():
             return True
         self._metrics.data_refused["429"] += 1
         self._metrics.limits_hit["data_messages_per_second"] += 1

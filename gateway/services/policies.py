@@ -14,6 +14,7 @@ from registry.errors import Conflict, NotFound
 
 from ..auth.identity import DeviceIdentity
 from ..kp1 import cmp
+from ..kp1.budget import ValidationBudget
 from ..kp1.reply import Kp1Error, Reply, answered, status_reply
 from ..kp1.topic import Kp1Topic, topics_matched
 from ..node.settings import GatewaySettings
@@ -33,10 +34,13 @@ def config_message(config_id: str, config_json: str) -> bytes:
 
 
 class PolicyService:
-    def __init__(self, registry: Registry, settings: GatewaySettings, reach: Reach) -> None:
+    def __init__(
+        self, registry: Registry, settings: GatewaySettings, reach: Reach, validation: ValidationBudget
+    ) -> None:
         self._registry = registry
         self._settings = settings
         self._reach = reach
+        self._validation = validation
 
     # -- devices (kp1/<app version>/cmx/<token>/...) -----------------------------------------------------
 
@@ -51,7 +55,7 @@ class PolicyService:
         if request.path == cmp.CONFIG:
             return await self._config(session, identity, request, payload)
         if request.path == cmp.APPLIED:
-            applied = cmp.parse_applied(payload, self._settings)
+            applied = cmp.parse_applied(payload, self._settings, self._validation.reader(identity, cmp.EXTENSION))
             try:
                 await self._registry.groups.record_applied(
                     identity.tenant_id,
@@ -71,7 +75,7 @@ class PolicyService:
     ) -> Reply:
         """Always answered (without a request id on `.../config/json/status`, where pushes arrive):
         `{"configId","config"}`, or `{}` when the device already has the current one."""
-        asked = cmp.parse_config_request(payload, self._settings)
+        asked = cmp.parse_config_request(payload, self._settings, self._validation.reader(identity, cmp.EXTENSION))
         if asked.observe is not None:
             session.attributes[UNOBSERVED_ATTR] = not asked.observe
         config_id, config_json = await self._registry.groups.device_config(identity.tenant_id, identity.device_id)
