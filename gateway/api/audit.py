@@ -4,16 +4,12 @@ records them is audit_trail.py."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from pydantic import Field
-
-from registry.models import AuditRefusal
 
 from .deps import GatewayDep
-from .schemas import AuditPageOut, Body
+from .schemas.audit import AuditPageOut, AuditRefusalOut, AuditRefusalsPageOut
 
 router = APIRouter(tags=["operations"])
 TenantQuery = Annotated[str | None, Query(description="only this tenant's")]
@@ -30,39 +26,6 @@ async def read_audit(
     (`status`, `detail` for a refusal). Writes without the admin token are at `/v1/audit/refusals`."""
     entries = await gw.registry.audit.page(tenant_id=tenant, after=after, limit=limit)
     return AuditPageOut.of(entries, limit)
-
-
-class AuditRefusalOut(Body):
-    id: int
-    minute: datetime = Field(description="the start of the minute counted")
-    source: str = Field(description="the client's address (IPv6: its /64), or service:<account>@<tenant>")
-    actor: str = Field(description="anonymous, anonymous (wrong token) or service:<account>@<tenant>")
-    status: int
-    count: int = Field(description="how many of this source, actor and status in the minute")
-    tenant: str | None = Field(description="a service account's tenant (never taken from an anonymous request)")
-    action: str = Field(description="what the first of them tried")
-    target: str
-    detail: str | None
-
-    @classmethod
-    def of(cls, r: AuditRefusal) -> AuditRefusalOut:
-        return cls(
-            id=r.id,
-            minute=r.minute,
-            source=r.source,
-            actor=r.actor,
-            status=r.status,
-            count=r.count,
-            tenant=r.tenant_id,
-            action=r.action,
-            target=r.target,
-            detail=r.detail,
-        )
-
-
-class AuditRefusalsPageOut(Body):
-    refusals: list[AuditRefusalOut]
-    next: int | None = Field(description="pass as `after` for the next page; null on the last")
 
 
 @router.get("/v1/audit/refusals", summary="Read the counted refusals")

@@ -15,7 +15,7 @@ from ..services.commands import CommandService, WaitInterrupted
 from .body import model_body
 from .deps import GatewayDep
 from .errors import error_response
-from .schemas import CommandAccepted, CommandIn, CommandOut, CommandResultOut
+from .schemas.commands import CommandAccepted, CommandIn, CommandOut, CommandResultOut
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/devices/{device}/commands", tags=["commands"])
 

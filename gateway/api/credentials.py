@@ -13,7 +13,7 @@ from registry.errors import NotFound
 from registry.models import Credential, CredentialKind
 
 from .deps import GatewayDep
-from .schemas import CertificateOut, PasswordIn, PasswordOut, StateIn, TokenIn, TokenOut
+from .schemas.credentials import CertificateOut, PasswordIn, PasswordOut, StateIn, TokenIn, TokenOut
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/devices/{device}", tags=["credentials"])
 # Within a tenant a token names one device, so a token alone names its device: lets a script act on a

@@ -10,7 +10,7 @@ from registry.errors import NotFound
 from registry.models import from_ms
 
 from .deps import GatewayDep
-from .schemas import LastDataOut
+from .schemas.data import LastDataOut
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/devices/{device}/data", tags=["data"])
 

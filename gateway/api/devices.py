@@ -12,7 +12,7 @@ from registry.models import DeviceState, to_ms
 
 from .deps import GatewayDep
 from .errors import BadRequest
-from .schemas import (
+from .schemas.devices import (
     ConnectedDeviceOut,
     ConnectedDevicesOut,
     ConnectionOut,

@@ -9,7 +9,13 @@ from fastapi import APIRouter, Query, Request, Response
 
 from .body import model_body
 from .deps import GatewayDep
-from .schemas import EndpointFilterIn, EndpointFilterOut, EndpointFilterQueryIn, FilterEndpointOut, FilterEndpointsOut
+from .schemas.endpoint_filters import (
+    EndpointFilterIn,
+    EndpointFilterOut,
+    EndpointFilterQueryIn,
+    FilterEndpointOut,
+    FilterEndpointsOut,
+)
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/endpoint-filters", tags=["endpoint filters"])
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Request, Response
 from .body import json_body
 from .deps import GatewayDep
 from .errors import BadRequest
-from .schemas import GroupIn, GroupMoveIn, GroupMoveOut, GroupOut, GroupPatch, PolicyOut
+from .schemas.groups import GroupIn, GroupMoveIn, GroupMoveOut, GroupOut, GroupPatch, PolicyOut
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/groups", tags=["groups"])
 

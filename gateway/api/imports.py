@@ -12,7 +12,7 @@ from ..services.import_secrets import TooManyHeld
 from ..services.imports import TEMPLATE, CsvRefused
 from .deps import GatewayDep
 from .errors import BadRequest, error_response
-from .schemas import ImportAccepted, ImportJobOut
+from .schemas.imports import ImportAccepted, ImportJobOut
 
 if TYPE_CHECKING:
     from ..services.imports import ImportRunner

@@ -7,7 +7,7 @@ import secrets
 from fastapi import APIRouter, Response
 
 from .deps import GatewayDep
-from .schemas import ServiceAccountIn, ServiceAccountOut
+from .schemas.service_accounts import ServiceAccountIn, ServiceAccountOut
 
 router = APIRouter(prefix="/v1/tenants/{tenant}/service-accounts", tags=["service accounts"])
 

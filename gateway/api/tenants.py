@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Response
 
 from .deps import GatewayDep
-from .schemas import RETAINED_LIMITS, TenantIn, TenantOut, TenantPatch
+from .schemas.tenants import RETAINED_LIMITS, TenantIn, TenantOut, TenantPatch
 
 router = APIRouter(prefix="/v1/tenants", tags=["tenants"])
 

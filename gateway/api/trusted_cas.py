@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-
 from fastapi import APIRouter, Request, Response
 from starlette.exceptions import HTTPException
 
@@ -12,18 +10,18 @@ from pki.ca_upload import ParsedCa, parse_ca
 from pki.certs import CertificateRejected, load_certificates
 from pki.templates import template_error
 from registry.errors import NotFound
-from registry.models import CaProof, RegistrationCode, TrustedCa, from_ms, now_ms
+from registry.models import CaProof, TrustedCa, from_ms, now_ms
 
 from ..auth.outcome import Refusal
 from ..auth.x509 import assess
 from .deps import GatewayDep, bearer_token, is_admin_token
 from .errors import BadRequest
-from .schemas import (
-    Body,
+from .schemas.trusted_cas import (
     CertificateCheckIn,
     CertificateCheckOut,
     CertificateFacts,
     MatchedCa,
+    RegistrationCodeOut,
     TombstoneOut,
     TrustedCaIn,
     TrustedCaOut,
@@ -31,15 +29,6 @@ from .schemas import (
 )
 
 router = APIRouter(prefix="/v1/tenants/{tenant}", tags=["trusted CAs"])
-
-
-class RegistrationCodeOut(Body):
-    registration_code: str
-    created_at: datetime
-
-    @classmethod
-    def of(cls, code: RegistrationCode) -> RegistrationCodeOut:
-        return cls(registration_code=code.code, created_at=code.created_at)
 
 
 def _no_proof(tenant: str) -> str:
