@@ -11,7 +11,8 @@ from fastapi.responses import JSONResponse
 from registry.commands import MAX_ID
 from registry.models import CommandState
 
-from ..services.commands import CommandService, WaitInterrupted
+from ..services.commands.messages import WaitInterrupted
+from ..services.commands.service import CommandService
 from .body import model_body
 from .deps import GatewayDep
 from .errors import error_response

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException
 
 from registry.errors import Conflict, Invalid, LimitReached, NotFound, RegistryError
 
-from ..services.commands import CommandRefused
+from ..services.commands.messages import CommandRefused
 
 _STATUS = {
     NotFound: (404, "not_found"),

@@ -13,6 +13,7 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from ..auth.identity import DeviceIdentity, identity_of, owner_key
 from ..auth.will import will_authorized
@@ -29,6 +30,10 @@ from .connection import CloseReason, Connection
 from .keyed_lock import KeyedLock
 from .router import SUBSCRIBE_FAILURE, Allowed, Router
 from .session import ClientSession
+
+if TYPE_CHECKING:
+    from ..services.commands.devices import DeviceCommands
+    from ..services.policies import PolicyService
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +93,9 @@ class Inbound:
             too_many = lambda: self._too_many(identity, request, qos)  # noqa: E731
             return True, self._ordered(identity, qos, answer_epmp, too_many)
         if extension in (cmp.EXTENSION, cep.EXTENSION):  # requests that read or write the registry
-            handler = services.policies if extension == cmp.EXTENSION else services.commands
+            handler: PolicyService | DeviceCommands | None = services.policies
+            if extension == cep.EXTENSION:
+                handler = services.commands.devices if services.commands is not None else None
             if handler is not None:
                 service = handler
 
@@ -119,9 +126,9 @@ class Inbound:
         data = publish.data
 
         async def invoke() -> None:
-            await commands.invoke_from_mqtt(identity, topic, data)
+            await commands.mqtt.invoke(identity, topic, data)
 
-        refuse = lambda: commands.refuse(topic, 429, "too many invocations pending; retry later")  # noqa: E731
+        refuse = lambda: commands.mqtt.refuse(topic, 429, "too many invocations pending; retry later")  # noqa: E731
         return self._ordered(identity, publish.qos, invoke, refuse)
 
     async def publish_will(self, session: ClientSession) -> None:
@@ -175,10 +182,10 @@ class Inbound:
         if identity is None or identity.is_service or not filters:
             return
         commands, policies = self._services.commands, self._services.policies
-        if commands is not None and commands.carries_commands(filters):
+        if commands is not None and commands.devices.carries_commands(filters):
 
             async def push_commands() -> None:
-                await commands.push_outstanding(session, identity, filters)
+                await commands.devices.push_outstanding(session, identity, filters)
 
             self._ordered(identity, 0, push_commands, lambda: None)
         if policies is not None and policies.carries_config(filters):

@@ -20,7 +20,7 @@ from .trust import TrustedCas
 
 if TYPE_CHECKING:
     from ..kp1.epmp import Epmp
-    from ..services.commands import CommandService
+    from ..services.commands.service import CommandService
     from ..services.data import DataCollection
     from ..services.policies import PolicyService
 

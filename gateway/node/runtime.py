@@ -31,7 +31,7 @@ from ..mqtt.local_reach import LocalReach
 from ..mqtt.websocket import WebSocketOptions, message_limit
 from ..ops.metrics import Metrics
 from ..ops.prometheus import PrometheusExporter
-from ..services.commands import CommandService
+from ..services.commands.service import CommandService
 from ..services.data import DataCollection
 from ..services.endpoint_filters import FilterEvaluator
 from ..services.events import EventDispatcher

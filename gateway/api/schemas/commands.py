@@ -9,7 +9,7 @@ from pydantic import Field
 
 from registry.models import Command, CommandState
 
-from ...services.commands import result_message
+from ...services.commands.messages import result_message
 from .base import Body
 
 

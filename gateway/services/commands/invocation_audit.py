@@ -9,12 +9,12 @@ from __future__ import annotations
 from registry import Registry
 from registry.audit import bounded
 
-from ..auth.identity import DeviceIdentity
-from ..auth.throttle import BucketMap
-from ..node.settings import GatewaySettings
-from ..ops.audit import MAX_TOPIC_HINT, audit
-from ..ops.metrics import Metrics
-from ..ops.refusals import RefusalTally
+from ...auth.identity import DeviceIdentity
+from ...auth.throttle import BucketMap
+from ...node.settings import GatewaySettings
+from ...ops.audit import MAX_TOPIC_HINT, audit
+from ...ops.metrics import Metrics
+from ...ops.refusals import RefusalTally
 
 ACTION = "MQTT $gateway/commands/{tenant}/{device}/{type}"
 RATE_LIMIT = "commands_per_minute"
