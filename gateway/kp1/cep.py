@@ -1,6 +1,6 @@
 """11/CEP on the device side: `kp1/<app version>/cex/<token>/command/<type>[/<request id>]` (fetch and
 observe commands) and `.../result/<type>[/<request id>]` (report results). The wire format only; what
-happens to commands is gateway/services/commands.py."""
+happens to commands is gateway/services/commands/."""
 
 from __future__ import annotations
 
