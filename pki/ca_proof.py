@@ -13,7 +13,7 @@ import datetime as dt
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 from cryptography.x509.oid import NameOID
 
@@ -27,8 +27,8 @@ SIGNING_KEYS = (
     ec.EllipticCurvePrivateKey,
     ed25519.Ed25519PrivateKey,
     ed448.Ed448PrivateKey,
-    dsa.DSAPrivateKey,
 )
+"""Not DSA: a DSA CA is refused (pki/certs.py), and cryptography >= 51 warns at every use of its names."""
 
 
 class KeyEncrypted(ValueError):
